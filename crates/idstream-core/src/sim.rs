@@ -1,0 +1,1 @@
+//! Placeholder: helper is writing the simulator generator.
