@@ -27,15 +27,9 @@ const MAX_DEPTH: usize = 128;
 
 /// Returns the canonical JSON of `body` (see the module docs).
 pub fn canonical_json(body: &[u8]) -> Result<Vec<u8>, CanonicalError> {
-    let text = std::str::from_utf8(body).map_err(|e| CanonicalError {
-        offset: e.valid_up_to(),
-        message: "body is not valid UTF-8",
-    })?;
-    let mut p = Parser {
-        s: text.as_bytes(),
-        src: text,
-        pos: 0,
-    };
+    let text = std::str::from_utf8(body)
+        .map_err(|e| CanonicalError { offset: e.valid_up_to(), message: "body is not valid UTF-8" })?;
+    let mut p = Parser { s: text.as_bytes(), src: text, pos: 0 };
     // Python's json.loads tolerates a UTF-8 byte-order mark only when decoding bytes; Didit
     // never sends one, and treating it as whitespace would accept bodies the sender never signed.
     let mut out = String::with_capacity(body.len());
@@ -56,10 +50,7 @@ struct Parser<'a> {
 
 impl Parser<'_> {
     fn err(&self, message: &'static str) -> CanonicalError {
-        CanonicalError {
-            offset: self.pos,
-            message,
-        }
+        CanonicalError { offset: self.pos, message }
     }
 
     fn skip_ws(&mut self) {
@@ -248,15 +239,10 @@ impl Parser<'_> {
     }
 
     fn hex4(&mut self) -> Result<u32, CanonicalError> {
-        let digits = self
-            .s
-            .get(self.pos..self.pos + 4)
-            .ok_or_else(|| self.err("truncated \\u escape"))?;
+        let digits = self.s.get(self.pos..self.pos + 4).ok_or_else(|| self.err("truncated \\u escape"))?;
         let mut v = 0u32;
         for &d in digits {
-            let n = (d as char)
-                .to_digit(16)
-                .ok_or_else(|| self.err("invalid hex digit in \\u escape"))?;
+            let n = (d as char).to_digit(16).ok_or_else(|| self.err("invalid hex digit in \\u escape"))?;
             v = v * 16 + n;
         }
         self.pos += 4;
@@ -365,7 +351,15 @@ fn write_python_float(out: &mut String, f: f64) {
 /// trip, in positional form when the decimal exponent is in `-4..16`, else `d.ddde±XX`.
 fn python_repr(f: f64) -> String {
     // `{:e}` gives Rust's shortest round-trip digits in scientific form, e.g. `9.615e1`.
-    let sci = format!("{:e}", f.abs());
+    let shortest = format!("{:e}", f.abs());
+    // Among the shortest strings that round trip, Python takes the one nearest the exact value,
+    // ties to even. Rust's shortest formatter breaks an exact tie upwards instead (16 or 17
+    // digits, e.g. 2119513591211832.25: Python `…832.2`, `{:e}` `…832.3`). So round the exact
+    // value to the same number of digits (`{:.*e}` is correctly rounded, ties to even) and keep
+    // that when it still round trips.
+    let n = shortest.split_once('e').map_or(1, |(m, _)| m.bytes().filter(u8::is_ascii_digit).count());
+    let nearest = format!("{:.*e}", n - 1, f.abs());
+    let sci = if nearest.parse::<f64>() == Ok(f.abs()) { nearest } else { shortest };
     let (mantissa, exp) = sci.split_once('e').expect("`{:e}` always has an exponent");
     let exp: i32 = exp.parse().expect("exponent is an integer");
     let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
@@ -383,11 +377,7 @@ fn python_repr(f: f64) -> String {
         }
     } else {
         let (first, rest) = digits.split_at(1);
-        let frac = if rest.is_empty() {
-            String::new()
-        } else {
-            format!(".{rest}")
-        };
+        let frac = if rest.is_empty() { String::new() } else { format!(".{rest}") };
         let esign = if exp < 0 { '-' } else { '+' };
         format!("{sign}{first}{frac}e{esign}{:02}", exp.abs())
     }
@@ -432,10 +422,9 @@ mod tests {
 
     #[test]
     fn errors() {
-        for bad in [
-            "", "{", "{\"a\":}", "[1,]", "{\"a\":1,}", "01", "1.", "\"\\ud800\"", "\"\\x\"", "nul",
-            "{} x", "\"a\nb\"",
-        ] {
+        for bad in
+            ["", "{", "{\"a\":}", "[1,]", "{\"a\":1,}", "01", "1.", "\"\\ud800\"", "\"\\x\"", "nul", "{} x", "\"a\nb\""]
+        {
             assert!(canonical_json(bad.as_bytes()).is_err(), "accepted {bad:?}");
         }
     }

@@ -114,10 +114,7 @@ pub struct IdentityEvent {
 impl IdentityEvent {
     /// The log's partition key: the session, else the subject, else the event itself.
     pub fn partition_key(&self) -> &str {
-        self.session_id
-            .as_deref()
-            .or(self.subject.as_deref())
-            .unwrap_or(&self.dedupe_key)
+        self.session_id.as_deref().or(self.subject.as_deref()).unwrap_or(&self.dedupe_key)
     }
 }
 
@@ -229,10 +226,7 @@ pub enum NormaliseError {
     #[error("missing required field `{0}`")]
     MissingField(&'static str),
     #[error("field `{field}` {problem}")]
-    InvalidField {
-        field: &'static str,
-        problem: &'static str,
-    },
+    InvalidField { field: &'static str, problem: &'static str },
 }
 
 /// What every normaliser needs besides the body.
@@ -248,8 +242,7 @@ pub struct Envelope<'a> {
 /// Formats Unix seconds as RFC 3339 UTC (out-of-range values clamp to the epoch).
 pub fn rfc3339(unix: i64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp(unix).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    t.format(&time::format_description::well_known::Rfc3339)
-        .expect("a valid timestamp always formats")
+    t.format(&time::format_description::well_known::Rfc3339).expect("a valid timestamp always formats")
 }
 
 fn opt_str(v: &Value, key: &str) -> Option<String> {
@@ -265,14 +258,8 @@ fn req_str<'v>(v: &'v Value, key: &'static str) -> Result<&'v str, NormaliseErro
     match v.get(key) {
         None | Some(Value::Null) => Err(NormaliseError::MissingField(key)),
         Some(Value::String(s)) if !s.is_empty() => Ok(s),
-        Some(Value::String(_)) => Err(NormaliseError::InvalidField {
-            field: key,
-            problem: "must not be empty",
-        }),
-        Some(_) => Err(NormaliseError::InvalidField {
-            field: key,
-            problem: "must be a string",
-        }),
+        Some(Value::String(_)) => Err(NormaliseError::InvalidField { field: key, problem: "must not be empty" }),
+        Some(_) => Err(NormaliseError::InvalidField { field: key, problem: "must be a string" }),
     }
 }
 
@@ -336,23 +323,14 @@ pub fn didit_checks(decision: &Value) -> Checks {
             .into_iter()
             .map(|e| {
                 let (node_id, status) = base(e);
-                LivenessCheck {
-                    node_id,
-                    status,
-                    score: opt_f64(e, "score"),
-                    method: opt_str(e, "method"),
-                }
+                LivenessCheck { node_id, status, score: opt_f64(e, "score"), method: opt_str(e, "method") }
             })
             .collect(),
         face_matches: entries(decision, "face_matches", "face_match")
             .into_iter()
             .map(|e| {
                 let (node_id, status) = base(e);
-                FaceMatchCheck {
-                    node_id,
-                    status,
-                    score: opt_f64(e, "score"),
-                }
+                FaceMatchCheck { node_id, status, score: opt_f64(e, "score") }
             })
             .collect(),
         aml: entries(decision, "aml_screenings", "aml")
@@ -363,12 +341,7 @@ pub fn didit_checks(decision: &Value) -> Checks {
                     .get("total_hits")
                     .and_then(Value::as_u64)
                     .or_else(|| e.get("hits").and_then(Value::as_array).map(|h| h.len() as u64));
-                AmlCheck {
-                    node_id,
-                    status,
-                    total_hits,
-                    entity_type: opt_str(e, "entity_type"),
-                }
+                AmlCheck { node_id, status, total_hits, entity_type: opt_str(e, "entity_type") }
             })
             .collect(),
         ip: entries(decision, "ip_analyses", "ip_analysis")
@@ -466,9 +439,8 @@ pub fn normalise_didit(env: Envelope<'_>, body: &Value, timestamp: i64) -> Resul
         ),
     };
     let checks = body.get("decision").map(didit_checks).unwrap_or_default();
-    let subject = opt_str(body, "vendor_data")
-        .or_else(|| opt_str(body, "vendor_business_id"))
-        .filter(|s| !s.is_empty());
+    let subject =
+        opt_str(body, "vendor_data").or_else(|| opt_str(body, "vendor_business_id")).filter(|s| !s.is_empty());
     Ok(IdentityEvent {
         id: env.id,
         offset: 0,
@@ -506,17 +478,10 @@ pub fn normalise_standard(
     let data = match body.get("data") {
         None | Some(Value::Null) => &empty,
         Some(d @ Value::Object(_)) => d,
-        Some(_) => {
-            return Err(NormaliseError::InvalidField {
-                field: "data",
-                problem: "must be an object",
-            })
-        }
+        Some(_) => return Err(NormaliseError::InvalidField { field: "data", problem: "must be an object" }),
     };
     let provider_status = opt_str(data, "status");
-    let status = provider_status
-        .as_deref()
-        .and_then(|s| Status::from_didit(s).or_else(|| Status::from_snake(s)));
+    let status = provider_status.as_deref().and_then(|s| Status::from_didit(s).or_else(|| Status::from_snake(s)));
     Ok(IdentityEvent {
         id: env.id,
         offset: 0,
@@ -527,9 +492,7 @@ pub fn normalise_standard(
         provider_kind: kind.to_owned(),
         provider_event_id: Some(webhook_id.to_owned()),
         session_id: opt_str(data, "session_id").or_else(|| opt_str(data, "id")),
-        subject: opt_str(data, "subject")
-            .or_else(|| opt_str(data, "vendor_data"))
-            .or_else(|| opt_str(data, "user_id")),
+        subject: opt_str(data, "subject").or_else(|| opt_str(data, "vendor_data")).or_else(|| opt_str(data, "user_id")),
         status,
         provider_status,
         occurred_at: rfc3339(timestamp),
@@ -613,16 +576,10 @@ mod tests {
                 json!({"webhook_type": "status.updated", "status": "Approved"}),
                 NormaliseError::MissingField("session_id"),
             ),
-            (
-                json!({"webhook_type": "status.updated", "session_id": "s"}),
-                NormaliseError::MissingField("status"),
-            ),
+            (json!({"webhook_type": "status.updated", "session_id": "s"}), NormaliseError::MissingField("status")),
             (
                 json!({"webhook_type": 5}),
-                NormaliseError::InvalidField {
-                    field: "webhook_type",
-                    problem: "must be a string",
-                },
+                NormaliseError::InvalidField { field: "webhook_type", problem: "must be a string" },
             ),
         ];
         for (body, want) in cases {
@@ -632,7 +589,8 @@ mod tests {
 
     #[test]
     fn dedupe_key_prefers_event_id_then_composite() {
-        let body = json!({"webhook_type": "status.updated", "session_id": "s1", "status": "Approved", "event_id": "e1"});
+        let body =
+            json!({"webhook_type": "status.updated", "session_id": "s1", "status": "Approved", "event_id": "e1"});
         assert_eq!(normalise_didit(env(), &body, 7).unwrap().dedupe_key, "event:e1");
         let body = json!({"webhook_type": "status.updated", "session_id": "s1", "status": "Approved"});
         let ev = normalise_didit(env(), &body, 7).unwrap();

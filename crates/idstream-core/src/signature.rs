@@ -62,11 +62,7 @@ pub enum VerifyError {
     #[error("invalid signature: no configured secret matches {0}")]
     InvalidSignature(&'static str),
     #[error("stale timestamp: signed timestamp {timestamp} is {skew_secs} s away from server time (tolerance {tolerance_secs} s)")]
-    StaleTimestamp {
-        timestamp: i64,
-        skew_secs: u64,
-        tolerance_secs: u64,
-    },
+    StaleTimestamp { timestamp: i64, skew_secs: u64, tolerance_secs: u64 },
     #[error("X-Timestamp header ({header}) disagrees with the signed body timestamp ({body})")]
     TimestampMismatch { header: String, body: i64 },
     #[error("malformed JSON: {0}")]
@@ -74,17 +70,11 @@ pub enum VerifyError {
     #[error("missing required field `{0}`")]
     MissingField(&'static str),
     #[error("field `{field}` {problem}")]
-    InvalidField {
-        field: &'static str,
-        problem: &'static str,
-    },
+    InvalidField { field: &'static str, problem: &'static str },
     #[error("missing required header `{0}`")]
     MissingHeader(&'static str),
     #[error("header `{header}` {problem}")]
-    InvalidHeader {
-        header: &'static str,
-        problem: &'static str,
-    },
+    InvalidHeader { header: &'static str, problem: &'static str },
 }
 
 impl VerifyError {
@@ -117,11 +107,7 @@ impl VerifyError {
 fn check_freshness(timestamp: i64, now: i64, tolerance_secs: u64) -> Result<(), VerifyError> {
     let skew = now.abs_diff(timestamp);
     if skew > tolerance_secs {
-        return Err(VerifyError::StaleTimestamp {
-            timestamp,
-            skew_secs: skew,
-            tolerance_secs,
-        });
+        return Err(VerifyError::StaleTimestamp { timestamp, skew_secs: skew, tolerance_secs });
     }
     Ok(())
 }
@@ -185,17 +171,12 @@ pub mod didit {
 
     /// Signs the four fields the way Didit's `X-Signature-Simple` does.
     pub fn sign_simple(secret: &Secret, timestamp: i64, session_id: &str, status: &str, webhook_type: &str) -> String {
-        hmac_hex(
-            secret.expose().as_bytes(),
-            simple_message(timestamp, session_id, status, webhook_type).as_bytes(),
-        )
+        hmac_hex(secret.expose().as_bytes(), simple_message(timestamp, session_id, status, webhook_type).as_bytes())
     }
 
     fn any_secret(secrets: &[Secret], msg: &[u8], sig: &str) -> bool {
         // Check every secret even after a match so timing does not reveal which one matched.
-        secrets
-            .iter()
-            .fold(false, |ok, s| hmac_hex_matches(s.expose().as_bytes(), msg, sig) | ok)
+        secrets.iter().fold(false, |ok, s| hmac_hex_matches(s.expose().as_bytes(), msg, sig) | ok)
     }
 
     /// The Simple message of a parsed body, if it has the four fields.
@@ -218,9 +199,7 @@ pub mod didit {
         tolerance_secs: u64,
     ) -> Result<Verified, VerifyError> {
         if headers.signature_v2.is_none() && headers.signature_raw.is_none() && headers.signature_simple.is_none() {
-            return Err(VerifyError::MissingSignature(
-                "X-Signature-V2, X-Signature or X-Signature-Simple",
-            ));
+            return Err(VerifyError::MissingSignature("X-Signature-V2, X-Signature or X-Signature-Simple"));
         }
         let parsed: Result<serde_json::Value, _> = serde_json::from_slice(body);
 
@@ -272,18 +251,11 @@ pub mod didit {
         };
         if let Some(h) = headers.timestamp {
             if h.trim().parse::<i64>().ok() != Some(timestamp) {
-                return Err(VerifyError::TimestampMismatch {
-                    header: h.chars().take(32).collect(),
-                    body: timestamp,
-                });
+                return Err(VerifyError::TimestampMismatch { header: h.chars().take(32).collect(), body: timestamp });
             }
         }
         check_freshness(timestamp, now, tolerance_secs)?;
-        Ok(Verified {
-            scheme,
-            body,
-            timestamp,
-        })
+        Ok(Verified { scheme, body, timestamp })
     }
 }
 
@@ -309,13 +281,8 @@ pub mod standard {
 
     /// Decodes a `whsec_` secret into its key bytes.
     pub fn decode_secret(secret: &Secret) -> Result<Vec<u8>, &'static str> {
-        let b64 = secret
-            .expose()
-            .strip_prefix("whsec_")
-            .ok_or("must start with `whsec_`")?;
-        base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .map_err(|_| "is not valid base64 after `whsec_`")
+        let b64 = secret.expose().strip_prefix("whsec_").ok_or("must start with `whsec_`")?;
+        base64::engine::general_purpose::STANDARD.decode(b64).map_err(|_| "is not valid base64 after `whsec_`")
     }
 
     /// The `v1,<base64>` signature of a message.
@@ -326,10 +293,7 @@ pub mod standard {
         m.update(timestamp.to_string().as_bytes());
         m.update(b".");
         m.update(body);
-        format!(
-            "v1,{}",
-            base64::engine::general_purpose::STANDARD.encode(m.finalize().into_bytes())
-        )
+        format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(m.finalize().into_bytes()))
     }
 
     /// Verifies a Standard Webhooks request against any of `keys` (already decoded).
@@ -340,19 +304,12 @@ pub mod standard {
         now: i64,
         tolerance_secs: u64,
     ) -> Result<Verified, VerifyError> {
-        let sig_header = headers
-            .signature
-            .ok_or(VerifyError::MissingSignature("webhook-signature"))?;
+        let sig_header = headers.signature.ok_or(VerifyError::MissingSignature("webhook-signature"))?;
         let id = headers.id.ok_or(VerifyError::MissingHeader("webhook-id"))?;
         if id.is_empty() || id.len() > 256 {
-            return Err(VerifyError::InvalidHeader {
-                header: "webhook-id",
-                problem: "must be 1 to 256 characters",
-            });
+            return Err(VerifyError::InvalidHeader { header: "webhook-id", problem: "must be 1 to 256 characters" });
         }
-        let ts_str = headers
-            .timestamp
-            .ok_or(VerifyError::MissingHeader("webhook-timestamp"))?;
+        let ts_str = headers.timestamp.ok_or(VerifyError::MissingHeader("webhook-timestamp"))?;
         let timestamp: i64 = ts_str.trim().parse().map_err(|_| VerifyError::InvalidHeader {
             header: "webhook-timestamp",
             problem: "must be an integer Unix time in seconds",
@@ -388,11 +345,7 @@ pub mod standard {
         if !body.is_object() {
             return Err(VerifyError::MalformedJson("body must be a JSON object".into()));
         }
-        Ok(Verified {
-            webhook_id: id.to_string(),
-            timestamp,
-            body,
-        })
+        Ok(Verified { webhook_id: id.to_string(), timestamp, body })
     }
 }
 

@@ -1,1 +1,200 @@
-fn main(){}
+//! The `idstream` command line: `serve`, `simulate`, `bench`, `apikey`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use idstream::config::{ApiKeyConfig, Config, LogFormat, SourceConfig};
+use idstream::log::sqlite::{SqliteLog, SqliteOptions};
+use idstream::state::{hash_api_key, AppState};
+use idstream_core::event::Provider;
+use idstream_core::signature::Secret;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "idstream", version, about = "Self-hosted real-time identity event platform")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server: webhooks, read API, health and metrics.
+    Serve {
+        /// TOML configuration file, layered over the compiled-in defaults.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Send realistic signed Didit v3 webhooks from synthetic personas to a server.
+    Simulate(idstream::simulate::SimulateArgs),
+    /// Load harness behind BENCHMARKS.md.
+    Bench(idstream::bench::BenchArgs),
+    /// Manage read-API keys.
+    Apikey {
+        #[command(subcommand)]
+        command: ApikeyCommand,
+    },
+    /// Print the compiled-in default configuration (commented).
+    DefaultConfig,
+}
+
+#[derive(Subcommand)]
+enum ApikeyCommand {
+    /// Generate a new key and print it with the config snippet holding its hash.
+    New {
+        /// Tenant the key may read (`*` for all).
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, default_value = "default")]
+        name: String,
+    },
+    /// Print the SHA-256 of an existing key (read from stdin).
+    Hash,
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("IDSTREAM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Human => builder.init(),
+    }
+}
+
+fn random_token(bytes: usize) -> String {
+    use base64::Engine as _;
+    use rand::RngCore as _;
+    let mut buf = vec![0u8; bytes];
+    rand::rngs::OsRng.fill_bytes(&mut buf);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
+}
+
+/// Reads `path`, or creates it with a fresh random token (mode 0600).
+fn read_or_create_token(path: &Path) -> anyhow::Result<String> {
+    if let Ok(s) = std::fs::read_to_string(path) {
+        return Ok(s.trim().to_owned());
+    }
+    let token = random_token(32);
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    use std::io::Write as _;
+    let mut f = opts.open(path).with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(token.as_bytes())?;
+    f.sync_all()?;
+    Ok(token)
+}
+
+/// With no source configured, add the `sandbox` Didit source and a sandbox API key, their
+/// secrets kept in files in the data directory (never printed).
+fn sandbox_mode(cfg: &mut Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&cfg.server.data_dir)
+        .with_context(|| format!("creating data directory {}", cfg.server.data_dir.display()))?;
+    let secret_path = cfg.server.data_dir.join("sandbox.secret");
+    let key_path = cfg.server.data_dir.join("sandbox.apikey");
+    let secret = read_or_create_token(&secret_path)?;
+    let key = read_or_create_token(&key_path)?;
+    cfg.sources.push(SourceConfig {
+        id: "sandbox".into(),
+        provider: Provider::Didit,
+        tenant: "sandbox".into(),
+        secrets: vec![Secret::new(secret)],
+        timestamp_tolerance_secs: 300,
+    });
+    cfg.api_keys.push(ApiKeyConfig { name: "sandbox".into(), tenant: "sandbox".into(), sha256: hash_api_key(&key) });
+    tracing::warn!(
+        secret_file = %secret_path.display(),
+        api_key_file = %key_path.display(),
+        "no webhook source configured: sandbox mode, Didit source `sandbox` at POST /webhooks/sandbox (try `idstream simulate`)"
+    );
+    Ok(())
+}
+
+async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
+    let mut cfg = Config::load(config.as_deref())?;
+    init_tracing(cfg.server.log_format);
+    if cfg.sources.is_empty() {
+        sandbox_mode(&mut cfg)?;
+    }
+    let log = SqliteLog::open(
+        &cfg.server.data_dir,
+        SqliteOptions {
+            max_batch: cfg.log.max_batch,
+            queue_depth: cfg.log.queue_depth,
+            max_db_bytes: cfg.log.max_db_bytes,
+        },
+    )?;
+    let state = Arc::new(AppState::new(&cfg, Arc::new(log)));
+    let listener = tokio::net::TcpListener::bind(cfg.server.listen)
+        .await
+        .with_context(|| format!("binding {} (server.listen)", cfg.server.listen))?;
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        data_dir = %cfg.server.data_dir.display(),
+        sources = cfg.sources.len(),
+        log_head = state.log.head(),
+        "idstream serving"
+    );
+    let shutdown = CancellationToken::new();
+    tokio::spawn(shutdown_on_signal(shutdown.clone()));
+    idstream::server::serve(listener, state, shutdown, Duration::from_secs(cfg.server.shutdown_grace_secs)).await?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+async fn shutdown_on_signal(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown requested: draining in-flight requests");
+    token.cancel();
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Command::Serve { config } => rt.block_on(serve(config)),
+        Command::Simulate(args) => rt.block_on(idstream::simulate::run(args)),
+        Command::Bench(args) => rt.block_on(idstream::bench::run(args)),
+        Command::Apikey { command } => {
+            match command {
+                ApikeyCommand::New { tenant, name } => {
+                    let key = format!("ids_{}", random_token(24));
+                    println!("API key (shown once; give it to the client):\n  {key}\n");
+                    println!(
+                        "Add to the config:\n[[api_keys]]\nname = \"{name}\"\ntenant = \"{tenant}\"\nsha256 = \"{}\"",
+                        hash_api_key(&key)
+                    );
+                }
+                ApikeyCommand::Hash => {
+                    let mut key = String::new();
+                    std::io::stdin().read_line(&mut key)?;
+                    println!("{}", hash_api_key(key.trim()));
+                }
+            }
+            Ok(())
+        }
+        Command::DefaultConfig => {
+            print!("{}", idstream::config::DEFAULT_TOML);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! `idstream bench`: the load harness behind BENCHMARKS.md.
+//!
+//! `bench ingest` measures durable webhook ingest and, in the same run with the same client,
+//! a bare axum handler that answers 200 without work, so the figures are a ratio against a
+//! baseline on the same (noisy, shared) machine rather than absolute claims. The servers run
+//! on their own runtime thread; the load generator uses raw keep-alive HTTP/1.1 connections
+//! (hyper) with pre-signed requests, so the client spends as little CPU as possible.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use axum::body::Bytes;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt as _, Full};
+use idstream_core::signature::{didit, Secret};
+use idstream_core::sim::{self, SimConfig};
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::log::sqlite::{SqliteLog, SqliteOptions};
+use crate::state::AppState;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub what: BenchWhat,
+}
+
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum BenchWhat {
+    /// Durable ingest of unique signed Didit v3 webhooks vs. a bare axum handler.
+    Ingest(IngestArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct IngestArgs {
+    /// Concurrent keep-alive connections.
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Seconds of measured load per target.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Target request rate (per second, all connections together); 0 = as fast as possible.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Data directory for the idstream server (default: a fresh temporary directory).
+    #[arg(long)]
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
+    /// Skip the bare-handler baseline.
+    #[arg(long)]
+    pub no_baseline: bool,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LoadResult {
+    pub target: String,
+    pub connections: usize,
+    pub requested_rate: u64,
+    pub ok: u64,
+    pub failed: u64,
+    pub secs: f64,
+    pub per_sec: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    match args.what {
+        BenchWhat::Ingest(a) => ingest(a).await,
+    }
+}
+
+/// A pre-signed request: body and Didit headers.
+#[derive(Clone)]
+struct Prepared {
+    body: Bytes,
+    headers: Vec<(&'static str, String)>,
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// Unique signed Didit v3 deliveries (no duplicates), realistic bodies from the simulator.
+fn prepare(count: usize, secret: &Secret) -> Vec<Prepared> {
+    let deliveries = sim::generate(&SimConfig {
+        seed: 7,
+        sessions: count / 3 + 1,
+        start_unix: unix_now(),
+        duplicate_rate: 0.0,
+        retry_rate: 0.0,
+        mix: None,
+    });
+    deliveries
+        .into_iter()
+        .take(count)
+        .map(|d| {
+            let headers = vec![
+                ("content-type", "application/json".to_owned()),
+                ("x-timestamp", d.timestamp.to_string()),
+                ("x-signature-v2", didit::sign_v2(secret, &d.body).expect("generated JSON")),
+                ("x-signature", didit::sign_raw(secret, &d.body)),
+                (
+                    "x-signature-simple",
+                    didit::sign_simple(secret, d.timestamp, &d.session_id, &d.status, &d.webhook_type),
+                ),
+            ];
+            Prepared { body: Bytes::from(d.body), headers }
+        })
+        .collect()
+}
+
+/// Starts a server on its own 2-thread runtime (as a separate process would have), returning
+/// its address and the token that stops it.
+fn spawn_server<F, Fut>(make: F) -> anyhow::Result<(SocketAddr, CancellationToken, std::thread::JoinHandle<()>)>
+where
+    F: FnOnce(tokio::net::TcpListener, CancellationToken) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let (tx, rx) = std::sync::mpsc::channel();
+    let token = CancellationToken::new();
+    let t = token.clone();
+    let handle = std::thread::spawn(move || {
+        let rt =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("server runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            tx.send(listener.local_addr().expect("addr")).expect("report addr");
+            make(listener, t).await;
+        });
+    });
+    let addr = rx.recv().context("server thread failed to start")?;
+    Ok((addr, token, handle))
+}
+
+async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(a.connections > 0, "--connections must be at least 1");
+    let secret = Secret::new("bench-secret-0123456789abcdefghijklmnopqrstuv");
+    // Enough unique events for the whole run at a generous 60k/s (or the fixed rate).
+    let per_sec = if a.rate > 0 { a.rate as usize + a.rate as usize / 5 } else { 60_000 };
+    let count = per_sec * (a.duration as usize + 2);
+    eprintln!("preparing {count} unique signed Didit v3 webhooks ...");
+    let prepared = Arc::new(prepare(count, &secret));
+    let avg = prepared.iter().map(|p| p.body.len()).sum::<usize>() / prepared.len().max(1);
+    eprintln!("average body {avg} bytes");
+
+    let tmp;
+    let data_dir = match &a.data_dir {
+        Some(d) => d.clone(),
+        None => {
+            tmp = tempfile::tempdir()?;
+            tmp.path().to_path_buf()
+        }
+    };
+    let cfg = Config::from_toml(&format!(
+        "[[sources]]\nid = \"bench\"\nprovider = \"didit\"\ntenant = \"bench\"\nsecrets = [\"{}\"]\n",
+        secret.expose()
+    ))?;
+    let log = SqliteLog::open(
+        &data_dir,
+        SqliteOptions { max_batch: cfg.log.max_batch, queue_depth: cfg.log.queue_depth, max_db_bytes: 0 },
+    )?;
+    let state = Arc::new(AppState::new(&cfg, Arc::new(log)));
+    let st = state.clone();
+    let (addr, stop, handle) = spawn_server(move |l, t| async move {
+        let _ = crate::server::serve(l, st, t, Duration::from_secs(5)).await;
+    })?;
+    let mut results = vec![load("idstream (durable ingest)", addr, prepared.clone(), &a).await?];
+    stop.cancel();
+    handle.join().ok();
+    let head = state.log.head();
+    eprintln!("log head after run: {head} events on disk");
+
+    if !a.no_baseline {
+        let (addr, stop, handle) = spawn_server(|l, t| async move {
+            let app = axum::Router::new().route(
+                "/webhooks/{source}",
+                axum::routing::post(|_body: Bytes| async { axum::Json(serde_json::json!({})) }),
+            );
+            let _ = axum::serve(l, app).with_graceful_shutdown(t.cancelled_owned()).await;
+        })?;
+        results.push(load("bare axum handler (baseline)", addr, prepared.clone(), &a).await?);
+        stop.cancel();
+        handle.join().ok();
+    }
+
+    println!("| target | conns | rate asked | ok/s | p50 ms | p99 ms | p99.9 ms | max ms | failed |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for r in &results {
+        println!(
+            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+            r.target,
+            r.connections,
+            if r.requested_rate == 0 { "max".to_string() } else { r.requested_rate.to_string() },
+            r.per_sec,
+            r.p50_ms,
+            r.p99_ms,
+            r.p999_ms,
+            r.max_ms,
+            r.failed
+        );
+    }
+    if results.len() == 2 {
+        println!("ratio idstream / bare handler: {:.2}", results[0].per_sec / results[1].per_sec.max(1e-9));
+    }
+    if let Some(path) = &a.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&results)?)?;
+    }
+    Ok(())
+}
+
+/// Drives `addr` with `a.connections` keep-alive connections for `a.duration` seconds.
+async fn load(
+    name: &str,
+    addr: SocketAddr,
+    prepared: Arc<Vec<Prepared>>,
+    a: &IngestArgs,
+) -> anyhow::Result<LoadResult> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let deadline = Instant::now() + Duration::from_secs(a.duration);
+    let bar = ProgressBar::new(a.duration).with_style(
+        ProgressStyle::with_template("{msg} [{elapsed_precise}] {bar:30} {pos}/{len} s").expect("static template"),
+    );
+    bar.set_message(name.to_owned());
+    let ticker = {
+        let bar = bar.clone();
+        tokio::spawn(async move {
+            let mut i = tokio::time::interval(Duration::from_secs(1));
+            i.tick().await;
+            loop {
+                i.tick().await;
+                bar.inc(1);
+            }
+        })
+    };
+    let per_conn_interval = (a.rate > 0).then(|| Duration::from_secs_f64(a.connections as f64 / a.rate as f64));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    let conns = a.connections as f64;
+    for c in 0..a.connections {
+        let prepared = prepared.clone();
+        let next = next.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+            let (mut ok, mut failed) = (0u64, 0u64);
+            let stream = tokio::net::TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            let mut ticker = per_conn_interval.map(|iv| {
+                // Stagger connections so a fixed rate is spread evenly, not in bursts.
+                let start = tokio::time::Instant::now() + iv.mul_f64(c as f64 / conns);
+                let mut t = tokio::time::interval_at(start, iv);
+                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                t
+            });
+            while Instant::now() < deadline {
+                // Latency counts from the scheduled send time in fixed-rate mode, so a stalled
+                // server is not hidden by the client waiting (coordinated omission).
+                let scheduled = match &mut ticker {
+                    Some(t) => t.tick().await.into_std(),
+                    None => Instant::now(),
+                };
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(p) = prepared.get(i) else { break };
+                let mut req = hyper::Request::post(format!("http://{addr}/webhooks/bench"))
+                    .header("host", addr.to_string())
+                    .body(Full::new(p.body.clone()))?;
+                for (k, v) in &p.headers {
+                    req.headers_mut().insert(*k, v.parse()?);
+                }
+                sender.ready().await?;
+                let resp = sender.send_request(req).await?;
+                let status = resp.status();
+                resp.into_body().collect().await?;
+                if status.is_success() {
+                    ok += 1;
+                    hist.saturating_record(scheduled.elapsed().as_micros() as u64);
+                } else {
+                    failed += 1;
+                }
+            }
+            anyhow::Ok((ok, failed, hist))
+        }));
+    }
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+    let (mut ok, mut failed) = (0, 0);
+    for t in tasks {
+        let (o, f, h) = t.await??;
+        ok += o;
+        failed += f;
+        hist.add(h).expect("same bounds");
+    }
+    let secs = started.elapsed().as_secs_f64();
+    ticker.abort();
+    bar.finish_and_clear();
+    if next.load(Ordering::Relaxed) >= prepared.len() {
+        eprintln!("warning: ran out of prepared events before the deadline; the rate below is still correct");
+    }
+    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    let r = LoadResult {
+        target: name.to_owned(),
+        connections: a.connections,
+        requested_rate: a.rate,
+        ok,
+        failed,
+        secs,
+        per_sec: ok as f64 / secs,
+        p50_ms: ms(0.5),
+        p99_ms: ms(0.99),
+        p999_ms: ms(0.999),
+        max_ms: hist.max() as f64 / 1000.0,
+    };
+    eprintln!("{name}: {:.0} ok/s, p50 {:.2} ms, p99 {:.2} ms, {failed} failed", r.per_sec, r.p50_ms, r.p99_ms);
+    Ok(r)
+}

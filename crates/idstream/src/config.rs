@@ -1,0 +1,227 @@
+//! Configuration: compiled-in commented defaults, then an optional TOML file, then `IDSTREAM_*`
+//! environment variables (figment), validated once at start-up.
+//!
+//! Secrets are held as [`Secret`], whose `Debug` never prints them, so the config can be
+//! logged. Validation errors name the key (`sources[1].secrets`) so a user can act on them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use idstream_core::event::Provider;
+use idstream_core::signature::{standard, Secret};
+use serde::Deserialize;
+
+/// The commented defaults, compiled in.
+pub const DEFAULT_TOML: &str = include_str!("../config.default.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub log: LogConfig,
+    #[serde(default)]
+    pub sources: Vec<SourceConfig>,
+    #[serde(default)]
+    pub api_keys: Vec<ApiKeyConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub max_body_bytes: usize,
+    pub shutdown_grace_secs: u64,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub max_batch: usize,
+    pub queue_depth: usize,
+    /// Refuse new events (503) once the log file reaches this size; 0 = no limit.
+    pub max_db_bytes: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub id: String,
+    pub provider: Provider,
+    pub tenant: String,
+    #[serde(deserialize_with = "secrets")]
+    pub secrets: Vec<Secret>,
+    #[serde(default = "default_tolerance")]
+    pub timestamp_tolerance_secs: u64,
+}
+
+fn default_tolerance() -> u64 {
+    300
+}
+
+fn secrets<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Secret>, D::Error> {
+    Ok(Vec::<String>::deserialize(d)?.into_iter().map(Secret::new).collect())
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    pub name: String,
+    /// The tenant this key reads, or `*` for all.
+    pub tenant: String,
+    /// Hex SHA-256 of the key.
+    pub sha256: String,
+}
+
+/// A configuration that cannot be used, with the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0}: not found")]
+    FileNotFound(PathBuf),
+    #[error("config: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    #[error("config: `{key}` {problem}")]
+    Invalid { key: String, problem: String },
+}
+
+fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), problem: problem.into() }
+}
+
+/// Top-level sections an `IDSTREAM_*` variable may set; other `IDSTREAM_*` variables (e.g. the
+/// test suite's `IDSTREAM_TEST_POSTGRES_URL`) are not configuration.
+const ENV_SECTIONS: &[&str] = &["server", "log", "sources", "api_keys"];
+
+impl Config {
+    /// Loads defaults → `file` → environment, then validates.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::FileNotFound(path.to_path_buf()));
+            }
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        fig = fig.merge(Env::prefixed("IDSTREAM_").split("__").filter(|k| {
+            let k = k.as_str().to_ascii_lowercase();
+            ENV_SECTIONS.iter().any(|s| {
+                k.strip_prefix(s).is_some_and(|rest| rest.is_empty() || rest.starts_with("__") || rest.starts_with('.'))
+            })
+        }));
+        Self::from_figment(fig)
+    }
+
+    /// Loads from a TOML string layered over the defaults (tests and embedding).
+    pub fn from_toml(toml: &str) -> Result<Config, ConfigError> {
+        Self::from_figment(Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string(toml)))
+    }
+
+    fn from_figment(fig: Figment) -> Result<Config, ConfigError> {
+        let cfg: Config = fig.extract().map_err(Box::new)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.server.max_body_bytes == 0 {
+            return Err(invalid("server.max_body_bytes", "must be greater than 0"));
+        }
+        if self.log.max_batch == 0 {
+            return Err(invalid("log.max_batch", "must be greater than 0"));
+        }
+        if self.log.queue_depth == 0 {
+            return Err(invalid("log.queue_depth", "must be greater than 0"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, s) in self.sources.iter().enumerate() {
+            let key = |k: &str| format!("sources[{i}].{k}");
+            if s.id.is_empty() || !s.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return Err(invalid(key("id"), "must be non-empty and use only letters, digits, '-' and '_'"));
+            }
+            if !seen.insert(s.id.as_str()) {
+                return Err(invalid(key("id"), format!("`{}` is used by another source", s.id)));
+            }
+            if s.tenant.is_empty() || s.tenant == "*" {
+                return Err(invalid(key("tenant"), "must be a non-empty tenant name (not `*`)"));
+            }
+            if s.secrets.is_empty() {
+                return Err(invalid(key("secrets"), "must list at least one secret"));
+            }
+            for (j, secret) in s.secrets.iter().enumerate() {
+                if secret.expose().is_empty() {
+                    return Err(invalid(format!("sources[{i}].secrets[{j}]"), "is empty"));
+                }
+                if s.provider == Provider::Standard {
+                    standard::decode_secret(secret).map_err(|p| invalid(format!("sources[{i}].secrets[{j}]"), p))?;
+                }
+            }
+            if s.timestamp_tolerance_secs == 0 {
+                return Err(invalid(key("timestamp_tolerance_secs"), "must be greater than 0"));
+            }
+        }
+        for (i, k) in self.api_keys.iter().enumerate() {
+            if k.sha256.len() != 64 || hex::decode(&k.sha256).is_err() {
+                return Err(invalid(
+                    format!("api_keys[{i}].sha256"),
+                    "must be 64 hex digits (the SHA-256 of the key; `idstream apikey new` makes one)",
+                ));
+            }
+            if k.tenant.is_empty() {
+                return Err(invalid(format!("api_keys[{i}].tenant"), "must be a tenant name or `*`"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_load() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.server.max_body_bytes, 1 << 20);
+        assert!(c.sources.is_empty());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            ("[server]\nlisten = \"nope\"", "server.listen"),
+            ("[server]\nbogus = 1", "bogus"),
+            ("[[sources]]\nid = \"a b\"\nprovider = \"didit\"\ntenant = \"t\"\nsecrets = [\"s\"]", "sources[0].id"),
+            ("[[sources]]\nid = \"a\"\nprovider = \"sumsub\"\ntenant = \"t\"\nsecrets = [\"s\"]", "provider"),
+            ("[[sources]]\nid = \"a\"\nprovider = \"didit\"\ntenant = \"t\"\nsecrets = []", "sources[0].secrets"),
+            (
+                "[[sources]]\nid = \"a\"\nprovider = \"standard\"\ntenant = \"t\"\nsecrets = [\"nope\"]",
+                "sources[0].secrets[0]",
+            ),
+            ("[[api_keys]]\nname = \"k\"\ntenant = \"t\"\nsha256 = \"xyz\"", "api_keys[0].sha256"),
+        ];
+        for (toml, key) in cases {
+            let err = Config::from_toml(toml).unwrap_err().to_string();
+            assert!(err.contains(key), "{toml:?}: error {err:?} does not name {key}");
+        }
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let c = Config::from_toml(
+            "[[sources]]\nid = \"a\"\nprovider = \"didit\"\ntenant = \"t\"\nsecrets = [\"topsecret\"]",
+        )
+        .unwrap();
+        assert!(!format!("{c:?}").contains("topsecret"));
+    }
+}

@@ -1,0 +1,24 @@
+//! idstream: a self-hosted, real-time identity event platform.
+//!
+//! # Layout
+//! The modules follow the pipeline: a webhook comes in, is verified and normalised, and is
+//! appended to the durable log; everything else reads the log.
+//! - [`config`]: layered configuration (defaults → file → `IDSTREAM_*`), validated once.
+//! - [`ingest`]: `POST /webhooks/{source}`: signature → normalise → durable append → 2xx.
+//! - [`log`]: the [`log::EventLog`] trait and its embedded SQLite implementation (group commit).
+//! - [`api`]: the authenticated, tenant-scoped read API.
+//! - [`server`]: the router and `serve(listener, state, shutdown)`.
+//! - [`simulate`] and [`bench`]: the provider sandbox and the load harness (CLI verbs).
+//!
+//! The meaning of a webhook (canonical JSON, signatures, normalisation) lives in the pure
+//! `idstream-core` crate; this crate does the I/O around it.
+
+pub mod api;
+pub mod bench;
+pub mod config;
+pub mod error;
+pub mod ingest;
+pub mod log;
+pub mod server;
+pub mod simulate;
+pub mod state;

@@ -1,0 +1,101 @@
+//! The HTTP server: the router and `serve(listener, state, shutdown)`.
+//!
+//! `serve` takes its socket and its shutdown signal as arguments, so tests bind
+//! `127.0.0.1:0` and run as many servers as they like in one process.
+
+use std::future::IntoFuture as _;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::{api, ingest};
+
+/// The process-wide Prometheus recorder, installed on first use (one per process, however many
+/// servers a test starts).
+pub fn metrics_handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let latency =
+            [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+        let sizes: Vec<f64> = (0..=12).map(|i| f64::from(1u32 << i)).collect();
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency)
+            .expect("buckets are non-empty")
+            .set_buckets_for_metric(Matcher::Full("idstream_log_batch_entries".into()), &sizes)
+            .expect("buckets are non-empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may already be installed (an embedding application); then ours
+        // simply renders nothing, which is better than failing start-up.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/webhooks/{source_id}", post(ingest::webhook))
+        .route("/v1/events", get(api::list_events))
+        .route("/v1/events/{id}", get(api::get_event))
+        .route("/v1/events/{id}/body", get(api::get_event_body))
+        .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::not_found("not_found", "no such endpoint") })
+        .with_state(state)
+}
+
+async fn readyz(State(st): State<Arc<AppState>>) -> impl IntoResponse {
+    if st.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, Json(serde_json::json!({"status": "ready", "log_head": st.log.head()})))
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"status": "shutting_down"})))
+    }
+}
+
+async fn metrics() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics_handle().render())
+}
+
+/// Serves until `shutdown` is cancelled, then stops accepting, lets in-flight requests finish
+/// (at most `grace`), and closes the log so every acknowledged append is flushed.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: CancellationToken,
+    grace: Duration,
+) -> std::io::Result<()> {
+    metrics_handle();
+    let app = router(state.clone());
+    let stop = shutdown.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        stop.cancelled().await;
+    });
+    let mut server = std::pin::pin!(server.into_future());
+    let result = tokio::select! {
+        r = &mut server => r,
+        _ = shutdown.cancelled() => {
+            state.ready.store(false, Ordering::Relaxed);
+            match tokio::time::timeout(grace, &mut server).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::warn!(grace_secs = grace.as_secs(), "in-flight requests still running after the grace period; closing");
+                    Ok(())
+                }
+            }
+        }
+    };
+    state.log.close().await;
+    result
+}

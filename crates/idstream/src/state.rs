@@ -1,0 +1,68 @@
+//! The application state shared by every handler: the log, the sources, the API keys.
+//! Built once from the validated [`Config`]; backends are chosen here, once.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::config::Config;
+use crate::ingest::Source;
+use crate::log::EventLog;
+
+/// An API key as configured: only its SHA-256 is held.
+#[derive(Debug, Clone)]
+pub struct ApiKey {
+    pub name: String,
+    /// The tenant it may read, or `*`.
+    pub tenant: String,
+    pub sha256: [u8; 32],
+}
+
+pub struct AppState {
+    pub log: Arc<dyn EventLog>,
+    pub sources: HashMap<String, Source>,
+    pub api_keys: Vec<ApiKey>,
+    pub max_body_bytes: usize,
+    /// False once shutdown has begun: `/readyz` then answers 503 so load balancers drain us.
+    pub ready: AtomicBool,
+}
+
+impl AppState {
+    pub fn new(cfg: &Config, log: Arc<dyn EventLog>) -> AppState {
+        AppState {
+            log,
+            sources: cfg.sources.iter().map(|s| (s.id.clone(), Source::from_config(s))).collect(),
+            api_keys: cfg
+                .api_keys
+                .iter()
+                .map(|k| {
+                    let mut sha256 = [0u8; 32];
+                    hex::decode_to_slice(&k.sha256, &mut sha256).expect("validated at config load");
+                    ApiKey { name: k.name.clone(), tenant: k.tenant.clone(), sha256 }
+                })
+                .collect(),
+            max_body_bytes: cfg.server.max_body_bytes,
+            ready: AtomicBool::new(true),
+        }
+    }
+
+    /// The key whose hash matches `presented`, compared in constant time against every key.
+    pub fn authenticate(&self, presented: &str) -> Option<&ApiKey> {
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let mut found = None;
+        for k in &self.api_keys {
+            if bool::from(k.sha256.ct_eq(&digest)) {
+                found = Some(k);
+            }
+        }
+        found
+    }
+}
+
+/// Hex SHA-256 of an API key, as it goes in the config.
+pub fn hash_api_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}

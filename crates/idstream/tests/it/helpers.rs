@@ -1,0 +1,227 @@
+//! Shared test fixtures: a real server on 127.0.0.1:0 with its own data directory, and
+//! signing helpers that use the core's signers (whose own correctness is checked against
+//! Python-generated and Didit-published vectors in idstream-core's tests).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use idstream::config::Config;
+use idstream::log::sqlite::{SqliteLog, SqliteOptions};
+use idstream::state::{hash_api_key, AppState};
+use idstream_core::signature::{didit, standard, Secret};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+pub const SECRET_NEW: &str = "didit-secret-new-0123456789abcdefghijklmnopq";
+pub const SECRET_OLD: &str = "didit-secret-old-0123456789abcdefghijklmnopq";
+pub const STD_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+pub const KEY_ACME: &str = "key-acme";
+pub const KEY_BETA: &str = "key-beta";
+pub const KEY_ALL: &str = "key-all";
+
+pub fn base_config(didit_secrets: &[&str], extra: &str) -> String {
+    let secrets = didit_secrets.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ");
+    format!(
+        r#"
+[[sources]]
+id = "didit-main"
+provider = "didit"
+tenant = "acme"
+secrets = [{secrets}]
+
+[[sources]]
+id = "std-main"
+provider = "standard"
+tenant = "beta"
+secrets = ["{STD_SECRET}"]
+
+[[api_keys]]
+name = "acme"
+tenant = "acme"
+sha256 = "{}"
+
+[[api_keys]]
+name = "beta"
+tenant = "beta"
+sha256 = "{}"
+
+[[api_keys]]
+name = "ops"
+tenant = "*"
+sha256 = "{}"
+{extra}
+"#,
+        hash_api_key(KEY_ACME),
+        hash_api_key(KEY_BETA),
+        hash_api_key(KEY_ALL)
+    )
+}
+
+pub struct TestServer {
+    pub base: String,
+    pub state: Arc<AppState>,
+    pub client: reqwest::Client,
+    stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+    pub dir: Arc<tempfile::TempDir>,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(&base_config(&[SECRET_NEW, SECRET_OLD], "")).await
+    }
+
+    pub async fn start_with(toml: &str) -> TestServer {
+        Self::start_in(Arc::new(tempfile::tempdir().unwrap()), toml).await
+    }
+
+    pub async fn start_in(dir: Arc<tempfile::TempDir>, toml: &str) -> TestServer {
+        let cfg = Config::from_toml(toml).expect("test config is valid");
+        let log = SqliteLog::open(
+            dir.path(),
+            SqliteOptions {
+                max_batch: cfg.log.max_batch,
+                queue_depth: cfg.log.queue_depth,
+                max_db_bytes: cfg.log.max_db_bytes,
+            },
+        )
+        .unwrap();
+        let state = Arc::new(AppState::new(&cfg, Arc::new(log)));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn({
+            let (state, stop) = (state.clone(), stop.clone());
+            async move {
+                idstream::server::serve(listener, state, stop, Duration::from_secs(5)).await.unwrap();
+            }
+        });
+        TestServer { base, state, client: reqwest::Client::new(), stop, task: Some(task), dir }
+    }
+
+    /// Stops the server gracefully (the log is closed, releasing the data directory).
+    pub async fn stop(mut self) -> Arc<tempfile::TempDir> {
+        self.stop.cancel();
+        self.task.take().unwrap().await.unwrap();
+        self.dir.clone()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn post(&self, source: &str, body: &[u8], headers: &[(&str, String)]) -> (u16, Value) {
+        let mut req = self
+            .client
+            .post(self.url(&format!("/webhooks/{source}")))
+            .header("content-type", "application/json")
+            .body(body.to_vec());
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str, key: Option<&str>) -> (u16, Value) {
+        let mut req = self.client.get(self.url(path));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Every event in the log, read through the API with the all-tenant key.
+    pub async fn all_events(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut after = 0;
+        loop {
+            let (s, v) = self.get(&format!("/v1/events?after={after}&limit=1000"), Some(KEY_ALL)).await;
+            assert_eq!(s, 200, "{v}");
+            let page = v["events"].as_array().unwrap().clone();
+            if page.is_empty() {
+                return out;
+            }
+            after = v["next_after"].as_u64().unwrap();
+            out.extend(page);
+        }
+    }
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// A realistic Didit v3 status.updated body (compact, as Didit sends).
+pub fn didit_body(event_id: &str, session: &str, status: &str, ts: i64) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "event_id": event_id,
+        "webhook_type": "status.updated",
+        "timestamp": ts,
+        "created_at": ts - 5,
+        "application_id": "11111111-2222-3333-4444-555555555555",
+        "environment": "sandbox",
+        "session_id": session,
+        "status": status,
+        "workflow_id": "22222222-3333-4444-5555-666666666666",
+        "workflow_version": 3,
+        "vendor_data": "user-42",
+        "metadata": {"plan": "gold"},
+        "decision": {
+            "id_verifications": [{"node_id": "id_1", "status": "Approved", "document_number": "X123", "first_name": "José"}],
+            "liveness_checks": [{"node_id": "l_1", "status": "Approved", "score": 96.15, "method": "passive"}]
+        }
+    }))
+    .unwrap()
+}
+
+pub enum Sig {
+    V2,
+    Raw,
+    Simple,
+    All,
+}
+
+/// Didit headers for `body` signed with `secret` using the given scheme(s).
+pub fn didit_headers(body: &[u8], secret: &str, which: Sig) -> Vec<(&'static str, String)> {
+    let s = Secret::new(secret);
+    let v: Value = serde_json::from_slice(body).unwrap();
+    let simple = || {
+        didit::sign_simple(
+            &s,
+            v["timestamp"].as_i64().unwrap(),
+            v["session_id"].as_str().unwrap(),
+            v["status"].as_str().unwrap(),
+            v["webhook_type"].as_str().unwrap(),
+        )
+    };
+    let mut h = Vec::new();
+    if matches!(which, Sig::V2 | Sig::All) {
+        h.push(("x-signature-v2", didit::sign_v2(&s, body).unwrap()));
+    }
+    if matches!(which, Sig::Raw | Sig::All) {
+        h.push(("x-signature", didit::sign_raw(&s, body)));
+    }
+    if matches!(which, Sig::Simple | Sig::All) {
+        h.push(("x-signature-simple", simple()));
+    }
+    h
+}
+
+/// Standard Webhooks headers.
+pub fn standard_headers(id: &str, ts: i64, body: &[u8]) -> Vec<(&'static str, String)> {
+    let key = standard::decode_secret(&Secret::new(STD_SECRET)).unwrap();
+    vec![
+        ("webhook-id", id.to_owned()),
+        ("webhook-timestamp", ts.to_string()),
+        ("webhook-signature", standard::sign(&key, id, ts, body)),
+    ]
+}
+
+/// Only `X-Signature` (raw bytes): works for bodies that are not even JSON.
+pub fn raw_only(body: &[u8], secret: &str) -> Vec<(&'static str, String)> {
+    vec![("x-signature", didit::sign_raw(&Secret::new(secret), body))]
+}

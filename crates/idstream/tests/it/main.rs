@@ -1,0 +1,8 @@
+//! One integration-test binary: real servers on 127.0.0.1:0, each with its own data
+//! directory, driven over real HTTP.
+
+mod api;
+mod crash;
+mod helpers;
+mod ingest;
+mod simulate;
