@@ -111,8 +111,11 @@ fn unix_now() -> i64 {
 /// bytes of its original, so re-stamped bodies are remembered by their original bytes.
 #[derive(Default)]
 struct Restamper {
-    sent: Mutex<HashMap<Vec<u8>, (Vec<u8>, i64)>>,
+    /// original bytes -> (bytes actually sent, their timestamp)
+    sent: Mutex<HashMap<Vec<u8>, Stamped>>,
 }
+
+type Stamped = (Vec<u8>, i64);
 
 impl Restamper {
     fn body_for(&self, d: &Delivery) -> (Vec<u8>, i64) {

@@ -11,6 +11,9 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::helpers::*;
 
+/// provider event id -> (idstream id, offset, body) of every acknowledged delivery.
+type Acked = HashMap<String, (String, u64, Vec<u8>)>;
+
 struct Proc {
     child: tokio::process::Child,
     base: String,
@@ -62,7 +65,7 @@ async fn kill_9_mid_flood_loses_no_acknowledged_event() {
     let mut proc = spawn_server(&config).await;
     let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
     // provider event id -> (idstream id, offset, body) for every 2xx.
-    let acked: Arc<Mutex<HashMap<String, (String, u64, Vec<u8>)>>> = Arc::default();
+    let acked: Arc<Mutex<Acked>> = Arc::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut flooders = Vec::new();
     for w in 0..16 {

@@ -5,6 +5,8 @@ use serde_json::json;
 
 use crate::helpers::*;
 
+type Case = (&'static str, Vec<u8>, Vec<(&'static str, String)>, u16, &'static str, &'static str);
+
 #[tokio::test]
 async fn each_didit_scheme_alone_is_accepted() {
     let srv = TestServer::start().await;
@@ -51,7 +53,8 @@ async fn bad_inputs_get_their_status_and_append_nothing() {
     let pos = tampered.windows(7).position(|w| w == b"user-42").unwrap();
     tampered[pos + 5] = b'9';
 
-    let cases: Vec<(&str, Vec<u8>, Vec<(&str, String)>, u16, &str, &str)> = vec![
+    // (name, body, headers, status, error code, text the message must contain)
+    let cases: Vec<Case> = vec![
         ("no signature", good.clone(), vec![], 401, "missing_signature", "missing signature"),
         (
             "wrong secret",
