@@ -83,7 +83,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 #[derive(Clone)]
 struct Prepared {
     body: Bytes,
-    headers: Vec<(&'static str, String)>,
+    headers: hyper::HeaderMap,
 }
 
 fn unix_now() -> i64 {
@@ -104,7 +104,7 @@ fn prepare(count: usize, secret: &Secret) -> Vec<Prepared> {
         .into_iter()
         .take(count)
         .map(|d| {
-            let headers = vec![
+            let pairs = [
                 ("content-type", "application/json".to_owned()),
                 ("x-timestamp", d.timestamp.to_string()),
                 ("x-signature-v2", didit::sign_v2(secret, &d.body).expect("generated JSON")),
@@ -114,6 +114,8 @@ fn prepare(count: usize, secret: &Secret) -> Vec<Prepared> {
                     didit::sign_simple(secret, d.timestamp, &d.session_id, &d.status, &d.webhook_type),
                 ),
             ];
+            let headers =
+                pairs.into_iter().map(|(k, v)| (k.parse().expect("static name"), v.parse().expect("ASCII value"))).collect();
             Prepared { body: Bytes::from(d.body), headers }
         })
         .collect()
@@ -174,11 +176,19 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
     let (addr, stop, handle) = spawn_server(move |l, t| async move {
         let _ = crate::server::serve(l, st, t, Duration::from_secs(5)).await;
     })?;
+    let before = writer_stats();
     let mut results = vec![load("idstream (durable ingest)", addr, prepared.clone(), &a).await?];
+    let after = writer_stats();
     stop.cancel();
     handle.join().ok();
     let head = state.log.head();
-    eprintln!("log head after run: {head} events on disk");
+    let (commits, entries, busy) = (after.0 - before.0, after.1 - before.1, after.2 - before.2);
+    eprintln!(
+        "log writer: {head} events on disk; {commits:.0} commits, {:.1} events per commit, {:.2} ms per commit, busy {:.0}% of the run",
+        entries / commits.max(1.0),
+        busy * 1000.0 / commits.max(1.0),
+        100.0 * busy / results[0].secs
+    );
 
     if !a.no_baseline {
         let (addr, stop, handle) = spawn_server(|l, t| async move {
@@ -246,9 +256,12 @@ async fn load(
     let started = Instant::now();
     let mut tasks = Vec::new();
     let conns = a.connections as f64;
+    let uri: hyper::Uri = format!("http://{addr}/webhooks/bench").parse()?;
+    let host: hyper::header::HeaderValue = addr.to_string().parse()?;
     for c in 0..a.connections {
         let prepared = prepared.clone();
         let next = next.clone();
+        let (uri, host) = (uri.clone(), host.clone());
         tasks.push(tokio::spawn(async move {
             let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
             let (mut ok, mut failed) = (0u64, 0u64);
@@ -273,12 +286,9 @@ async fn load(
                 };
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(p) = prepared.get(i) else { break };
-                let mut req = hyper::Request::post(format!("http://{addr}/webhooks/bench"))
-                    .header("host", addr.to_string())
-                    .body(Full::new(p.body.clone()))?;
-                for (k, v) in &p.headers {
-                    req.headers_mut().insert(*k, v.parse()?);
-                }
+                let mut req = hyper::Request::post(uri.clone()).body(Full::new(p.body.clone()))?;
+                *req.headers_mut() = p.headers.clone();
+                req.headers_mut().insert(hyper::header::HOST, host.clone());
                 sender.ready().await?;
                 let resp = sender.send_request(req).await?;
                 let status = resp.status();
@@ -323,4 +333,19 @@ async fn load(
     };
     eprintln!("{name}: {:.0} ok/s, p50 {:.2} ms, p99 {:.2} ms, {failed} failed", r.per_sec, r.p50_ms, r.p99_ms);
     Ok(r)
+}
+
+/// (commits, entries, seconds spent committing) so far, read from the process's own metrics.
+fn writer_stats() -> (f64, f64, f64) {
+    let text = crate::server::metrics_handle().render();
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok()))
+            .unwrap_or(0.0)
+    };
+    (
+        value("idstream_log_batch_entries_count"),
+        value("idstream_log_batch_entries_sum"),
+        value("idstream_log_commit_seconds_sum"),
+    )
 }

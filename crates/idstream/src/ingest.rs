@@ -29,6 +29,9 @@ pub struct Source {
     /// Standard Webhooks keys, decoded once from the `whsec_` secrets.
     pub standard_keys: Vec<Vec<u8>>,
     pub tolerance_secs: u64,
+    /// Counters registered once, so the hot path does not build label sets per request.
+    accepted: metrics::Counter,
+    duplicates: metrics::Counter,
 }
 
 impl Source {
@@ -45,6 +48,8 @@ impl Source {
             secrets: c.secrets.clone(),
             standard_keys,
             tolerance_secs: c.timestamp_tolerance_secs,
+            accepted: metrics::counter!("idstream_webhooks_total", "source" => c.id.clone(), "outcome" => "accepted", "reason" => ""),
+            duplicates: metrics::counter!("idstream_webhooks_total", "source" => c.id.clone(), "outcome" => "duplicate", "reason" => ""),
         }
     }
 }
@@ -185,8 +190,6 @@ pub async fn webhook(
     let appended = st.log.append(vec![entry]).await.map_err(|e| reject(&src.id, e.into()))?;
     metrics::histogram!("idstream_log_append_seconds").record(started.elapsed().as_secs_f64());
     let a = appended.into_iter().next().expect("one result per entry");
-    let outcome = if a.duplicate { "duplicate" } else { "accepted" };
-    metrics::counter!("idstream_webhooks_total", "source" => src.id.clone(), "outcome" => outcome, "reason" => "")
-        .increment(1);
+    if a.duplicate { &src.duplicates } else { &src.accepted }.increment(1);
     Ok(Json(Accepted { event_id: a.id, offset: a.offset, duplicate: a.duplicate }))
 }

@@ -13,6 +13,11 @@ use idstream_core::event::Provider;
 use idstream_core::signature::Secret;
 use tokio_util::sync::CancellationToken;
 
+// The request path allocates many small buffers (JSON, headers); mimalloc serves them from
+// thread-local pages, measurably cheaper than glibc malloc on this workload (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "idstream", version, about = "Self-hosted real-time identity event platform")]
 struct Cli {

@@ -91,6 +91,17 @@ impl SqliteLog {
         let path = dir.join("events.db");
         let conn = open_conn(&path).map_err(unavailable)?;
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
+        // Checkpoints (copying the WAL back into the database) are mostly done by a
+        // background thread (`run_checkpointer`) so the writer rarely stalls on one. The
+        // writer still runs its own auto-checkpoint every 4000 frames: by then the background
+        // thread has copied nearly everything, so it is short, and because it completes, the
+        // next commit restarts the WAL from its beginning. Without that the WAL grows without
+        // bound under sustained load, and every commit pays for the kernel allocating and
+        // zeroing fresh file blocks (measured: ~30% of the writer's time).
+        conn.pragma_update(None, "wal_autocheckpoint", 4000).map_err(unavailable)?;
+        // The dedupe and partition indexes have random keys: keep their hot pages cached.
+        conn.pragma_update(None, "cache_size", -32768).map_err(unavailable)?;
+        let checkpointer = open_conn(&path).map_err(unavailable)?;
         if opts.max_db_bytes > 0 {
             let page_size: u64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).map_err(unavailable)?;
             let pages = (opts.max_db_bytes / page_size).max(1);
@@ -100,6 +111,11 @@ impl SqliteLog {
             .query_row("SELECT COALESCE(MAX(offset), 0) FROM events", [], |r| r.get::<_, i64>(0))
             .map_err(unavailable)? as u64;
         let (head_tx, head_rx) = watch::channel(head);
+        let ckpt_head = head_rx.clone();
+        std::thread::Builder::new()
+            .name("idstream-log-ckpt".into())
+            .spawn(move || run_checkpointer(checkpointer, ckpt_head))
+            .map_err(|e| LogError::Unavailable(format!("cannot start the log checkpointer: {e}")))?;
         let (tx, rx) = mpsc::channel(opts.queue_depth);
         let max_batch = opts.max_batch;
         std::thread::Builder::new()
@@ -141,9 +157,32 @@ fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "busy_timeout", 5000)?;
-    // Checkpoint less often than the default 1000 pages: fewer pauses in the writer under load.
-    conn.pragma_update(None, "wal_autocheckpoint", 8000)?;
     Ok(conn)
+}
+
+/// Copies committed WAL frames into the database file in the background: every 50 ms with
+/// new commits, a PASSIVE checkpoint, which never blocks the writer or readers. (A RESTART
+/// checkpoint here was measured to make tail latency worse: it waits for the writer.) Stops
+/// when the log closes (the head channel's sender is dropped with the writer).
+fn run_checkpointer(conn: Connection, mut head: watch::Receiver<u64>) {
+    let checkpoint = |mode: &str| conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()));
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        match head.has_changed() {
+            Ok(true) => {
+                head.mark_unchanged();
+                if let Err(e) = checkpoint("PASSIVE") {
+                    tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
+                }
+            }
+            Ok(false) => {}
+            Err(_) => {
+                // Writer gone: one last full checkpoint so the WAL does not outlive the process.
+                let _ = checkpoint("TRUNCATE");
+                return;
+            }
+        }
+    }
 }
 
 struct ReaderPool {
