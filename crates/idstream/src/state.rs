@@ -32,6 +32,9 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(cfg: &Config, log: Arc<dyn EventLog>) -> AppState {
+        // Sources register their metric handles now; the recorder must exist before that, or
+        // the handles would be no-ops.
+        crate::server::metrics_handle();
         AppState {
             log,
             sources: cfg.sources.iter().map(|s| (s.id.clone(), Source::from_config(s))).collect(),
