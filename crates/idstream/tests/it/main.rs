@@ -5,4 +5,5 @@ mod api;
 mod crash;
 mod helpers;
 mod ingest;
+mod log_conformance;
 mod simulate;

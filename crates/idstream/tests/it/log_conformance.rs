@@ -1,0 +1,135 @@
+//! The `EventLog` conformance suite: the contract every backend must keep (dense offsets in
+//! commit order, stored dedupe, durable checkpoints, tail notification, reopen keeps all).
+//! Runs against the embedded SQLite log; later backends add one `#[tokio::test]` each that
+//! calls [`suite`] with their opener.
+
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use idstream::log::sqlite::{SqliteLog, SqliteOptions};
+use idstream::log::{EventLog, LogError, NewEntry, ReadFilter};
+
+type Opener = dyn Fn(&Path) -> Pin<Box<dyn Future<Output = Arc<dyn EventLog>>>>;
+
+fn entry(n: usize, tenant: &str, partition: &str, dedupe: Option<&str>) -> NewEntry {
+    NewEntry {
+        id: uuid::Uuid::now_v7().to_string(),
+        tenant: tenant.into(),
+        source: "test".into(),
+        kind: "verification.status_updated".into(),
+        partition_key: partition.into(),
+        dedupe_key: dedupe.map(str::to_owned),
+        event: format!("{{\"n\":{n}}}").into_bytes(),
+        body: Some(format!("body-{n}").into_bytes()),
+    }
+}
+
+pub async fn suite(open: &Opener) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path()).await;
+    assert_eq!(log.head(), 0);
+    let mut tail = log.subscribe();
+
+    // Batches get dense offsets in input order; the tail sees the new head.
+    let r = log
+        .append(vec![entry(1, "a", "s1", Some("k1")), entry(2, "a", "s2", Some("k2")), entry(3, "b", "s1", None)])
+        .await
+        .unwrap();
+    assert_eq!(r.iter().map(|a| a.offset).collect::<Vec<_>>(), [1, 2, 3]);
+    assert!(r.iter().all(|a| !a.duplicate));
+    tail.changed().await.unwrap();
+    assert_eq!(*tail.borrow_and_update(), 3);
+
+    // Dedupe: against stored entries and within one batch; `None` never dedupes.
+    let r = log
+        .append(vec![
+            entry(4, "a", "s1", Some("k1")),
+            entry(5, "a", "s3", Some("k5")),
+            entry(6, "a", "s3", Some("k5")),
+            entry(7, "b", "s1", None),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        r.iter().map(|a| (a.offset, a.duplicate)).collect::<Vec<_>>(),
+        [(1, true), (4, false), (4, true), (5, false)]
+    );
+    assert_eq!(r[2].id, r[1].id, "a duplicate answers with the original's id");
+    assert_eq!(log.head(), 5);
+
+    // Concurrent appenders: every offset once, no holes.
+    let mut tasks = Vec::new();
+    for t in 0..20 {
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut offs = Vec::new();
+            for i in 0..10 {
+                let key = format!("c-{t}-{i}");
+                offs.push(log.append(vec![entry(100 + i, "a", &key, Some(&key))]).await.unwrap()[0].offset);
+            }
+            offs
+        }));
+    }
+    let mut all: Vec<u64> = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort_unstable();
+    assert_eq!(all, (6..=205).collect::<Vec<_>>());
+
+    // Reads: after/limit, tenant and partition filters, get by id.
+    let page = log.read(0, 4, &ReadFilter::default()).await.unwrap();
+    assert_eq!(page.iter().map(|e| e.offset).collect::<Vec<_>>(), [1, 2, 3, 4]);
+    assert_eq!(page[0].body.as_deref(), Some(&b"body-1"[..]));
+    assert_eq!(page[0].event, b"{\"n\":1}");
+    let b = log.read(0, 100, &ReadFilter { tenant: Some("b".into()), partition_key: None }).await.unwrap();
+    assert_eq!(b.iter().map(|e| e.offset).collect::<Vec<_>>(), [3, 5]);
+    let s1 = log.read(1, 100, &ReadFilter { tenant: None, partition_key: Some("s1".into()) }).await.unwrap();
+    assert_eq!(s1.iter().map(|e| e.offset).collect::<Vec<_>>(), [3, 5]);
+    let got = log.get(&page[1].id).await.unwrap().unwrap();
+    assert_eq!((got.offset, got.partition_key.as_str()), (2, "s2"));
+    assert!(log.get("no-such-id").await.unwrap().is_none());
+    assert!(log.read(205, 10, &ReadFilter::default()).await.unwrap().is_empty());
+
+    // Checkpoints.
+    assert_eq!(log.checkpoint("decider").await.unwrap(), None);
+    log.set_checkpoint("decider", 42).await.unwrap();
+    log.set_checkpoint("decider", 43).await.unwrap();
+    log.set_checkpoint("gateway", 7).await.unwrap();
+    assert_eq!(log.checkpoint("decider").await.unwrap(), Some(43));
+
+    // Close: later appends are refused, never silently dropped.
+    log.close().await;
+    assert!(matches!(log.append(vec![entry(9, "a", "x", None)]).await, Err(LogError::Closed)));
+    drop(log);
+
+    // Reopen: head, entries, dedupe keys and checkpoints all survived.
+    let log = open(dir.path()).await;
+    assert_eq!(log.head(), 205);
+    assert_eq!(log.checkpoint("decider").await.unwrap(), Some(43));
+    assert_eq!(log.checkpoint("gateway").await.unwrap(), Some(7));
+    let r = log.append(vec![entry(1, "a", "s1", Some("k1")), entry(10, "a", "s9", None)]).await.unwrap();
+    assert_eq!(r.iter().map(|a| (a.offset, a.duplicate)).collect::<Vec<_>>(), [(1, true), (206, false)]);
+    log.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_log_conforms() {
+    suite(&|dir: &Path| {
+        let dir = dir.to_path_buf();
+        Box::pin(async move {
+            Arc::new(SqliteLog::open(&dir, SqliteOptions::default()).expect("open log")) as Arc<dyn EventLog>
+        })
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sqlite_log_refuses_a_second_opener() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = SqliteLog::open(dir.path(), SqliteOptions::default()).unwrap();
+    let err = SqliteLog::open(dir.path(), SqliteOptions::default()).err().expect("second open must fail");
+    assert!(err.to_string().contains("in use by another idstream process"), "{err}");
+}
