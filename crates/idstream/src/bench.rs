@@ -34,6 +34,18 @@ pub struct BenchArgs {
 pub enum BenchWhat {
     /// Durable ingest of unique signed Didit v3 webhooks vs. a bare axum handler.
     Ingest(IngestArgs),
+    /// The embedded log alone: concurrent appenders, no HTTP (what the writer can do).
+    Log(LogArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct LogArgs {
+    /// Concurrent appenders (each waits for its append before the next, like a request).
+    #[arg(long, default_value_t = 64)]
+    pub appenders: usize,
+    /// Seconds of measured load.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -76,6 +88,7 @@ pub struct LoadResult {
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.what {
         BenchWhat::Ingest(a) => ingest(a).await,
+        BenchWhat::Log(a) => log_only(a).await,
     }
 }
 
@@ -114,8 +127,10 @@ fn prepare(count: usize, secret: &Secret) -> Vec<Prepared> {
                     didit::sign_simple(secret, d.timestamp, &d.session_id, &d.status, &d.webhook_type),
                 ),
             ];
-            let headers =
-                pairs.into_iter().map(|(k, v)| (k.parse().expect("static name"), v.parse().expect("ASCII value"))).collect();
+            let headers = pairs
+                .into_iter()
+                .map(|(k, v)| (k.parse().expect("static name"), v.parse().expect("ASCII value")))
+                .collect();
             Prepared { body: Bytes::from(d.body), headers }
         })
         .collect()
@@ -339,13 +354,76 @@ async fn load(
 fn writer_stats() -> (f64, f64, f64) {
     let text = crate::server::metrics_handle().render();
     let value = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok()))
-            .unwrap_or(0.0)
+        text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok())).unwrap_or(0.0)
     };
     (
         value("idstream_log_batch_entries_count"),
         value("idstream_log_batch_entries_sum"),
         value("idstream_log_commit_seconds_sum"),
     )
+}
+
+/// Appends realistic entries (event JSON + original body of simulator webhooks) straight to
+/// the embedded log from `appenders` concurrent tasks.
+async fn log_only(a: LogArgs) -> anyhow::Result<()> {
+    use crate::log::{EventLog as _, NewEntry};
+    anyhow::ensure!(a.appenders > 0, "--appenders must be at least 1");
+    let secret = Secret::new("bench-secret");
+    let samples = prepare(2000, &secret);
+    let dir = tempfile::tempdir()?;
+    let log = Arc::new(SqliteLog::open(dir.path(), SqliteOptions::default())?);
+    let deadline = Instant::now() + Duration::from_secs(a.duration);
+    let started = Instant::now();
+    let before = writer_stats();
+    let mut tasks = Vec::new();
+    for t in 0..a.appenders {
+        let (log, samples) = (log.clone(), samples.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+            let mut n = 0usize;
+            while Instant::now() < deadline {
+                let p = &samples[(t * 31 + n) % samples.len()];
+                let key = format!("bench/{t}/{n}");
+                let entry = NewEntry {
+                    id: uuid::Uuid::now_v7().to_string(),
+                    tenant: "bench".into(),
+                    source: "bench".into(),
+                    kind: "verification.status_updated".into(),
+                    partition_key: format!("session-{}", fnv(&format!("{t}/{n}"))),
+                    dedupe_key: Some(key),
+                    event: p.body[..p.body.len().min(600)].to_vec(),
+                    body: Some(p.body.to_vec()),
+                };
+                let t0 = Instant::now();
+                log.append(vec![entry]).await?;
+                hist.saturating_record(t0.elapsed().as_micros() as u64);
+                n += 1;
+            }
+            anyhow::Ok(hist)
+        }));
+    }
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+    for t in tasks {
+        hist.add(t.await??).expect("same bounds");
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let after = writer_stats();
+    let (commits, entries, busy) = (after.0 - before.0, after.1 - before.1, after.2 - before.2);
+    println!(
+        "log only: {:.0} appends/s with {} appenders; p50 {:.2} ms, p99 {:.2} ms; {:.1} events per commit, {:.2} ms per commit, writer busy {:.0}%",
+        hist.len() as f64 / secs,
+        a.appenders,
+        hist.value_at_quantile(0.5) as f64 / 1000.0,
+        hist.value_at_quantile(0.99) as f64 / 1000.0,
+        entries / commits.max(1.0),
+        busy * 1000.0 / commits.max(1.0),
+        100.0 * busy / secs
+    );
+    log.close().await;
+    Ok(())
+}
+
+/// A cheap stable hash, to spread partition keys like random session ids.
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3))
 }
