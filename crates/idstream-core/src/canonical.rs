@@ -68,7 +68,7 @@ impl Parser<'_> {
             Some(b'[') => self.array(out, depth),
             Some(b'"') => {
                 let s = self.string()?;
-                write_string(out, &s);
+                write_json_string(out, &s, false);
                 Ok(())
             }
             Some(b't') => self.literal(out, "true"),
@@ -138,7 +138,7 @@ impl Parser<'_> {
                 out.push(',');
             }
             first = false;
-            write_string(out, &members[i].0);
+            write_json_string(out, &members[i].0, false);
             out.push(':');
             out.push_str(&members[i].1);
         }
@@ -299,9 +299,11 @@ impl Parser<'_> {
     }
 }
 
-/// Writes a string the way Python's encoder does with `ensure_ascii=False`: only `"`, `\` and
-/// control characters below U+0020 are escaped (`/` and U+007F are not).
-fn write_string(out: &mut String, s: &str) {
+/// Writes a JSON string as Python's `json` encoder does. `ensure_ascii=False` (canonical
+/// form): only `"`, `\` and control characters below U+0020 are escaped (`/` and U+007F are
+/// not). `ensure_ascii=True` (how Didit's sender writes bodies): additionally everything
+/// outside printable ASCII becomes `\uXXXX`, astral characters as a surrogate pair.
+pub(crate) fn write_json_string(out: &mut String, s: &str, ensure_ascii: bool) {
     out.push('"');
     for c in s.chars() {
         match c {
@@ -312,8 +314,11 @@ fn write_string(out: &mut String, s: &str) {
             '\t' => out.push_str("\\t"),
             '\u{8}' => out.push_str("\\b"),
             '\u{c}' => out.push_str("\\f"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
+            c if (c as u32) < 0x20 || (ensure_ascii && !(' '..='~').contains(&c)) => {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    let _ = write!(out, "\\u{unit:04x}");
+                }
             }
             c => out.push(c),
         }
@@ -344,12 +349,22 @@ fn write_python_float(out: &mut String, f: f64) {
         }
         return;
     }
-    out.push_str(&python_repr(f));
+    out.push_str(&python_float_repr(f));
 }
 
-/// Python's `repr(float)` for a finite, non-integral float: the shortest digits that round
-/// trip, in positional form when the decimal exponent is in `-4..16`, else `d.ddde±XX`.
-fn python_repr(f: f64) -> String {
+/// Python's `repr(float)`: the shortest digits that round trip (ties to even, as Python), in
+/// positional form when the decimal exponent is in `-4..16` (integral values keep a `.0`), else
+/// `d.ddde±XX`; `NaN`, `Infinity`, `-Infinity` as `json.dumps` writes them.
+pub fn python_float_repr(f: f64) -> String {
+    if f.is_nan() {
+        return "NaN".into();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 { "Infinity" } else { "-Infinity" }.into();
+    }
+    if f == 0.0 {
+        return if f.is_sign_negative() { "-0.0" } else { "0.0" }.into();
+    }
     // `{:e}` gives Rust's shortest round-trip digits in scientific form, e.g. `9.615e1`.
     let shortest = format!("{:e}", f.abs());
     // Among the shortest strings that round trip, Python takes the one nearest the exact value,
@@ -369,7 +384,6 @@ fn python_repr(f: f64) -> String {
         if point <= 0 {
             format!("{sign}0.{}{}", "0".repeat((-point) as usize), digits)
         } else if (point as usize) >= digits.len() {
-            // Integral values never reach here (handled by shorten_floats).
             format!("{sign}{}{}.0", digits, "0".repeat(point as usize - digits.len()))
         } else {
             let (a, b) = digits.split_at(point as usize);

@@ -347,10 +347,10 @@ fn write_value(out: &mut String, value: &Value) {
             } else if let Some(u) = n.as_u64() {
                 let _ = write!(out, "{u}");
             } else if let Some(f) = n.as_f64() {
-                out.push_str(&python_float_repr(f));
+                out.push_str(&crate::canonical::python_float_repr(f));
             }
         }
-        Value::String(s) => write_ascii_string(out, s),
+        Value::String(s) => crate::canonical::write_json_string(out, s, true),
         Value::Array(items) => {
             out.push('[');
             for (i, item) in items.iter().enumerate() {
@@ -370,73 +370,12 @@ fn write_value(out: &mut String, value: &Value) {
                 if i > 0 {
                     out.push(',');
                 }
-                write_ascii_string(out, k);
+                crate::canonical::write_json_string(out, k, true);
                 out.push(':');
                 write_value(out, v);
             }
             out.push('}');
         }
-    }
-}
-
-/// Python's `encode_basestring_ascii`: printable ASCII as is (including `/`), `"` and `\`
-/// escaped, the five short escapes, everything else (controls, U+007F, non-ASCII) as `\uxxxx`.
-fn write_ascii_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            ' '..='~' => out.push(c),
-            _ => {
-                let mut units = [0u16; 2];
-                for unit in c.encode_utf16(&mut units) {
-                    let _ = write!(out, "\\u{unit:04x}");
-                }
-            }
-        }
-    }
-    out.push('"');
-}
-
-/// Python's `repr(float)` (which `json.dumps` uses): shortest round-trip digits, positional
-/// when the decimal exponent is in `-4..16` (integral values keep a `.0`), else `d.ddde±XX`.
-fn python_float_repr(f: f64) -> String {
-    if f.is_nan() {
-        return "NaN".into();
-    }
-    if f.is_infinite() {
-        return if f > 0.0 { "Infinity" } else { "-Infinity" }.into();
-    }
-    let sign = if f.is_sign_negative() { "-" } else { "" };
-    if f == 0.0 {
-        return format!("{sign}0.0");
-    }
-    // `{:e}` gives Rust's shortest round-trip digits in scientific form, e.g. `9.615e1`.
-    let sci = format!("{:e}", f.abs());
-    let (mantissa, exp) = sci.split_once('e').expect("`{:e}` always has an exponent");
-    let exp: i32 = exp.parse().expect("the exponent is an integer");
-    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
-    if (-4..16).contains(&exp) {
-        let point = exp + 1; // digits before the decimal point
-        if point <= 0 {
-            format!("{sign}0.{}{digits}", "0".repeat(point.unsigned_abs() as usize))
-        } else if point as usize >= digits.len() {
-            format!("{sign}{digits}{}.0", "0".repeat(point as usize - digits.len()))
-        } else {
-            let (int, frac) = digits.split_at(point as usize);
-            format!("{sign}{int}.{frac}")
-        }
-    } else {
-        let (first, rest) = digits.split_at(1);
-        let frac = if rest.is_empty() { String::new() } else { format!(".{rest}") };
-        let esign = if exp < 0 { '-' } else { '+' };
-        format!("{sign}{first}{frac}e{esign}{:02}", exp.unsigned_abs())
     }
 }
 
@@ -2048,7 +1987,7 @@ mod tests {
             (0.1 + 0.2, "0.30000000000000004"),
             (-2.5e-7, "-2.5e-07"),
         ] {
-            assert_eq!(python_float_repr(f), repr);
+            assert_eq!(crate::canonical::python_float_repr(f), repr);
         }
     }
 
