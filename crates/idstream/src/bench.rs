@@ -21,6 +21,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::ingest::unix_now;
 use crate::log::sqlite::{SqliteLog, SqliteOptions};
 use crate::state::AppState;
 
@@ -97,10 +98,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 struct Prepared {
     body: Bytes,
     headers: hyper::HeaderMap,
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 /// Unique signed Didit v3 deliveries (no duplicates), realistic bodies from the simulator.
@@ -389,7 +386,7 @@ async fn log_only(a: LogArgs) -> anyhow::Result<()> {
                     tenant: "bench".into(),
                     source: "bench".into(),
                     kind: "verification.status_updated".into(),
-                    partition_key: format!("session-{}", fnv(&format!("{t}/{n}"))),
+                    partition_key: format!("session-{}", crate::simulate::stable_hash(&format!("{t}/{n}"))),
                     dedupe_key: Some(key),
                     event: p.body[..p.body.len().min(600)].to_vec(),
                     body: Some(p.body.to_vec()),
@@ -421,9 +418,4 @@ async fn log_only(a: LogArgs) -> anyhow::Result<()> {
     );
     log.close().await;
     Ok(())
-}
-
-/// A cheap stable hash, to spread partition keys like random session ids.
-fn fnv(s: &str) -> u64 {
-    s.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3))
 }

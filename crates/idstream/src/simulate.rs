@@ -18,6 +18,8 @@ use hdrhistogram::Histogram;
 use idstream_core::signature::{didit, Secret};
 use idstream_core::sim::{self, Delivery, DeliveryKind, SimConfig};
 use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::ingest::unix_now;
 use serde_json::Value;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -102,10 +104,6 @@ impl std::fmt::Display for Summary {
     }
 }
 
-fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
-}
-
 /// Re-stamps bodies whose timestamp has aged (slow runs) so the receiver's freshness check
 /// passes, as a real sender signs at send time. A duplicate or retry must carry exactly the
 /// bytes of its original, so re-stamped bodies are remembered by their original bytes.
@@ -178,7 +176,7 @@ pub async fn simulate(args: &SimulateArgs) -> anyhow::Result<Summary> {
     // Shard by session so one session's deliveries go, in order, over one connection.
     let mut shards: Vec<Vec<Delivery>> = vec![Vec::new(); args.concurrency];
     for d in deliveries {
-        let shard = fxhash(&d.session_id) as usize % args.concurrency;
+        let shard = stable_hash(&d.session_id) as usize % args.concurrency;
         shards[shard].push(d);
     }
     let total: u64 = shards.iter().map(|s| s.len() as u64).sum();
@@ -305,6 +303,6 @@ pub async fn simulate(args: &SimulateArgs) -> anyhow::Result<Summary> {
 }
 
 /// A stable string hash (FNV-1a) for sharding; std's hasher is randomly seeded per process.
-fn fxhash(s: &str) -> u64 {
+pub(crate) fn stable_hash(s: &str) -> u64 {
     s.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3))
 }
