@@ -2,20 +2,28 @@
 # Smoke test of the README's first commands: `idstream serve` with no configuration (sandbox
 # mode), then `idstream simulate` against it, then a graceful SIGTERM. Fails on any rejection.
 set -euo pipefail
-bin=${1:-target/release/idstream}
+bin=$(realpath "${1:-target/release/idstream}")
 work=$(mktemp -d)
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 cd "$work"
-port=$((20000 + RANDOM % 20000))
-IDSTREAM_SERVER__LISTEN="127.0.0.1:$port" "$OLDPWD/$bin" serve >serve.log 2>&1 &
+# Port 0: the kernel picks a free port (never one of the machine's services); the server logs it.
+IDSTREAM_SERVER__LISTEN="127.0.0.1:0" IDSTREAM_SERVER__LOG_FORMAT=json "$bin" serve >serve.log 2>&1 &
 pid=$!
-for _ in $(seq 100); do
-  curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
+addr=""
+for _ in $(seq 300); do
+  addr=$(python3 -c 'import json,sys
+for line in open("serve.log"):
+    try: v = json.loads(line)
+    except ValueError: continue
+    if v.get("fields", {}).get("message") == "idstream serving": print(v["fields"]["listen"]); break' 2>/dev/null || true)
+  [ -n "$addr" ] && break
   sleep 0.1
 done
-"$OLDPWD/$bin" simulate --target "http://127.0.0.1:$port/webhooks/sandbox" --sessions 100 --quiet
+[ -n "$addr" ] || { echo "server did not start"; cat serve.log; exit 1; }
+curl -fsS "http://$addr/healthz" >/dev/null
+"$bin" simulate --target "http://$addr/webhooks/sandbox" --sessions 100 --quiet
 key=$(cat idstream-data/sandbox.apikey)
-count=$(curl -fsS -H "Authorization: Bearer $key" "http://127.0.0.1:$port/v1/events?limit=5" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["events"]))')
+count=$(curl -fsS -H "Authorization: Bearer $key" "http://$addr/v1/events?limit=5" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["events"]))')
 [ "$count" = 5 ] || { echo "expected 5 events from the read API, got $count"; exit 1; }
 kill -TERM "$pid"
 wait "$pid"
