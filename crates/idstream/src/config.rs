@@ -25,6 +25,7 @@ pub struct Config {
     pub sources: Vec<SourceConfig>,
     #[serde(default)]
     pub api_keys: Vec<ApiKeyConfig>,
+    pub stream: StreamConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -83,6 +84,27 @@ pub struct ApiKeyConfig {
     pub sha256: String,
 }
 
+/// Live streams (`GET /v1/stream`, `GET /v1/stream/sse`): who may connect and how much each
+/// connection may use. With no key configured the stream endpoints answer 503.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    /// HS256 secrets (raw bytes of the string); any may sign a token (rotation).
+    #[serde(default, deserialize_with = "secrets")]
+    pub hs256_secrets: Vec<Secret>,
+    /// PEM public keys (RSA → RS256, EC P-256 → ES256).
+    #[serde(default)]
+    pub public_keys: Vec<PathBuf>,
+    /// A JWKS file of RSA / EC P-256 public keys.
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    pub ping_interval_secs: u64,
+    pub max_connections: usize,
+    pub max_subscriptions_per_connection: usize,
+    pub max_message_bytes: usize,
+    pub send_queue_depth: usize,
+}
+
 /// A configuration that cannot be used, with the key at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -94,13 +116,13 @@ pub enum ConfigError {
     Invalid { key: String, problem: String },
 }
 
-fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { key: key.into(), problem: problem.into() }
 }
 
 /// Top-level sections an `IDSTREAM_*` variable may set; other `IDSTREAM_*` variables (e.g. the
 /// test suite's `IDSTREAM_TEST_POSTGRES_URL`) are not configuration.
-const ENV_SECTIONS: &[&str] = &["server", "log", "sources", "api_keys"];
+const ENV_SECTIONS: &[&str] = &["server", "log", "sources", "api_keys", "stream"];
 
 impl Config {
     /// Loads defaults → `file` → environment, then validates.
@@ -169,6 +191,7 @@ impl Config {
                 return Err(invalid(key("timestamp_tolerance_secs"), "must be greater than 0"));
             }
         }
+        self.validate_stream()?;
         for (i, k) in self.api_keys.iter().enumerate() {
             if k.sha256.len() != 64 || hex::decode(&k.sha256).is_err() {
                 return Err(invalid(
@@ -180,6 +203,34 @@ impl Config {
                 return Err(invalid(format!("api_keys[{i}].tenant"), "must be a tenant name or `*`"));
             }
         }
+        Ok(())
+    }
+}
+
+impl Config {
+    fn validate_stream(&self) -> Result<(), ConfigError> {
+        let s = &self.stream;
+        for (key, value) in [
+            ("stream.ping_interval_secs", s.ping_interval_secs as usize),
+            ("stream.max_connections", s.max_connections),
+            ("stream.max_subscriptions_per_connection", s.max_subscriptions_per_connection),
+            ("stream.send_queue_depth", s.send_queue_depth),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        if s.max_message_bytes < 256 {
+            return Err(invalid("stream.max_message_bytes", "must be at least 256 (a subscribe message must fit)"));
+        }
+        for (i, secret) in s.hs256_secrets.iter().enumerate() {
+            // RFC 7518 §3.2: an HS256 key must be at least as long as the hash output.
+            if secret.expose().len() < 32 {
+                return Err(invalid(format!("stream.hs256_secrets[{i}]"), "must be at least 32 bytes long"));
+            }
+        }
+        // Loads the key files now, so a bad path or key stops start-up with the key named.
+        crate::stream::auth::Authenticator::from_config(s)?;
         Ok(())
     }
 }
@@ -209,6 +260,10 @@ mod tests {
                 "sources[0].secrets[0]",
             ),
             ("[[api_keys]]\nname = \"k\"\ntenant = \"t\"\nsha256 = \"xyz\"", "api_keys[0].sha256"),
+            ("[stream]\nhs256_secrets = [\"short\"]", "stream.hs256_secrets[0]"),
+            ("[stream]\nsend_queue_depth = 0", "stream.send_queue_depth"),
+            ("[stream]\npublic_keys = [\"/nonexistent.pem\"]", "stream.public_keys[0]"),
+            ("[stream]\njwks_file = \"/nonexistent.json\"", "stream.jwks_file"),
         ];
         for (toml, key) in cases {
             let err = Config::from_toml(toml).unwrap_err().to_string();

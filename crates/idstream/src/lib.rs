@@ -7,6 +7,8 @@
 //! - [`ingest`]: `POST /webhooks/{source}`: signature → normalise → durable append → 2xx.
 //! - [`log`]: the [`log::EventLog`] trait and its embedded SQLite implementation (group commit).
 //! - [`api`]: the authenticated, tenant-scoped read API.
+//! - [`stream`]: live WebSocket / SSE streams of the log: JWT auth, tenant-scoped
+//!   subscriptions, resume by offset, slow consumers caught up from the log.
 //! - [`server`]: the router and `serve(listener, state, shutdown)`.
 //! - [`simulate`] and [`bench`]: the provider sandbox and the load harness (CLI verbs).
 //!
@@ -22,3 +24,4 @@ pub mod log;
 pub mod server;
 pub mod simulate;
 pub mod state;
+pub mod stream;

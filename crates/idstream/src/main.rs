@@ -1,4 +1,4 @@
-//! The `idstream` command line: `serve`, `simulate`, `bench`, `apikey`.
+//! The `idstream` command line: `serve`, `simulate`, `bench`, `apikey`, `token`, `watch`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -44,6 +44,60 @@ enum Command {
     },
     /// Print the compiled-in default configuration (commented).
     DefaultConfig,
+    /// Mint an HS256 stream token (JWT) for `GET /v1/stream`.
+    Token(TokenArgs),
+    /// Print a live event stream, one JSON line per event; resumes after disconnects.
+    Watch(idstream::stream::watch::WatchArgs),
+}
+
+#[derive(clap::Args)]
+struct TokenArgs {
+    /// File holding the HS256 secret (sandbox mode writes `idstream-data/sandbox.jwt`).
+    #[arg(long, conflicts_with = "secret")]
+    secret_file: Option<PathBuf>,
+    /// The HS256 secret itself (prefer --secret-file or IDSTREAM_STREAM_SECRET: command lines are visible).
+    #[arg(long, env = "IDSTREAM_STREAM_SECRET", hide_env_values = true)]
+    secret: Option<String>,
+    /// The tenant whose events the token may read.
+    #[arg(long)]
+    tenant: String,
+    /// Kind patterns the token may read, comma-separated (`verification.*,decision.made`, or `*`).
+    #[arg(long, default_value = "*")]
+    kinds: String,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    ttl: u64,
+    /// The `sub` claim: who the token is for.
+    #[arg(long, default_value = "idstream-cli")]
+    sub: String,
+}
+
+fn mint_token(a: TokenArgs) -> anyhow::Result<()> {
+    let secret = match (a.secret, a.secret_file) {
+        (Some(s), _) => s,
+        (None, Some(f)) => {
+            std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?.trim().to_owned()
+        }
+        (None, None) => anyhow::bail!("give the HS256 secret with --secret-file, --secret or IDSTREAM_STREAM_SECRET"),
+    };
+    anyhow::ensure!(secret.len() >= 32, "the HS256 secret must be at least 32 bytes (stream.hs256_secrets)");
+    let kinds: Vec<String> = a.kinds.split(',').map(|k| k.trim().to_owned()).filter(|k| !k.is_empty()).collect();
+    for k in &kinds {
+        idstream::stream::auth::KindPattern::parse(k).map_err(anyhow::Error::msg)?;
+    }
+    anyhow::ensure!(!kinds.is_empty(), "--kinds must list at least one pattern");
+    anyhow::ensure!(!a.tenant.is_empty() && a.tenant != "*", "--tenant must name one tenant");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let claims = idstream::stream::auth::Claims {
+        sub: a.sub,
+        tenant: a.tenant,
+        kinds,
+        exp: now + a.ttl,
+        nbf: None,
+        iat: Some(now),
+    };
+    println!("{}", idstream::stream::auth::mint_hs256(secret.as_bytes(), &claims));
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -115,6 +169,17 @@ fn sandbox_mode(cfg: &mut Config) -> anyhow::Result<()> {
         timestamp_tolerance_secs: 300,
     });
     cfg.api_keys.push(ApiKeyConfig { name: "sandbox".into(), tenant: "sandbox".into(), sha256: hash_api_key(&key) });
+    // Streams too, unless keys are configured: `idstream token --secret-file {data_dir}/sandbox.jwt`.
+    let stream = &cfg.stream;
+    if stream.hs256_secrets.is_empty() && stream.public_keys.is_empty() && stream.jwks_file.is_none() {
+        let jwt_path = cfg.server.data_dir.join("sandbox.jwt");
+        cfg.stream.hs256_secrets.push(Secret::new(read_or_create_token(&jwt_path)?));
+        tracing::warn!(
+            jwt_secret_file = %jwt_path.display(),
+            "sandbox mode: stream tokens are signed with the generated HS256 secret (try `idstream token --secret-file {} --tenant sandbox`)",
+            jwt_path.display()
+        );
+    }
     tracing::warn!(
         secret_file = %secret_path.display(),
         api_key_file = %key_path.display(),
@@ -197,6 +262,8 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Token(args) => mint_token(args),
+        Command::Watch(args) => rt.block_on(idstream::stream::watch::run(args)),
         Command::DefaultConfig => {
             print!("{}", idstream::config::DEFAULT_TOML);
             Ok(())

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::{api, ingest};
+use crate::{api, ingest, stream};
 
 /// The process-wide Prometheus recorder, installed on first use (one per process, however many
 /// servers a test starts).
@@ -49,6 +49,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/events", get(api::list_events))
         .route("/v1/events/{id}", get(api::get_event))
         .route("/v1/events/{id}/body", get(api::get_event_body))
+        .route("/v1/stream", get(stream::ws::handler))
+        .route("/v1/stream/sse", get(stream::sse::handler))
         .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -78,6 +80,10 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     metrics_handle();
     let app = router(state.clone());
+    // The stream tailer stops with the server; its stop closes every open stream (1001) so
+    // graceful shutdown is not held up by long-lived connections.
+    let tailer_stop = shutdown.child_token();
+    let tailer = tokio::spawn(state.stream.clone().run(tailer_stop.clone()));
     let stop = shutdown.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         stop.cancelled().await;
@@ -96,6 +102,9 @@ pub async fn serve(
             }
         }
     };
+    tailer_stop.cancel();
+    let _ = tailer.await;
+    state.stream.drain(grace).await;
     state.log.close().await;
     result
 }

@@ -28,6 +28,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// False once shutdown has begun: `/readyz` then answers 503 so load balancers drain us.
     pub ready: AtomicBool,
+    /// Live streams; its tailer is started by `server::serve`.
+    pub stream: Arc<crate::stream::Hub>,
 }
 
 impl AppState {
@@ -36,7 +38,7 @@ impl AppState {
         // the handles would be no-ops.
         crate::server::metrics_handle();
         AppState {
-            log,
+            log: log.clone(),
             sources: cfg.sources.iter().map(|s| (s.id.clone(), Source::from_config(s))).collect(),
             api_keys: cfg
                 .api_keys
@@ -49,6 +51,7 @@ impl AppState {
                 .collect(),
             max_body_bytes: cfg.server.max_body_bytes,
             ready: AtomicBool::new(true),
+            stream: Arc::new(crate::stream::Hub::new(&cfg.stream, log.clone())),
         }
     }
 

@@ -76,6 +76,11 @@ impl TestServer {
     }
 
     pub async fn start_in(dir: Arc<tempfile::TempDir>, toml: &str) -> TestServer {
+        Self::start_at(dir, toml, "127.0.0.1:0").await
+    }
+
+    /// Like `start_in`, on a given address (to restart a server where its clients expect it).
+    pub async fn start_at(dir: Arc<tempfile::TempDir>, toml: &str, addr: &str) -> TestServer {
         let cfg = Config::from_toml(toml).expect("test config is valid");
         let log = SqliteLog::open(
             dir.path(),
@@ -87,7 +92,7 @@ impl TestServer {
         )
         .unwrap();
         let state = Arc::new(AppState::new(&cfg, Arc::new(log)));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let stop = CancellationToken::new();
         let task = tokio::spawn({

@@ -7,3 +7,4 @@ mod helpers;
 mod ingest;
 mod log_conformance;
 mod simulate;
+mod stream;
