@@ -48,6 +48,50 @@ enum Command {
     Token(TokenArgs),
     /// Print a live event stream, one JSON line per event; resumes after disconnects.
     Watch(idstream::stream::watch::WatchArgs),
+    /// Check and test decision rulesets (the policy compliance teams own).
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Validate a ruleset file; prints every error with file, rule id and line:column.
+    Check { file: PathBuf },
+    /// Run a file of example contexts with expected outcomes against a ruleset; exits 1 if any fails.
+    Test { file: PathBuf, cases: PathBuf },
+    /// Print the shipped default KYC ruleset (a starting point for your own).
+    Default,
+}
+
+fn read_text(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn rules(command: RulesCommand) -> anyhow::Result<()> {
+    use idstream_rules::{ErrorList, Ruleset};
+    match command {
+        RulesCommand::Check { file } => {
+            let name = file.display().to_string();
+            match idstream_rules::check(&name, &read_text(&file)?) {
+                Ok(summary) => println!("{summary}"),
+                Err(errors) => anyhow::bail!("{name} is not a valid ruleset:\n{}", ErrorList(&errors)),
+            }
+        }
+        RulesCommand::Test { file, cases } => {
+            let name = file.display().to_string();
+            let ruleset = Ruleset::parse(&name, &read_text(&file)?)
+                .map_err(|errors| anyhow::anyhow!("{name} is not a valid ruleset:\n{}", ErrorList(&errors)))?;
+            let cases_name = cases.display().to_string();
+            let report = idstream_rules::run_cases(&ruleset, &cases_name, &read_text(&cases)?)
+                .map_err(|errors| anyhow::anyhow!("{cases_name} is not a valid cases file:\n{}", ErrorList(&errors)))?;
+            println!("{report}");
+            anyhow::ensure!(report.passed(), "{} of {} cases failed", report.failures(), report.cases.len());
+        }
+        RulesCommand::Default => print!("{}", idstream_rules::DEFAULT_RULESET),
+    }
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -264,6 +308,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Token(args) => mint_token(args),
         Command::Watch(args) => rt.block_on(idstream::stream::watch::run(args)),
+        Command::Rules { command } => rules(command),
         Command::DefaultConfig => {
             print!("{}", idstream::config::DEFAULT_TOML);
             Ok(())

@@ -6,5 +6,6 @@ mod crash;
 mod helpers;
 mod ingest;
 mod log_conformance;
+mod rules_cli;
 mod simulate;
 mod stream;
