@@ -110,8 +110,9 @@ pub struct StreamConfig {
 pub enum ConfigError {
     #[error("config file {0}: not found")]
     FileNotFound(PathBuf),
+    /// Figment's message, which names the key and the file it came from.
     #[error("config: {0}")]
-    Parse(#[from] Box<figment::Error>),
+    Parse(String),
     #[error("config: `{key}` {problem}")]
     Invalid { key: String, problem: String },
 }
@@ -149,7 +150,10 @@ impl Config {
     }
 
     fn from_figment(fig: Figment) -> Result<Config, ConfigError> {
-        let cfg: Config = fig.extract().map_err(Box::new)?;
+        // Figment names keys with its profile prefix (`default.server.listen`); users wrote
+        // `server.listen`, so show that.
+        let cfg: Config =
+            fig.extract().map_err(|e| ConfigError::Parse(e.to_string().replace("key \"default.", "key \"")))?;
         cfg.validate()?;
         Ok(cfg)
     }

@@ -281,7 +281,19 @@ async fn shutdown_on_signal(token: CancellationToken) {
     token.cancel();
 }
 
-fn main() -> anyhow::Result<()> {
+/// Errors are printed as one line with their causes (`error: reading x: No such file`), never as
+/// a debug dump, and the exit code is 1.
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
