@@ -37,6 +37,8 @@ pub enum BenchWhat {
     Ingest(IngestArgs),
     /// The embedded log alone: concurrent appenders, no HTTP (what the writer can do).
     Log(LogArgs),
+    /// Live streams (WebSocket) vs. a minimal broadcast server: idle memory, fan-out, broadcast.
+    Stream(crate::bench_stream::StreamArgs),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -90,6 +92,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.what {
         BenchWhat::Ingest(a) => ingest(a).await,
         BenchWhat::Log(a) => log_only(a).await,
+        BenchWhat::Stream(a) => crate::bench_stream::run(a).await,
     }
 }
 

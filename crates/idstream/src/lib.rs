@@ -17,6 +17,7 @@
 
 pub mod api;
 pub mod bench;
+pub mod bench_stream;
 pub mod config;
 pub mod error;
 pub mod ingest;
