@@ -56,8 +56,14 @@ pub async fn handler(
     let token = bearer(&headers).or_else(|| q.get("token").cloned());
     let max = hub.limits.max_message_bytes;
     let tasks = hub.tasks().clone();
+    // tungstenite allocates its read buffer per connection up front (128 KiB by default): with
+    // 19,000 connections that was ~142 KB of RSS each (BENCHMARKS.md). Clients only send small
+    // control messages, so 4 KiB reads suffice; outgoing events are batched and flushed by the
+    // session, so an 8 KiB write threshold costs no throughput.
     ws.max_message_size(max)
         .max_frame_size(max)
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(8 * 1024)
         .on_upgrade(move |socket| tasks.track_future(connection(socket, hub, token, permit)))
 }
 
