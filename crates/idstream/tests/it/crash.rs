@@ -47,20 +47,22 @@ async fn spawn_server(config: &std::path::Path) -> Proc {
     Proc { child, base }
 }
 
+/// Writes a config for the real binary: port 0, data in `dir/data`, the test sources and keys.
+fn write_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let config = dir.join("idstream.toml");
+    let toml = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{}",
+        dir.join("data").display(),
+        base_config(&[SECRET_NEW], "")
+    );
+    std::fs::write(&config, toml).unwrap();
+    config
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_flood_loses_no_acknowledged_event() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("idstream.toml");
-    let data = dir.path().join("data");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{}",
-            data.display(),
-            base_config(&[SECRET_NEW], "")
-        ),
-    )
-    .unwrap();
+    let config = write_config(dir.path());
 
     let mut proc = spawn_server(&config).await;
     let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
@@ -175,17 +177,7 @@ async fn kill_9_mid_flood_loses_no_acknowledged_event() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests_and_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("idstream.toml");
-    let data = dir.path().join("data");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{}",
-            data.display(),
-            base_config(&[SECRET_NEW], "")
-        ),
-    )
-    .unwrap();
+    let config = write_config(dir.path());
     let mut proc = spawn_server(&config).await;
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
     let acked = Arc::new(Mutex::new(Vec::<String>::new()));
