@@ -178,8 +178,9 @@ check_struct!(
     }
 );
 check_struct!(
-    /// Liveness check; score 0–100.
-    LivenessCheck { score: f64, method: String }
+    /// Liveness check; score 0–100. `face_id`: the provider's id (or image hash) of the face,
+    /// when it sends one (`face_id`), which face blocklists match on.
+    LivenessCheck { score: f64, method: String, face_id: String }
 );
 check_struct!(
     /// Selfie-to-document face match; score 0–100.
@@ -242,6 +243,13 @@ pub struct Envelope<'a> {
 /// Formats Unix seconds as RFC 3339 UTC (out-of-range values clamp to the epoch).
 pub fn rfc3339(unix: i64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp(unix).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(&time::format_description::well_known::Rfc3339).expect("a valid timestamp always formats")
+}
+
+/// RFC 3339 UTC with microseconds, from Unix microseconds.
+pub fn rfc3339_us(unix_us: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_us) * 1000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     t.format(&time::format_description::well_known::Rfc3339).expect("a valid timestamp always formats")
 }
 
@@ -323,7 +331,13 @@ pub fn didit_checks(decision: &Value) -> Checks {
             .into_iter()
             .map(|e| {
                 let (node_id, status) = base(e);
-                LivenessCheck { node_id, status, score: opt_f64(e, "score"), method: opt_str(e, "method") }
+                LivenessCheck {
+                    node_id,
+                    status,
+                    score: opt_f64(e, "score"),
+                    method: opt_str(e, "method"),
+                    face_id: opt_str(e, "face_id"),
+                }
             })
             .collect(),
         face_matches: entries(decision, "face_matches", "face_match")

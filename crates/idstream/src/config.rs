@@ -26,6 +26,24 @@ pub struct Config {
     #[serde(default)]
     pub api_keys: Vec<ApiKeyConfig>,
     pub stream: StreamConfig,
+    pub decisions: DecisionsConfig,
+}
+
+/// The decision worker and the decision APIs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionsConfig {
+    /// Run the decision worker in this process.
+    pub enabled: bool,
+    /// Velocity counts other subjects seen with the same value within this many days.
+    pub velocity_window_days: u64,
+    /// The key of the identity hashes (blocklists, velocity); empty = `{data_dir}/blocklist.key`,
+    /// created on first start.
+    #[serde(default)]
+    pub hash_key_file: Option<PathBuf>,
+    /// Lists rules read (`lists.high_risk_countries`), overriding the ruleset's defaults.
+    #[serde(default)]
+    pub lists: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -123,7 +141,7 @@ pub(crate) fn invalid(key: impl Into<String>, problem: impl Into<String>) -> Con
 
 /// Top-level sections an `IDSTREAM_*` variable may set; other `IDSTREAM_*` variables (e.g. the
 /// test suite's `IDSTREAM_TEST_POSTGRES_URL`) are not configuration.
-const ENV_SECTIONS: &[&str] = &["server", "log", "sources", "api_keys", "stream"];
+const ENV_SECTIONS: &[&str] = &["server", "log", "sources", "api_keys", "stream", "decisions"];
 
 impl Config {
     /// Loads defaults → `file` → environment, then validates.
@@ -196,6 +214,9 @@ impl Config {
             }
         }
         self.validate_stream()?;
+        if self.decisions.velocity_window_days == 0 {
+            return Err(invalid("decisions.velocity_window_days", "must be greater than 0"));
+        }
         for (i, k) in self.api_keys.iter().enumerate() {
             if k.sha256.len() != 64 || hex::decode(&k.sha256).is_err() {
                 return Err(invalid(

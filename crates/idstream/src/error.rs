@@ -12,11 +12,21 @@ pub struct ApiError {
     /// Stable, machine-readable code (`invalid_signature`, `stale_timestamp`, ...).
     pub code: &'static str,
     pub message: String,
+    /// More fields merged into the body (e.g. the list of ruleset errors).
+    pub details: Option<serde_json::Value>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into() }
+        ApiError { status, code, message: message.into(), details: None }
+    }
+    pub fn with_details(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<String>,
+        details: serde_json::Value,
+    ) -> Self {
+        ApiError { status, code, message: message.into(), details: Some(details) }
     }
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
@@ -44,6 +54,10 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::error!(status = self.status.as_u16(), code = self.code, message = %self.message, "request failed");
         }
-        (self.status, Json(serde_json::json!({"error": self.code, "message": self.message}))).into_response()
+        let mut body = serde_json::json!({"error": self.code, "message": self.message});
+        if let Some(serde_json::Value::Object(extra)) = self.details {
+            body.as_object_mut().expect("object").extend(extra);
+        }
+        (self.status, Json(body)).into_response()
     }
 }

@@ -7,6 +7,10 @@
 //! - [`ingest`]: `POST /webhooks/{source}`: signature → normalise → durable append → 2xx.
 //! - [`log`]: the [`log::EventLog`] trait and its embedded SQLite implementation (group commit).
 //! - [`api`]: the authenticated, tenant-scoped read API.
+//! - [`decide`]: the decision worker (enrich → rules → one transaction with the log) and the
+//!   decision, session, subject, ruleset, blocklist and review APIs; [`backtest`] replays past
+//!   decisions through a candidate ruleset.
+//! - [`store`]: the state store trait, written only through transactions shared with the log.
 //! - [`stream`]: live WebSocket / SSE streams of the log: JWT auth, tenant-scoped
 //!   subscriptions, resume by offset, slow consumers caught up from the log.
 //! - [`server`]: the router and `serve(listener, state, shutdown)`.
@@ -16,13 +20,16 @@
 //! `idstream-core` crate; this crate does the I/O around it.
 
 pub mod api;
+pub mod backtest;
 pub mod bench;
 pub mod bench_stream;
 pub mod config;
+pub mod decide;
 pub mod error;
 pub mod ingest;
 pub mod log;
 pub mod server;
 pub mod simulate;
 pub mod state;
+pub mod store;
 pub mod stream;

@@ -7,7 +7,6 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use idstream::config::{ApiKeyConfig, Config, LogFormat, SourceConfig};
-use idstream::log::sqlite::{SqliteLog, SqliteOptions};
 use idstream::state::{hash_api_key, AppState};
 use idstream_core::event::Provider;
 use idstream_core::signature::Secret;
@@ -48,6 +47,8 @@ enum Command {
     Token(TokenArgs),
     /// Print a live event stream, one JSON line per event; resumes after disconnects.
     Watch(idstream::stream::watch::WatchArgs),
+    /// Replay past decisions through a candidate ruleset and report what would change.
+    Backtest(idstream::backtest::BacktestArgs),
     /// Check and test decision rulesets (the policy compliance teams own).
     Rules {
         #[command(subcommand)]
@@ -238,15 +239,7 @@ async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
     if cfg.sources.is_empty() {
         sandbox_mode(&mut cfg)?;
     }
-    let log = SqliteLog::open(
-        &cfg.server.data_dir,
-        SqliteOptions {
-            max_batch: cfg.log.max_batch,
-            queue_depth: cfg.log.queue_depth,
-            max_db_bytes: cfg.log.max_db_bytes,
-        },
-    )?;
-    let state = Arc::new(AppState::new(&cfg, Arc::new(log)));
+    let state = Arc::new(AppState::open(&cfg).await?);
     let listener = tokio::net::TcpListener::bind(cfg.server.listen)
         .await
         .with_context(|| format!("binding {} (server.listen)", cfg.server.listen))?;
@@ -321,6 +314,7 @@ fn run() -> anyhow::Result<()> {
         Command::Token(args) => mint_token(args),
         Command::Watch(args) => rt.block_on(idstream::stream::watch::run(args)),
         Command::Rules { command } => rules(command),
+        Command::Backtest(args) => rt.block_on(idstream::backtest::cli(args)),
         Command::DefaultConfig => {
             print!("{}", idstream::config::DEFAULT_TOML);
             Ok(())

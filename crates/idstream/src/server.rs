@@ -17,6 +17,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::decide::api as decide;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::{api, ingest, stream};
@@ -49,6 +50,19 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/events", get(api::list_events))
         .route("/v1/events/{id}", get(api::get_event))
         .route("/v1/events/{id}/body", get(api::get_event_body))
+        .route("/v1/decisions/{id}", get(decide::get_decision))
+        .route("/v1/sessions/{id}", get(decide::get_session))
+        .route("/v1/subjects/{id}", get(decide::get_subject).put(decide::put_subject))
+        .route("/v1/rulesets", get(decide::list_rulesets).post(decide::post_ruleset))
+        .route("/v1/rulesets/{version}", get(decide::get_ruleset))
+        .route("/v1/rulesets/{version}/activate", post(decide::activate_ruleset))
+        .route("/v1/blocklists/{kind}", get(decide::list_blocks).post(decide::add_block))
+        .route("/v1/blocklists/{kind}/{id}", axum::routing::delete(decide::remove_block))
+        .route("/v1/reviews", get(decide::list_reviews))
+        .route("/v1/reviews/{id}", get(decide::get_review))
+        .route("/v1/reviews/{id}/claim", post(decide::claim_review))
+        .route("/v1/reviews/{id}/resolve", post(decide::resolve_review))
+        .route("/v1/backtests", post(decide::post_backtest))
         .route("/v1/stream", get(stream::ws::handler))
         .route("/v1/stream/sse", get(stream::sse::handler))
         .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
@@ -84,6 +98,9 @@ pub async fn serve(
     // graceful shutdown is not held up by long-lived connections.
     let tailer_stop = shutdown.child_token();
     let tailer = tokio::spawn(state.stream.clone().run(tailer_stop.clone()));
+    let decider = state
+        .decisions_enabled
+        .then(|| tokio::spawn(crate::decide::Decider::from_state(&state).run(tailer_stop.clone())));
     let stop = shutdown.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         stop.cancelled().await;
@@ -104,6 +121,10 @@ pub async fn serve(
     };
     tailer_stop.cancel();
     let _ = tailer.await;
+    if let Some(d) = decider {
+        // The worker stops between batches; a batch in flight is committed or not at all.
+        let _ = d.await;
+    }
     state.stream.drain(grace).await;
     state.log.close().await;
     result

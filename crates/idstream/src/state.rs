@@ -9,8 +9,12 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::Config;
+use crate::decide::normalize::HashKey;
+use crate::decide::{DecideOptions, Rulesets};
 use crate::ingest::Source;
+use crate::log::sqlite::{SqliteLog, SqliteOptions};
 use crate::log::EventLog;
+use crate::store::Store;
 
 /// An API key as configured: only its SHA-256 is held.
 #[derive(Debug, Clone)]
@@ -30,10 +34,48 @@ pub struct AppState {
     pub ready: AtomicBool,
     /// Live streams; its tailer is started by `server::serve`.
     pub stream: Arc<crate::stream::Hub>,
+    /// Sessions, decisions, reviews, blocklists, subjects, rulesets.
+    pub store: Arc<dyn Store>,
+    pub rulesets: Arc<Rulesets>,
+    /// The key of identity hashes (blocklists, velocity).
+    pub hash_key: HashKey,
+    pub decide: DecideOptions,
+    /// Whether `server::serve` runs the decision worker.
+    pub decisions_enabled: bool,
 }
 
 impl AppState {
-    pub fn new(cfg: &Config, log: Arc<dyn EventLog>) -> AppState {
+    /// Opens the embedded backends named by `cfg` (the log and store in `server.data_dir`),
+    /// loads the active rulesets and the hash key.
+    pub async fn open(cfg: &Config) -> anyhow::Result<AppState> {
+        let log = Arc::new(SqliteLog::open(
+            &cfg.server.data_dir,
+            SqliteOptions {
+                max_batch: cfg.log.max_batch,
+                queue_depth: cfg.log.queue_depth,
+                max_db_bytes: cfg.log.max_db_bytes,
+            },
+        )?);
+        let key_path = cfg.decisions.hash_key_file.clone().unwrap_or_else(|| cfg.server.data_dir.join("blocklist.key"));
+        let key = HashKey::load_or_create(&key_path)?;
+        let rulesets = Rulesets::load(log.as_ref()).await?;
+        Ok(AppState::with_backends(cfg, log.clone(), log, Arc::new(rulesets), key))
+    }
+
+    /// The embedded log as log and store, the default ruleset, and a throw-away hash key
+    /// (benchmarks and tests that do not restart).
+    pub fn new(cfg: &Config, log: Arc<SqliteLog>) -> AppState {
+        let rulesets = Arc::new(Rulesets::default_only());
+        AppState::with_backends(cfg, log.clone(), log, rulesets, HashKey::new(rand::random::<[u8; 32]>().to_vec()))
+    }
+
+    pub fn with_backends(
+        cfg: &Config,
+        log: Arc<dyn EventLog>,
+        store: Arc<dyn Store>,
+        rulesets: Arc<Rulesets>,
+        hash_key: HashKey,
+    ) -> AppState {
         // Sources register their metric handles now; the recorder must exist before that, or
         // the handles would be no-ops.
         crate::server::metrics_handle();
@@ -52,6 +94,14 @@ impl AppState {
             max_body_bytes: cfg.server.max_body_bytes,
             ready: AtomicBool::new(true),
             stream: Arc::new(crate::stream::Hub::new(&cfg.stream, log.clone())),
+            store,
+            rulesets,
+            hash_key,
+            decide: DecideOptions {
+                velocity_window: std::time::Duration::from_secs(cfg.decisions.velocity_window_days * 86_400),
+                lists: cfg.decisions.lists.clone(),
+            },
+            decisions_enabled: cfg.decisions.enabled,
         }
     }
 

@@ -13,6 +13,7 @@
 //! - Named consumer checkpoints are stored with the log.
 
 pub mod sqlite;
+mod sqlite_store;
 
 use async_trait::async_trait;
 use tokio::sync::watch;

@@ -21,6 +21,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{Appended, EventLog, LogEntry, LogError, NewEntry, ReadFilter};
+use crate::store::{Txn, TxnError};
 
 /// Settings of the embedded log.
 #[derive(Debug, Clone)]
@@ -59,14 +60,15 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 );
 ";
 
-enum Cmd {
+pub(super) enum Cmd {
     Append { entries: Vec<NewEntry>, reply: oneshot::Sender<Result<Vec<Appended>, LogError>> },
     Checkpoint { consumer: String, offset: u64, reply: oneshot::Sender<Result<(), LogError>> },
+    Txn { txn: Txn, reply: oneshot::Sender<Result<Vec<Appended>, TxnError>> },
     Shutdown(oneshot::Sender<()>),
 }
 
 pub struct SqliteLog {
-    tx: mpsc::Sender<Cmd>,
+    pub(super) tx: mpsc::Sender<Cmd>,
     head: watch::Receiver<u64>,
     readers: Arc<ReaderPool>,
     _lock: File,
@@ -91,6 +93,7 @@ impl SqliteLog {
         let path = dir.join("events.db");
         let conn = open_conn(&path).map_err(unavailable)?;
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
+        conn.execute_batch(super::sqlite_store::SCHEMA).map_err(unavailable)?;
         // Checkpoints (copying the WAL back into the database) are mostly done by a
         // background thread (`run_checkpointer`) so the writer rarely stalls on one. The
         // writer still runs its own auto-checkpoint every 4000 frames: by then the background
@@ -130,7 +133,30 @@ impl SqliteLog {
         })
     }
 
-    async fn with_reader<T: Send + 'static>(
+    /// Opens an existing log for reading only, beside a server that may be running on it
+    /// (backtests, audits). Appends and commits answer `Closed`.
+    pub fn open_read_only(dir: &Path) -> Result<SqliteLog, LogError> {
+        let path = dir.join("events.db");
+        if !path.is_file() {
+            return Err(LogError::Unavailable(format!("no event log at {}", path.display())));
+        }
+        let conn = open_conn(&path).map_err(unavailable)?;
+        let head: u64 = conn
+            .query_row("SELECT COALESCE(MAX(offset), 0) FROM events", [], |r| r.get::<_, i64>(0))
+            .map_err(unavailable)? as u64;
+        conn.pragma_update(None, "query_only", true).map_err(unavailable)?;
+        let (_, head_rx) = watch::channel(head);
+        let (tx, _) = mpsc::channel(1);
+        let lock = File::open(&path).map_err(|e| LogError::Unavailable(format!("{}: {e}", path.display())))?;
+        Ok(SqliteLog {
+            tx,
+            head: head_rx,
+            readers: Arc::new(ReaderPool { path, idle: Mutex::new(vec![conn]) }),
+            _lock: lock,
+        })
+    }
+
+    pub(super) async fn with_reader<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, LogError> {
@@ -219,6 +245,8 @@ struct Writer {
 enum Outcome {
     Appended(Vec<Appended>),
     Checkpointed,
+    /// A txn: applied, or its condition failed and it was rolled back to its savepoint.
+    Txn(Result<Vec<Appended>, TxnError>),
 }
 
 impl Writer {
@@ -281,6 +309,9 @@ impl Writer {
                         (Cmd::Checkpoint { reply, .. }, Outcome::Checkpointed) => {
                             let _ = reply.send(Ok(()));
                         }
+                        (Cmd::Txn { reply, .. }, Outcome::Txn(r)) => {
+                            let _ = reply.send(r);
+                        }
                         _ => unreachable!("outcomes are produced in command order"),
                     }
                 }
@@ -322,28 +353,36 @@ impl Writer {
                     Cmd::Append { entries, .. } => {
                         let mut results = Vec::with_capacity(entries.len());
                         for e in entries {
-                            let inserted = insert.execute(params![
-                                next as i64,
-                                e.id,
-                                e.tenant,
-                                e.source,
-                                e.kind,
-                                e.partition_key,
-                                e.dedupe_key,
-                                now_us,
-                                e.event,
-                                e.body
-                            ])?;
-                            if inserted == 1 {
-                                results.push(Appended { offset: next, id: e.id.clone(), duplicate: false });
-                                next += 1;
-                            } else {
-                                let (offset, id): (i64, String) =
-                                    find.query_row([&e.dedupe_key], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                                results.push(Appended { offset: offset as u64, id, duplicate: true });
-                            }
+                            results.push(insert_entry(&mut insert, &mut find, e, &mut next, now_us)?);
                         }
                         outcomes.push(Outcome::Appended(results));
+                    }
+                    Cmd::Txn { txn, .. } => {
+                        // A savepoint per txn: a failed condition undoes this txn only.
+                        let before = next;
+                        tx.execute_batch("SAVEPOINT txn")?;
+                        let mut results = Vec::with_capacity(txn.entries.len());
+                        for e in &txn.entries {
+                            results.push(insert_entry(&mut insert, &mut find, e, &mut next, now_us)?);
+                        }
+                        let mut failed = None;
+                        for op in &txn.ops {
+                            if let Err(e) = super::sqlite_store::apply(&tx, op)? {
+                                failed = Some(e);
+                                break;
+                            }
+                        }
+                        match failed {
+                            None => {
+                                tx.execute_batch("RELEASE txn")?;
+                                outcomes.push(Outcome::Txn(Ok(results)));
+                            }
+                            Some(e) => {
+                                tx.execute_batch("ROLLBACK TO txn; RELEASE txn")?;
+                                next = before;
+                                outcomes.push(Outcome::Txn(Err(e)));
+                            }
+                        }
                     }
                     Cmd::Checkpoint { consumer, offset, .. } => {
                         checkpoint.execute(params![consumer, *offset as i64, now_us])?;
@@ -359,9 +398,38 @@ impl Writer {
     }
 }
 
+fn insert_entry(
+    insert: &mut rusqlite::CachedStatement<'_>,
+    find: &mut rusqlite::CachedStatement<'_>,
+    e: &NewEntry,
+    next: &mut u64,
+    now_us: i64,
+) -> rusqlite::Result<Appended> {
+    let inserted = insert.execute(params![
+        *next as i64,
+        e.id,
+        e.tenant,
+        e.source,
+        e.kind,
+        e.partition_key,
+        e.dedupe_key,
+        now_us,
+        e.event,
+        e.body
+    ])?;
+    if inserted == 1 {
+        *next += 1;
+        Ok(Appended { offset: *next - 1, id: e.id.clone(), duplicate: false })
+    } else {
+        let (offset, id): (i64, String) = find.query_row([&e.dedupe_key], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(Appended { offset: offset as u64, id, duplicate: true })
+    }
+}
+
 fn cmd_size(cmd: &Cmd) -> usize {
     match cmd {
         Cmd::Append { entries, .. } => entries.len(),
+        Cmd::Txn { txn, .. } => txn.entries.len() + txn.ops.len(),
         _ => 1,
     }
 }
@@ -373,6 +441,9 @@ fn fail(cmd: Cmd, err: impl Fn() -> LogError) {
         }
         Cmd::Checkpoint { reply, .. } => {
             let _ = reply.send(Err(err()));
+        }
+        Cmd::Txn { reply, .. } => {
+            let _ = reply.send(Err(TxnError::Log(err())));
         }
         Cmd::Shutdown(done) => {
             let _ = done.send(());

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use idstream::config::Config;
-use idstream::log::sqlite::{SqliteLog, SqliteOptions};
 use idstream::state::{hash_api_key, AppState};
 use idstream_core::signature::{didit, standard, Secret};
 use serde_json::{json, Value};
@@ -18,6 +17,9 @@ pub const STD_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 pub const KEY_ACME: &str = "key-acme";
 pub const KEY_BETA: &str = "key-beta";
 pub const KEY_ALL: &str = "key-all";
+
+/// Config fragment that turns the decision worker off.
+pub const NO_DECISIONS: &str = "[decisions]\nenabled = false\n";
 
 pub fn base_config(didit_secrets: &[&str], extra: &str) -> String {
     let secrets = didit_secrets.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ");
@@ -71,6 +73,12 @@ impl TestServer {
         Self::start_with(&base_config(&[SECRET_NEW, SECRET_OLD], "")).await
     }
 
+    /// Webhook ingest and the log alone, without the decision worker appending decisions (for
+    /// tests that count offsets).
+    pub async fn start_ingest_only() -> TestServer {
+        Self::start_with(&base_config(&[SECRET_NEW, SECRET_OLD], NO_DECISIONS)).await
+    }
+
     pub async fn start_with(toml: &str) -> TestServer {
         Self::start_in(Arc::new(tempfile::tempdir().unwrap()), toml).await
     }
@@ -81,17 +89,9 @@ impl TestServer {
 
     /// Like `start_in`, on a given address (to restart a server where its clients expect it).
     pub async fn start_at(dir: Arc<tempfile::TempDir>, toml: &str, addr: &str) -> TestServer {
-        let cfg = Config::from_toml(toml).expect("test config is valid");
-        let log = SqliteLog::open(
-            dir.path(),
-            SqliteOptions {
-                max_batch: cfg.log.max_batch,
-                queue_depth: cfg.log.queue_depth,
-                max_db_bytes: cfg.log.max_db_bytes,
-            },
-        )
-        .unwrap();
-        let state = Arc::new(AppState::new(&cfg, Arc::new(log)));
+        let mut cfg = Config::from_toml(toml).expect("test config is valid");
+        cfg.server.data_dir = dir.path().to_path_buf();
+        let state = Arc::new(AppState::open(&cfg).await.unwrap());
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let stop = CancellationToken::new();
@@ -137,6 +137,34 @@ impl TestServer {
         let resp = req.send().await.unwrap();
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Any method with an optional API key and JSON (or raw) body.
+    pub async fn call(&self, method: &str, path: &str, key: Option<&str>, body: Option<Vec<u8>>) -> (u16, Value) {
+        let mut req = self.client.request(method.parse().unwrap(), self.url(path));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        if let Some(b) = body {
+            req = req.body(b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Waits until the decision worker has processed everything in the log.
+    pub async fn decided(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let head = self.state.log.head();
+            let done = self.state.log.checkpoint("decisions").await.unwrap().unwrap_or(0);
+            if done >= head && head > 0 {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "decision worker stuck at {done} of {head}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Every event in the log, read through the API with the all-tenant key.

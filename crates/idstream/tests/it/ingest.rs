@@ -9,7 +9,7 @@ type Case = (&'static str, Vec<u8>, Vec<(&'static str, String)>, u16, &'static s
 
 #[tokio::test]
 async fn each_didit_scheme_alone_is_accepted() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_ingest_only().await;
     for (i, sig) in [Sig::V2, Sig::Raw, Sig::Simple].into_iter().enumerate() {
         let body = didit_body(&format!("evt-{i}"), &format!("sess-{i}"), "Approved", now());
         let (s, v) = srv.post("didit-main", &body, &didit_headers(&body, SECRET_NEW, sig)).await;
@@ -34,7 +34,7 @@ async fn each_didit_scheme_alone_is_accepted() {
 
 #[tokio::test]
 async fn bad_inputs_get_their_status_and_append_nothing() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_ingest_only().await;
     let ts = now();
     let good = didit_body("e1", "s1", "Approved", ts);
     let stale = didit_body("e2", "s2", "Approved", ts - 360);
@@ -165,7 +165,7 @@ async fn bad_inputs_get_their_status_and_append_nothing() {
 #[tokio::test]
 async fn oversize_body_without_content_length_is_refused() {
     // A chunked body has no Content-Length: the limit must still hold while streaming.
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_ingest_only().await;
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..40).map(|_| Ok(vec![b' '; 64 * 1024])).collect();
     let resp = srv
         .client
@@ -181,7 +181,7 @@ async fn oversize_body_without_content_length_is_refused() {
 
 #[tokio::test]
 async fn secret_rotation() {
-    let srv = TestServer::start().await; // configured with [new, old]
+    let srv = TestServer::start_ingest_only().await; // configured with [new, old]
     for (i, secret) in [SECRET_NEW, SECRET_OLD].into_iter().enumerate() {
         let body = didit_body(&format!("rot-{i}"), "s", "In Progress", now());
         let (s, v) = srv.post("didit-main", &body, &didit_headers(&body, secret, Sig::All)).await;
@@ -200,7 +200,7 @@ async fn secret_rotation() {
 
 #[tokio::test]
 async fn duplicates_return_the_original_and_append_nothing() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_ingest_only().await;
     let body = didit_body("dup-1", "s1", "Approved", now());
     let h = didit_headers(&body, SECRET_NEW, Sig::All);
     let (s1, first) = srv.post("didit-main", &body, &h).await;
@@ -237,7 +237,7 @@ async fn duplicates_return_the_original_and_append_nothing() {
 
 #[tokio::test]
 async fn body_round_trips_byte_exact() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_ingest_only().await;
     let ts = now();
     // Odd spacing, escapes, non-ASCII, an unknown field: all must come back byte for byte.
     let body = format!(
@@ -259,7 +259,7 @@ async fn body_round_trips_byte_exact() {
 
 #[tokio::test]
 async fn standard_webhooks() {
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_ingest_only().await;
     let ts = now();
     let body = serde_json::to_vec(&json!({"type": "verification.status_updated", "timestamp": "2026-01-01T00:00:00Z",
         "data": {"session_id": "std-s1", "status": "approved", "subject": "u-7"}}))
@@ -292,7 +292,9 @@ async fn standard_webhooks() {
 async fn full_log_answers_503_and_keeps_every_acknowledged_event() {
     // A log capped at 256 KiB fills up: the server must answer 503, never a 2xx for an event
     // it did not store, and keep every event it did acknowledge.
-    let srv = TestServer::start_with(&base_config(&[SECRET_NEW], "[log]\nmax_db_bytes = 262144\n")).await;
+    let srv =
+        TestServer::start_with(&base_config(&[SECRET_NEW], &format!("[log]\nmax_db_bytes = 262144\n{NO_DECISIONS}")))
+            .await;
     let mut acked = Vec::new();
     let mut unavailable = 0;
     for i in 0..2000 {

@@ -3,6 +3,7 @@
 
 mod api;
 mod crash;
+mod decisions;
 mod helpers;
 mod ingest;
 mod log_conformance;

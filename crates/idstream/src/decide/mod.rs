@@ -1,0 +1,532 @@
+//! The decision worker: reads verification events from the log in order, enriches each, runs
+//! the tenant's active ruleset and commits the result.
+//!
+//! For a batch of entries after its checkpoint the worker builds one [`Txn`]: per decided event
+//! the decision, the session's new state, a review case when the outcome is `review`, the
+//! identity observations (keyed hashes, for velocity), a `decision.made` entry (and
+//! `review.opened`), and at the end its new checkpoint. One commit: a crash anywhere replays the
+//! batch from the old checkpoint, and nothing of it was stored, so no decision is lost or made
+//! twice (the decisions table is also unique on the event id, and `decision.made` entries carry
+//! the event as their dedupe key).
+//!
+//! Events of one session are decided in log order because the worker is sequential. Within a
+//! batch, later events see the earlier ones' effects (history, velocity) through an overlay of
+//! what the batch has not committed yet.
+
+pub mod api;
+pub mod normalize;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use idstream_core::event::{IdentityEvent, Status};
+use idstream_rules::context::{BlocklistHits, History, Velocity};
+use idstream_rules::{Context, Decision, Enrichment, Outcome, Ruleset};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::log::{EventLog, LogEntry, NewEntry, ReadFilter};
+use crate::store::*;
+use normalize::HashKey;
+
+/// The decision worker's checkpoint name.
+pub const CONSUMER: &str = "decisions";
+const BATCH: usize = 512;
+
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+}
+
+/// The active ruleset of each tenant; tenants without one use the shipped default.
+pub struct Rulesets {
+    default: Arc<Ruleset>,
+    active: RwLock<HashMap<String, Arc<Ruleset>>>,
+}
+
+impl Rulesets {
+    /// Loads every tenant's active ruleset from the store.
+    pub async fn load(store: &dyn Store) -> anyhow::Result<Rulesets> {
+        let mut active = HashMap::new();
+        for (tenant, a) in store.active_rulesets().await? {
+            let rec = store
+                .ruleset(&tenant, &a.version)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("tenant `{tenant}`: active ruleset {} is not stored", a.version))?;
+            let rs = Ruleset::parse(&format!("ruleset {}", a.version), &rec.text).map_err(|errs| {
+                anyhow::anyhow!(
+                    "tenant `{tenant}`: the active ruleset no longer validates: {}",
+                    errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+                )
+            })?;
+            active.insert(tenant, Arc::new(rs));
+        }
+        Ok(Rulesets { default: Arc::new(Ruleset::default_ruleset()), active: RwLock::new(active) })
+    }
+
+    /// Only the shipped default.
+    pub fn default_only() -> Rulesets {
+        Rulesets { default: Arc::new(Ruleset::default_ruleset()), active: RwLock::new(HashMap::new()) }
+    }
+
+    pub fn for_tenant(&self, tenant: &str) -> Arc<Ruleset> {
+        self.active.read().expect("rulesets lock").get(tenant).cloned().unwrap_or_else(|| self.default.clone())
+    }
+
+    pub fn set(&self, tenant: &str, rs: Arc<Ruleset>) {
+        self.active.write().expect("rulesets lock").insert(tenant.to_owned(), rs);
+    }
+
+    pub fn default_ruleset(&self) -> &Arc<Ruleset> {
+        &self.default
+    }
+}
+
+/// Settings of the decision worker.
+#[derive(Debug, Clone)]
+pub struct DecideOptions {
+    pub velocity_window: Duration,
+    /// Configured lists (`high_risk_countries`, ...), overriding the ruleset's defaults.
+    pub lists: BTreeMap<String, Vec<String>>,
+}
+
+pub struct Decider {
+    pub log: Arc<dyn EventLog>,
+    pub store: Arc<dyn Store>,
+    pub rulesets: Arc<Rulesets>,
+    pub key: HashKey,
+    pub opts: DecideOptions,
+}
+
+/// What a batch has decided but not committed yet, so later events in it see it.
+#[derive(Default)]
+struct Overlay {
+    observations: Vec<Observation>,
+    /// (tenant, session) → (subject, latest outcome)
+    sessions: HashMap<(String, String), (String, Option<String>)>,
+    /// (tenant, session) → the review case the batch opened (`None`: it closed one).
+    reviews: HashMap<(String, String), Option<ReviewRecord>>,
+}
+
+/// An internal log entry (not from a webhook).
+pub fn internal_entry(tenant: &str, kind: &str, partition: &str, dedupe: Option<String>, event: &Value) -> NewEntry {
+    NewEntry {
+        id: event["id"].as_str().map(str::to_owned).unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+        tenant: tenant.to_owned(),
+        source: "idstream".to_owned(),
+        kind: kind.to_owned(),
+        partition_key: partition.to_owned(),
+        dedupe_key: dedupe,
+        event: serde_json::to_vec(event).expect("JSON values serialise"),
+        body: None,
+    }
+}
+
+/// The `decision.made` log event of a decision (compact: the full inputs are in the store).
+pub fn decision_event(d: &DecisionRecord, review_id: Option<&str>) -> NewEntry {
+    let fired: Vec<&str> = d.detail["fired"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|f| f["rule_id"].as_str()).collect())
+        .unwrap_or_default();
+    let ev = json!({
+        "id": uuid::Uuid::now_v7().to_string(),
+        "kind": "decision.made",
+        "tenant": d.tenant,
+        "decision_id": d.id,
+        "session_id": d.session_id,
+        "subject": d.subject,
+        "outcome": d.outcome,
+        "score": d.score,
+        "reasons": d.reasons,
+        "fired": fired,
+        "ruleset_version": d.ruleset_version,
+        "event_id": d.event_id,
+        "event_offset": d.event_offset,
+        "decided_by": d.decided_by,
+        "decided_at": idstream_core::event::rfc3339_us(d.decided_at_us),
+        "review_id": review_id,
+    });
+    // One decision per event: a replayed batch cannot append a second `decision.made`.
+    let dedupe = Some(match &d.event_id {
+        Some(event) => format!("decision/{event}"),
+        None => format!("decision/{}", d.id),
+    });
+    internal_entry(&d.tenant, "decision.made", &d.session_id, dedupe, &ev)
+}
+
+fn state_of(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Approve => "approved",
+        Outcome::Review => "review",
+        Outcome::Decline => "declined",
+    }
+}
+
+/// idstream's session state for a provider status that does not call for a decision.
+fn undecided_state(s: Status) -> Option<&'static str> {
+    Some(match s {
+        Status::NotStarted | Status::InProgress | Status::AwaitingUser => "in_progress",
+        Status::Resubmitted => "resubmitted",
+        Status::Abandoned => "abandoned",
+        Status::Expired => "expired",
+        Status::Approved | Status::Declined | Status::InReview => return None,
+    })
+}
+
+impl Decider {
+    pub fn from_state(st: &crate::state::AppState) -> Decider {
+        Decider {
+            log: st.log.clone(),
+            store: st.store.clone(),
+            rulesets: st.rulesets.clone(),
+            key: st.hash_key.clone(),
+            opts: st.decide.clone(),
+        }
+    }
+
+    /// Runs until `stop`; errors (the log unavailable) are retried with back-off, never skipped.
+    pub async fn run(self, stop: CancellationToken) {
+        let mut head = self.log.subscribe();
+        let mut pos = loop {
+            match self.log.checkpoint(CONSUMER).await {
+                Ok(p) => break p.unwrap_or(0),
+                Err(e) => {
+                    tracing::warn!(error = %e, "decision worker cannot read its checkpoint; retrying");
+                    tokio::select! { _ = stop.cancelled() => return, _ = tokio::time::sleep(Duration::from_secs(1)) => {} }
+                }
+            }
+        };
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if stop.is_cancelled() {
+                return;
+            }
+            let entries = match self.log.read(pos, BATCH, &ReadFilter::default()).await {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(error = %e, "decision worker cannot read the log; retrying");
+                    tokio::select! { _ = stop.cancelled() => return, _ = tokio::time::sleep(backoff) => {} }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            let Some(last) = entries.last().map(|e| e.offset) else {
+                head.mark_unchanged();
+                if self.log.head() > pos {
+                    continue;
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    r = head.changed() => if r.is_err() { return },
+                }
+                continue;
+            };
+            match self.process(&entries, last).await {
+                Ok(()) => {
+                    pos = last;
+                    backoff = Duration::from_millis(100);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "decision batch not committed; it will be retried");
+                    tokio::select! { _ = stop.cancelled() => return, _ = tokio::time::sleep(backoff) => {} }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Decides a batch and commits it with the checkpoint `last`.
+    async fn process(&self, entries: &[LogEntry], last: u64) -> Result<(), TxnError> {
+        let mut txn = Txn::default();
+        let mut overlay = Overlay::default();
+        let mut decided: Vec<(i64, &'static str)> = Vec::new();
+        for e in entries {
+            if !e.kind.starts_with("verification.") {
+                continue;
+            }
+            let Ok(event) = serde_json::from_slice::<IdentityEvent>(&e.event) else {
+                tracing::warn!(offset = e.offset, "log entry is not an identity event; skipped by the decision worker");
+                continue;
+            };
+            let Some(status) = event.status else { continue };
+            let session_id = event.partition_key().to_owned();
+            if let Some(state) = undecided_state(status) {
+                txn.ops.push(Op::UpsertSession(SessionUpdate {
+                    tenant: event.tenant.clone(),
+                    session_id,
+                    subject: event.subject.clone(),
+                    provider_status: event.provider_status.clone(),
+                    state: state.to_owned(),
+                    decision: None,
+                    now_us: now_us(),
+                }));
+                continue;
+            }
+            let outcome = self.decide(e, &event, &session_id, &mut txn, &mut overlay).await?;
+            decided.push((e.appended_at_us, outcome));
+        }
+        txn.ops.push(Op::SetCheckpoint { consumer: CONSUMER.to_owned(), offset: last });
+        self.store.commit(txn).await?;
+        let now = now_us();
+        for (appended_at, outcome) in decided {
+            metrics::counter!("idstream_decisions_total", "outcome" => outcome).increment(1);
+            metrics::histogram!("idstream_decision_latency_seconds").record((now - appended_at) as f64 / 1e6);
+        }
+        Ok(())
+    }
+
+    async fn decide(
+        &self,
+        e: &LogEntry,
+        event: &IdentityEvent,
+        session_id: &str,
+        txn: &mut Txn,
+        overlay: &mut Overlay,
+    ) -> Result<&'static str, TxnError> {
+        let started = Instant::now();
+        let tenant = &event.tenant;
+        // Velocity counts subjects; a session without one stands for its own subject.
+        let subject = event.subject.clone().unwrap_or_else(|| format!("session:{session_id}"));
+        let values = self.identity_values(event);
+        let block_hashes: Vec<(String, String)> = values
+            .iter()
+            .flat_map(|(kind, hashes)| hashes.iter().map(move |h| (kind.to_string(), h.clone())))
+            .collect();
+        // Velocity uses one hash per kind: for documents, the country-independent one.
+        let velocity_hashes: Vec<(String, String)> =
+            values.iter().filter_map(|(kind, hashes)| hashes.last().map(|h| (kind.to_string(), h.clone()))).collect();
+        let now = now_us();
+        let velocity_since_us = now - self.opts.velocity_window.as_micros() as i64;
+        let found = self
+            .store
+            .lookup(LookupRequest {
+                tenant: tenant.clone(),
+                session_id: session_id.to_owned(),
+                subject: subject.clone(),
+                block_hashes,
+                velocity_hashes: velocity_hashes.clone(),
+                velocity_since_us,
+                subject_id: event.subject.clone(),
+            })
+            .await?;
+
+        // History: stored sessions, overridden by this batch's.
+        let mut others: HashMap<String, Option<String>> = found.other_sessions.into_iter().collect();
+        for ((t, s), (subj, outcome)) in &overlay.sessions {
+            if t == tenant && subj == &subject && s != session_id {
+                others.insert(s.clone(), outcome.clone());
+            }
+        }
+        let count = |o: &str| others.values().filter(|x| x.as_deref() == Some(o)).count() as i64;
+        let history = History {
+            previous_sessions: others.len() as i64,
+            previous_declines: count("decline"),
+            previous_approvals: count("approve"),
+        };
+        let mut velocity = Velocity::default();
+        for (kind, subjects) in &found.velocity {
+            let hash = &velocity_hashes.iter().find(|(k, _)| k == kind).expect("asked for").1;
+            let mut set: HashSet<&str> = subjects.iter().map(String::as_str).collect();
+            for o in &overlay.observations {
+                if &o.tenant == tenant && &o.kind == kind && &o.hash == hash && o.subject != subject {
+                    set.insert(&o.subject);
+                }
+            }
+            let n = set.len() as i64;
+            match kind.as_str() {
+                "document" => velocity.document_subjects = n,
+                "phone" => velocity.phone_subjects = n,
+                "email" => velocity.email_subjects = n,
+                _ => velocity.face_subjects = n,
+            }
+        }
+        let hit = |k: &str| found.blocked.iter().any(|b| b == k);
+        let enrichment = Enrichment {
+            subject: match found.subject_attributes {
+                Some(Value::Object(m)) => m.into_iter().collect(),
+                _ => BTreeMap::new(),
+            },
+            history,
+            velocity,
+            blocklist: BlocklistHits {
+                document: hit("document"),
+                phone: hit("phone"),
+                email: hit("email"),
+                face: hit("face"),
+            },
+            lists: self.opts.lists.clone(),
+        };
+        let ruleset = self.rulesets.for_tenant(tenant);
+        let ctx = Context::from_event(event, now / 1_000_000, &enrichment);
+        let decision = ruleset.evaluate(&ctx);
+        let outcome = decision.outcome;
+        let record = decision_record(tenant, session_id, event, e, decision, &ctx, now);
+        metrics::histogram!("idstream_decision_eval_seconds").record(started.elapsed().as_secs_f64());
+
+        let observed: Vec<Observation> = velocity_hashes
+            .into_iter()
+            .map(|(kind, hash)| Observation {
+                tenant: tenant.clone(),
+                kind,
+                hash,
+                subject: subject.clone(),
+                session_id: session_id.to_owned(),
+                seen_at_us: now,
+            })
+            .collect();
+        overlay.observations.extend(observed.iter().cloned());
+        txn.ops.push(Op::Observe(observed));
+        overlay
+            .sessions
+            .insert((tenant.clone(), session_id.to_owned()), (subject.clone(), Some(outcome.as_str().to_owned())));
+        txn.ops.push(Op::UpsertSession(SessionUpdate {
+            tenant: tenant.clone(),
+            session_id: session_id.to_owned(),
+            subject: Some(subject),
+            provider_status: event.provider_status.clone(),
+            state: state_of(outcome).to_owned(),
+            decision: Some((outcome.as_str().to_owned(), record.id.clone())),
+            now_us: now,
+        }));
+        // One open case per session: a later `review` keeps the open case; a later approve or
+        // decline (the provider's own reviewer finished, say) closes it as superseded.
+        let key = (tenant.clone(), session_id.to_owned());
+        let open = match overlay.reviews.get(&key) {
+            Some(r) => r.clone(),
+            None => found.open_review,
+        };
+        let mut review_entries = Vec::new();
+        let review_id = match (outcome, open) {
+            (Outcome::Review, Some(r)) => Some(r.id),
+            (Outcome::Review, None) => {
+                let review = ReviewRecord {
+                    id: uuid::Uuid::now_v7().to_string(),
+                    tenant: tenant.clone(),
+                    session_id: session_id.to_owned(),
+                    subject: record.subject.clone(),
+                    decision_id: record.id.clone(),
+                    reasons: record.reasons.clone(),
+                    status: "open".into(),
+                    opened_at_us: now,
+                    claimed_by: None,
+                    claimed_at_us: None,
+                    resolved_by: None,
+                    resolved_at_us: None,
+                    outcome: None,
+                    note: None,
+                };
+                review_entries.push(review_event("review.opened", &review, None));
+                txn.ops.push(Op::OpenReview(review.clone()));
+                let id = review.id.clone();
+                overlay.reviews.insert(key, Some(review));
+                Some(id)
+            }
+            (_, Some(mut r)) => {
+                let note = format!("superseded by decision {} ({})", record.id, outcome.as_str());
+                r.status = "resolved".into();
+                r.resolved_by = Some("rules".into());
+                r.resolved_at_us = Some(now);
+                r.outcome = Some(outcome.as_str().to_owned());
+                r.note = Some(note.clone());
+                review_entries.push(review_event("review.resolved", &r, Some("rules")));
+                txn.ops.push(Op::ResolveReview {
+                    tenant: tenant.clone(),
+                    id: r.id.clone(),
+                    actor: "rules".into(),
+                    outcome: outcome.as_str().to_owned(),
+                    note,
+                    now_us: now,
+                    force: true,
+                });
+                overlay.reviews.insert(key, None);
+                None
+            }
+            (_, None) => None,
+        };
+        txn.entries.push(decision_event(&record, review_id.as_deref()));
+        txn.entries.extend(review_entries);
+        txn.ops.push(Op::PutDecision(record));
+        Ok(state_of(outcome))
+    }
+
+    /// The keyed hashes of the session's identity values, per kind. For documents: the
+    /// country-specific hash (when the country is known) and then the any-country one.
+    fn identity_values(&self, event: &IdentityEvent) -> Vec<(&'static str, Vec<String>)> {
+        let mut out = Vec::new();
+        let c = &event.checks;
+        if let Some(doc) = c.documents.iter().find(|d| d.document_number.is_some()) {
+            let number = doc.document_number.as_deref().unwrap_or_default();
+            let mut hashes = Vec::new();
+            if let Some(country) = doc.issuing_state.as_deref() {
+                if let Ok(h) = self.key.value_hash("document", number, Some(country)) {
+                    hashes.push(h);
+                }
+            }
+            if let Ok(h) = self.key.value_hash("document", number, None) {
+                hashes.push(h);
+            }
+            if !hashes.is_empty() {
+                out.push(("document", hashes));
+            }
+        }
+        let mut one = |kind: &'static str, value: Option<&str>| {
+            if let Some(h) = value.and_then(|v| self.key.value_hash(kind, v, None).ok()) {
+                out.push((kind, vec![h]));
+            }
+        };
+        one("phone", c.phone.iter().find_map(|p| p.phone_number.as_deref()));
+        one("email", c.email.iter().find_map(|e| e.email.as_deref()));
+        one("face", c.liveness.iter().find_map(|l| l.face_id.as_deref()));
+        out
+    }
+}
+
+fn decision_record(
+    tenant: &str,
+    session_id: &str,
+    event: &IdentityEvent,
+    e: &LogEntry,
+    decision: Decision,
+    ctx: &Context,
+    now: i64,
+) -> DecisionRecord {
+    DecisionRecord {
+        id: uuid::Uuid::now_v7().to_string(),
+        tenant: tenant.to_owned(),
+        session_id: session_id.to_owned(),
+        subject: event.subject.clone(),
+        event_id: Some(e.id.clone()),
+        event_offset: Some(e.offset),
+        outcome: decision.outcome.as_str().to_owned(),
+        score: decision.score,
+        ruleset_version: Some(decision.ruleset_version.clone()),
+        reasons: decision.reasons.clone(),
+        decided_by: "rules".into(),
+        decided_at_us: now,
+        detail: json!({
+            "fired": decision.fired,
+            "errors": decision.errors,
+            "inputs": ctx,
+        }),
+    }
+}
+
+/// A `review.*` log event.
+pub fn review_event(kind: &str, r: &ReviewRecord, actor: Option<&str>) -> NewEntry {
+    let ev = json!({
+        "id": uuid::Uuid::now_v7().to_string(),
+        "kind": kind,
+        "tenant": r.tenant,
+        "review_id": r.id,
+        "session_id": r.session_id,
+        "subject": r.subject,
+        "decision_id": r.decision_id,
+        "reasons": r.reasons,
+        "status": r.status,
+        "outcome": r.outcome,
+        "note": r.note,
+        "actor": actor,
+        "at": idstream_core::event::rfc3339_us(now_us()),
+    });
+    internal_entry(&r.tenant, kind, &r.session_id, None, &ev)
+}

@@ -1,0 +1,400 @@
+//! The decision worker and the decision APIs over real HTTP: simulated personas get the
+//! expected outcomes, blocklists decline, reviews are claimed exclusively and resolved, rulesets
+//! are validated and activated, and a backtest reports what a candidate would change.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+/// A Didit v3 `status.updated` body with a full set of checks, every one clean unless changed.
+pub fn kyc_body(event: &str, session: &str, subject: &str, status: &str, edit: impl FnOnce(&mut Value)) -> Vec<u8> {
+    let ts = now();
+    let mut v = json!({
+        "event_id": event,
+        "webhook_type": "status.updated",
+        "timestamp": ts,
+        "created_at": ts - 5,
+        "session_id": session,
+        "status": status,
+        "vendor_data": subject,
+        "decision": {
+            "id_verifications": [{"node_id": "id_1", "status": "Approved", "document_type": "Passport",
+                "document_number": format!("P-{subject}"), "first_name": "Ana", "last_name": "Lopez",
+                "date_of_birth": "1990-04-02", "expiration_date": "2034-01-01", "issuing_state": "ESP"}],
+            "liveness_checks": [{"node_id": "l_1", "status": "Approved", "score": 96.0, "method": "passive"}],
+            "face_matches": [{"node_id": "f_1", "status": "Approved", "score": 93.0}],
+            "aml_screenings": [{"node_id": "a_1", "status": "Approved", "total_hits": 0}],
+            "ip_analyses": [{"node_id": "ip_1", "status": "Approved", "country": "ES", "vpn": false, "proxy": false,
+                "tor": false, "hosting": false, "risk_score": 5}],
+            "phone_verifications": [{"node_id": "p_1", "phone_number": format!("+3460{:07}", subject.bytes().fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(b.into())) % 10_000_000),
+                "is_disposable": false, "is_virtual": false}]
+        }
+    });
+    edit(&mut v);
+    serde_json::to_vec(&v).unwrap()
+}
+
+async fn send(srv: &TestServer, body: &[u8]) {
+    let (s, v) = srv.post("didit-main", body, &didit_headers(body, SECRET_NEW, Sig::All)).await;
+    assert_eq!(s, 200, "{v}");
+}
+
+async fn session(srv: &TestServer, id: &str) -> Value {
+    let (s, v) = srv.get(&format!("/v1/sessions/{id}"), Some(KEY_ACME)).await;
+    assert_eq!(s, 200, "{v}");
+    v
+}
+
+fn json_body(v: Value) -> Option<Vec<u8>> {
+    Some(serde_json::to_vec(&v).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulated_personas_get_the_expected_outcomes() {
+    use idstream::simulate::{simulate, SimulateArgs};
+    let srv = TestServer::start().await;
+    let args = SimulateArgs {
+        target: srv.url("/webhooks/didit-main"),
+        secret: Some(SECRET_NEW.into()),
+        secret_file: "unused".into(),
+        sessions: 300,
+        rate: 0,
+        concurrency: 8,
+        seed: 7,
+        duplicate_rate: 0.1,
+        retry_rate: 0.05,
+        out: None,
+        quiet: true,
+    };
+    let s = simulate(&args).await.unwrap();
+    assert_eq!(s.rejected + s.errors, 0, "{s}");
+    srv.decided().await;
+
+    // Each session's persona, from the original body's metadata.
+    let events = srv.all_events().await;
+    let mut persona: HashMap<String, String> = HashMap::new();
+    let mut decidable = 0;
+    for e in events.iter().filter(|e| e["kind"].as_str().unwrap().starts_with("verification.")) {
+        let body: Value = serde_json::from_str(e["body"].as_str().unwrap()).unwrap();
+        persona
+            .insert(e["session_id"].as_str().unwrap().into(), body["metadata"]["sim_persona"].as_str().unwrap().into());
+        if matches!(e["status"].as_str(), Some("approved" | "declined" | "in_review")) {
+            decidable += 1;
+        }
+    }
+    let made: Vec<&Value> = events.iter().filter(|e| e["kind"] == "decision.made").collect();
+    assert_eq!(made.len(), decidable, "one decision.made per decidable verification event");
+
+    // persona -> final state -> sessions
+    let mut table: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
+    for (sid, p) in &persona {
+        let v = session(&srv, sid).await;
+        let state = v["state"].as_str().unwrap_or("none").to_owned();
+        *table.entry(p.clone()).or_default().entry(state).or_default() += 1;
+        // Every decision explains itself: the ruleset, the reasons, the rules with their values.
+        for d in v["decisions"].as_array().unwrap() {
+            assert_eq!(d["decided_by"], "rules");
+            assert_eq!(d["ruleset_version"].as_str().unwrap().len(), 64);
+            assert!(d["detail"]["inputs"]["provider"].is_object(), "{d}");
+            if d["outcome"] != "approve" {
+                assert!(!d["reasons"].as_array().unwrap().is_empty(), "{d}");
+            }
+        }
+    }
+    let only = |p: &str, allowed: &[&str]| {
+        let Some(row) = table.get(p) else { return };
+        for (state, n) in row {
+            assert!(allowed.contains(&state.as_str()), "{p}: {n} session(s) ended `{state}`; table: {table:#?}");
+        }
+    };
+    only("honest", &["approved"]);
+    only("resubmitted", &["approved"]);
+    only("minor", &["declined"]);
+    only("expired_document", &["declined"]);
+    only("poor_liveness", &["declined"]);
+    only("aml_hit", &["review"]);
+    only("low_face_match", &["review"]);
+    only("risky_ip", &["review", "declined"]);
+    only("abandoned", &["abandoned"]);
+    // Fraud rings: every member after the first is flagged by velocity.
+    for ring in ["fraud_ring_document", "fraud_ring_phone"] {
+        let row = &table[ring];
+        let flagged = row.get("review").copied().unwrap_or(0) + row.get("declined").copied().unwrap_or(0);
+        let approved = row.get("approved").copied().unwrap_or(0);
+        assert!(flagged > approved, "{ring}: {row:?}");
+    }
+    assert!(table["honest"]["approved"] > 100, "{table:#?}");
+
+    // The review queue holds exactly the sessions in review.
+    let (st, v) = srv.get("/v1/reviews?limit=1000", Some(KEY_ACME)).await;
+    assert_eq!(st, 200, "{v}");
+    let in_review: usize = table.values().map(|r| r.get("review").copied().unwrap_or(0)).sum();
+    assert_eq!(v["reviews"].as_array().unwrap().len(), in_review);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocklisted_values_decline_and_are_never_stored_in_clear() {
+    let srv = TestServer::start().await;
+    // Added in another spelling than the provider will send it.
+    let (s, v) = srv
+        .call(
+            "POST",
+            "/v1/blocklists/document",
+            Some(KEY_ACME),
+            json_body(json!({"value": "p-bad 007", "issuing_country": "esp", "reason": "forged passport"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    assert_eq!(id.len(), 64);
+    let body = kyc_body("e-blk", "s-blk", "bad007", "Approved", |v| {
+        v["decision"]["id_verifications"][0]["document_number"] = "PBAD007".into();
+    });
+    send(&srv, &body).await;
+    srv.decided().await;
+    let sess = session(&srv, "s-blk").await;
+    assert_eq!(sess["state"], "declined", "{sess}");
+    assert!(sess["decisions"][0]["reasons"].as_array().unwrap().contains(&json!("blocklist.document")), "{sess}");
+
+    // An honest session next to it is approved.
+    send(&srv, &kyc_body("e-ok", "s-ok", "good1", "Approved", |_| {})).await;
+    srv.decided().await;
+    assert_eq!(session(&srv, "s-ok").await["state"], "approved");
+
+    // Listing and the log show the hash, never the value.
+    let (s, list) = srv.get("/v1/blocklists/document", Some(KEY_ACME)).await;
+    assert_eq!(s, 200);
+    assert_eq!(list["entries"][0]["id"], id.as_str());
+    let listed = list.to_string().to_uppercase();
+    assert!(!listed.contains("BAD007") && !listed.contains("BAD 007"), "{listed}");
+    let log = serde_json::to_string(&srv.all_events().await).unwrap();
+    assert!(log.contains("blocklist.added"));
+    assert!(!log.contains("bad 007"), "the blocklist event holds the hash only");
+    // Another tenant does not see it.
+    let (_, other) = srv.get("/v1/blocklists/document", Some(KEY_BETA)).await;
+    assert_eq!(other["entries"], json!([]));
+
+    // Bad inputs.
+    let bad = [
+        ("/v1/blocklists/iban", json!({"value": "x"}), 404, "unknown_blocklist"),
+        ("/v1/blocklists/phone", json!({"value": "600 11 22 33"}), 400, "invalid_value"),
+        ("/v1/blocklists/email", json!({"value": "nobody"}), 400, "invalid_value"),
+        ("/v1/blocklists/email", json!({"value": "a@b.c", "colour": 1}), 400, "invalid_body"),
+        ("/v1/blocklists/phone", json!({"value": "+34600112233", "issuing_country": "ESP"}), 400, "invalid_body"),
+    ];
+    for (path, b, status, code) in bad {
+        let (s, v) = srv.call("POST", path, Some(KEY_ACME), json_body(b)).await;
+        assert_eq!((s, v["error"].as_str().unwrap()), (status, code), "{path}: {v}");
+    }
+    let (s, _) = srv.call("POST", "/v1/blocklists/email", None, json_body(json!({"value": "a@b.c"}))).await;
+    assert_eq!(s, 401);
+
+    // Remove: then gone; twice: 404.
+    let (s, v) = srv.call("DELETE", &format!("/v1/blocklists/document/{id}"), Some(KEY_ACME), None).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, _) = srv.call("DELETE", &format!("/v1/blocklists/document/{id}"), Some(KEY_ACME), None).await;
+    assert_eq!(s, 404);
+    send(
+        &srv,
+        &kyc_body("e-blk2", "s-blk2", "bad008", "Approved", |v| {
+            v["decision"]["id_verifications"][0]["document_number"] = "PBAD007".into();
+        }),
+    )
+    .await;
+    srv.decided().await;
+    // No longer blocklisted; the reused number still flags the ring.
+    let sess = session(&srv, "s-blk2").await;
+    assert_eq!(sess["state"], "review", "{sess}");
+    assert!(sess["decisions"][0]["reasons"].as_array().unwrap().contains(&json!("fraud_ring.document")), "{sess}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reviews_are_claimed_by_exactly_one_analyst_and_resolved() {
+    let srv = TestServer::start().await;
+    let aml = |v: &mut Value| v["decision"]["aml_screenings"][0]["total_hits"] = 2.into();
+    send(&srv, &kyc_body("e-r1", "s-r1", "rev1", "In Review", aml)).await;
+    srv.decided().await;
+    let (s, v) = srv.get("/v1/reviews?reason=aml", Some(KEY_ACME)).await;
+    assert_eq!(s, 200, "{v}");
+    let reviews = v["reviews"].as_array().unwrap();
+    assert_eq!(reviews.len(), 1, "{v}");
+    let id = reviews[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(reviews[0]["session_id"], "s-r1");
+    assert!(reviews[0]["reasons"].as_array().unwrap().contains(&json!("aml.hits")));
+    // Another tenant cannot see or claim it.
+    let (s, _) = srv.call("POST", &format!("/v1/reviews/{id}/claim"), Some(KEY_BETA), None).await;
+    assert_eq!(s, 404);
+
+    // Ten analysts claim at once: exactly one wins, the others are told who holds it.
+    let claims =
+        futures_util::future::join_all((0..10).map(|i| {
+            let path = format!("/v1/reviews/{id}/claim");
+            let srv = &srv;
+            async move {
+                srv.call("POST", &path, Some(KEY_ACME), json_body(json!({"analyst": format!("analyst-{i}")}))).await
+            }
+        }))
+        .await;
+    let winners: Vec<&Value> = claims.iter().filter(|(s, _)| *s == 200).map(|(_, v)| v).collect();
+    assert_eq!(winners.len(), 1, "{claims:?}");
+    let winner = winners[0]["claimed_by"].as_str().unwrap().to_owned();
+    for (s, v) in claims.iter().filter(|(s, _)| *s != 200) {
+        assert_eq!(*s, 409, "{v}");
+        assert!(v["message"].as_str().unwrap().contains(&winner), "{v}");
+    }
+    // Only the claimant resolves; bad outcomes are refused.
+    let path = format!("/v1/reviews/{id}/resolve");
+    let (s, v) =
+        srv.call("POST", &path, Some(KEY_ACME), json_body(json!({"outcome": "approve", "analyst": "intruder"}))).await;
+    assert_eq!(s, 409, "{v}");
+    let (s, v) =
+        srv.call("POST", &path, Some(KEY_ACME), json_body(json!({"outcome": "maybe", "analyst": winner}))).await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_body")), "{v}");
+    let note = "sanctions hit is a namesake; DOB differs";
+    let (s, v) = srv
+        .call("POST", &path, Some(KEY_ACME), json_body(json!({"outcome": "approve", "note": note, "analyst": winner})))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["review"]["status"], "resolved");
+    assert_eq!(v["review"]["resolved_by"], winner.as_str());
+    assert_eq!(v["decision"]["decided_by"], format!("review:{winner}"));
+    let (s, _) =
+        srv.call("POST", &path, Some(KEY_ACME), json_body(json!({"outcome": "decline", "analyst": winner}))).await;
+    assert_eq!(s, 409, "a resolved case stays resolved");
+
+    let sess = session(&srv, "s-r1").await;
+    assert_eq!(sess["state"], "approved");
+    let outcomes: Vec<&str> =
+        sess["decisions"].as_array().unwrap().iter().map(|d| d["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["review", "approve"]);
+    let kinds: Vec<String> =
+        sess["history"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap().to_owned()).collect();
+    for k in ["verification.status_updated", "decision.made", "review.opened", "review.claimed", "review.resolved"] {
+        assert!(kinds.iter().any(|x| x == k), "{k} missing from {kinds:?}");
+    }
+    let (_, open) = srv.get("/v1/reviews", Some(KEY_ACME)).await;
+    assert_eq!(open["reviews"], json!([]));
+
+    // Blocklisting a value re-checks open sessions that used it.
+    send(&srv, &kyc_body("e-r2", "s-r2", "rev2", "In Review", aml)).await;
+    srv.decided().await;
+    let phone = "+34 600 99 88 77";
+    send(
+        &srv,
+        &kyc_body("e-r3", "s-r3", "rev3", "In Review", |v| {
+            v["decision"]["aml_screenings"][0]["total_hits"] = 1.into();
+            v["decision"]["phone_verifications"][0]["phone_number"] = "+34600998877".into();
+        }),
+    )
+    .await;
+    srv.decided().await;
+    let (s, v) = srv
+        .call("POST", "/v1/blocklists/phone", Some(KEY_ACME), json_body(json!({"value": phone, "recheck": true})))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["rechecked"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["rechecked"][0]["session_id"], "s-r3");
+    assert_eq!(session(&srv, "s-r3").await["state"], "declined");
+    assert_eq!(session(&srv, "s-r2").await["state"], "review");
+}
+
+const STRICT_AML: &str = "version_label: strict-aml\nthresholds: {review_score: 50, decline_score: 100}\nrules:\n  \
+  - id: aml\n    when: has(aml.hits) && aml.hits > 0\n    outcome: decline\n    reason: aml.hits\n    message: AML hits decline.\n  \
+  - id: ok\n    when: provider.status == 'approved' && provider.signature_covers_decision\n    outcome: approve\n    reason: ok\n    message: Clean.\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rulesets_are_validated_activated_and_backtested() {
+    let srv = TestServer::start().await;
+    // Broken: every error with its line, nothing stored.
+    let broken = "version_label: x\nthresholds: {review_score: 50, decline_score: 100}\nrules:\n  - id: a\n    when: liveness.scor < 3\n    outcome: decline\n    reason: a\n    message: m\n";
+    let (s, v) = srv.call("POST", "/v1/rulesets", Some(KEY_ACME), Some(broken.into())).await;
+    assert_eq!((s, v["error"].as_str()), (422, Some("invalid_ruleset")), "{v}");
+    assert_eq!(v["errors"][0]["rule"], "a");
+    assert_eq!(v["errors"][0]["line"], 5);
+    assert!(v["errors"][0]["message"].as_str().unwrap().contains("scor"), "{v}");
+    let (_, list) = srv.get("/v1/rulesets", Some(KEY_ACME)).await;
+    assert_eq!(list["rulesets"], json!([]));
+    assert_eq!(list["active"]["default"], true);
+    // A `*` key must say which tenant.
+    let (s, v) = srv.call("POST", "/v1/rulesets", Some(KEY_ALL), Some(STRICT_AML.into())).await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("tenant_required")));
+
+    // Decisions under the default ruleset: AML hits review.
+    let aml = |v: &mut Value| v["decision"]["aml_screenings"][0]["total_hits"] = 3.into();
+    for i in 0..3 {
+        send(&srv, &kyc_body(&format!("e-a{i}"), &format!("s-a{i}"), &format!("u-a{i}"), "Approved", aml)).await;
+        send(&srv, &kyc_body(&format!("e-c{i}"), &format!("s-c{i}"), &format!("u-c{i}"), "Approved", |_| {})).await;
+    }
+    srv.decided().await;
+    assert_eq!(session(&srv, "s-a0").await["state"], "review");
+    // An analyst declines one of them.
+    let (_, revs) = srv.get("/v1/reviews?session_id=s-a0", Some(KEY_ACME)).await;
+    let rid = revs["reviews"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(srv.call("POST", &format!("/v1/reviews/{rid}/claim"), Some(KEY_ACME), None).await.0, 200);
+    let (s, v) = srv
+        .call("POST", &format!("/v1/reviews/{rid}/resolve"), Some(KEY_ACME), json_body(json!({"outcome": "decline"})))
+        .await;
+    assert_eq!(s, 200, "{v}");
+
+    // Backtest the strict candidate over the API: the 3 reviews become declines, 3 approvals stay.
+    let (s, report) =
+        srv.call("POST", "/v1/backtests", Some(KEY_ACME), json_body(json!({"ruleset": STRICT_AML}))).await;
+    assert_eq!(s, 200, "{report}");
+    assert_eq!(report["decisions"], 6, "{report}");
+    assert_eq!(report["changed"], 3);
+    assert_eq!(report["matrix"]["review"]["decline"], 3);
+    assert_eq!(report["matrix"]["approve"]["approve"], 3);
+    assert_eq!(report["analysts"]["resolved_reviews"], 1);
+    assert_eq!(report["analysts"]["candidate_agrees"], 1);
+    assert_eq!(report["changed_sessions"].as_array().unwrap().len(), 3);
+    let (_, other) = srv.call("POST", "/v1/backtests", Some(KEY_BETA), json_body(json!({"ruleset": STRICT_AML}))).await;
+    assert_eq!(other["decisions"], 0, "tenant-scoped: {other}");
+    let (s, v) = srv
+        .call("POST", "/v1/backtests", Some(KEY_ACME), json_body(json!({"ruleset": STRICT_AML, "since": "yesterday"})))
+        .await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_body")), "{v}");
+
+    // Upload + activate: later decisions use it.
+    let (s, v) = srv.call("POST", "/v1/rulesets", Some(KEY_ACME), Some(STRICT_AML.into())).await;
+    assert_eq!(s, 201, "{v}");
+    let version = v["version"].as_str().unwrap().to_owned();
+    assert_eq!(v["active"], false);
+    let (s, _) = srv.call("POST", &format!("/v1/rulesets/{version}/activate"), Some(KEY_BETA), None).await;
+    assert_eq!(s, 404, "another tenant's version");
+    let (s, v) = srv.call("POST", &format!("/v1/rulesets/{version}/activate"), Some(KEY_ACME), None).await;
+    assert_eq!(s, 200, "{v}");
+    let (_, list) = srv.get("/v1/rulesets", Some(KEY_ACME)).await;
+    assert_eq!(list["active"]["version"], version.as_str());
+    send(&srv, &kyc_body("e-a9", "s-a9", "u-a9", "Approved", aml)).await;
+    srv.decided().await;
+    let sess = session(&srv, "s-a9").await;
+    assert_eq!(sess["state"], "declined");
+    assert_eq!(sess["decisions"][0]["ruleset_version"], version.as_str());
+    let did = sess["decisions"][0]["id"].as_str().unwrap();
+    let (s, d) = srv.get(&format!("/v1/decisions/{did}"), Some(KEY_ACME)).await;
+    assert_eq!(s, 200);
+    assert_eq!(d["detail"]["fired"][0]["rule_id"], "aml");
+    assert_eq!(d["detail"]["fired"][0]["values"]["aml.hits"], 3);
+    assert_eq!(srv.get(&format!("/v1/decisions/{did}"), Some(KEY_BETA)).await.0, 404);
+
+    // The activation survives a restart; the CLI backtest reads the same store.
+    let dir = srv.stop().await;
+    let srv = TestServer::start_in(dir.clone(), &base_config(&[SECRET_NEW, SECRET_OLD], "")).await;
+    let (_, list) = srv.get("/v1/rulesets", Some(KEY_ACME)).await;
+    assert_eq!(list["active"]["version"], version.as_str());
+    let file = dir.path().join("candidate.yaml");
+    std::fs::write(&file, idstream_rules::DEFAULT_RULESET).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_idstream"))
+        .args(["backtest", "--json", "--tenant", "acme", "--ruleset"])
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cli["decisions"], 7, "{cli}");
+    assert_eq!(cli["matrix"]["decline"]["review"], 1, "the strict decision would be a review under the default: {cli}");
+}
