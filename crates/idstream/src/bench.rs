@@ -39,6 +39,8 @@ pub enum BenchWhat {
     Log(LogArgs),
     /// Live streams (WebSocket) vs. a minimal broadcast server: idle memory, fan-out, broadcast.
     Stream(crate::bench_stream::StreamArgs),
+    /// The whole pipeline at a fixed rate: webhook → decision → WebSocket, end to end.
+    Decide(crate::bench_decide::DecideArgs),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -93,18 +95,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchWhat::Ingest(a) => ingest(a).await,
         BenchWhat::Log(a) => log_only(a).await,
         BenchWhat::Stream(a) => crate::bench_stream::run(a).await,
+        BenchWhat::Decide(a) => crate::bench_decide::run(a).await,
     }
 }
 
 /// A pre-signed request: body and Didit headers.
 #[derive(Clone)]
-struct Prepared {
-    body: Bytes,
-    headers: hyper::HeaderMap,
+pub(crate) struct Prepared {
+    pub(crate) body: Bytes,
+    pub(crate) headers: hyper::HeaderMap,
 }
 
 /// Unique signed Didit v3 deliveries (no duplicates), realistic bodies from the simulator.
-fn prepare(count: usize, secret: &Secret) -> Vec<Prepared> {
+pub(crate) fn prepare(count: usize, secret: &Secret) -> Vec<Prepared> {
     let deliveries = sim::generate(&SimConfig {
         seed: 7,
         sessions: count / 3 + 1,
@@ -179,7 +182,7 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
         }
     };
     let cfg = Config::from_toml(&format!(
-        "[[sources]]\nid = \"bench\"\nprovider = \"didit\"\ntenant = \"bench\"\nsecrets = [\"{}\"]\n",
+        "[decisions]\nenabled = false\n\n[[sources]]\nid = \"bench\"\nprovider = \"didit\"\ntenant = \"bench\"\nsecrets = [\"{}\"]\n",
         secret.expose()
     ))?;
     let log = SqliteLog::open(

@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::stream::auth::{mint_hs256, Claims};
 
-const WEBHOOK_SECRET: &str = "bench-secret-0123456789abcdefghijklmnopqrstuv";
+pub(crate) const WEBHOOK_SECRET: &str = "bench-secret-0123456789abcdefghijklmnopqrstuv";
 const JWT_SECRET: &str = "bench-jwt-secret-0123456789abcdefghijklmnop";
 /// Marks the sequence number in an event (`provider_event_id`) or a baseline message.
 const SEQ_MARK: &str = "bseq-";
@@ -226,7 +226,7 @@ fn print_table(mode: Mode, results: &[StreamResult]) {
 // Servers
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     Idstream,
     Baseline,
 }
@@ -241,13 +241,13 @@ impl Kind {
 }
 
 /// A server child process; killed when dropped.
-struct Server {
-    kind: Kind,
+pub(crate) struct Server {
+    pub(crate) kind: Kind,
     child: tokio::process::Child,
     pid: u32,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     token: String,
-    dir: tempfile::TempDir,
+    pub(crate) dir: tempfile::TempDir,
 }
 
 fn free_addr() -> anyhow::Result<SocketAddr> {
@@ -256,7 +256,7 @@ fn free_addr() -> anyhow::Result<SocketAddr> {
 }
 
 impl Server {
-    async fn start(kind: Kind) -> anyhow::Result<Server> {
+    pub(crate) async fn start(kind: Kind) -> anyhow::Result<Server> {
         let dir = tempfile::tempdir()?;
         let addr = free_addr()?;
         let exe = std::env::current_exe()?;
@@ -310,7 +310,7 @@ impl Server {
             .context("no VmRSS in /proc/PID/status")
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         let _ = self.child.kill().await;
         if std::env::var_os("IDSTREAM_BENCH_KEEP_LOG").is_some() {
             let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
@@ -320,7 +320,7 @@ impl Server {
 
     /// One subscriber connection: idstream authenticates (bearer header) and subscribes with
     /// `filter` from `now`, waiting for the `subscribed` answer; the baseline just connects.
-    async fn subscriber(&self, i: usize, filter: &serde_json::Value) -> anyhow::Result<Ws> {
+    pub(crate) async fn subscriber(&self, i: usize, filter: &serde_json::Value) -> anyhow::Result<Ws> {
         match self.kind {
             Kind::Idstream => {
                 let mut ws = ws_connect(self.addr, i, "/v1/stream", Some(&self.token)).await?;
@@ -344,7 +344,7 @@ impl Server {
     }
 }
 
-type Ws = WebSocketStream<TcpStream>;
+pub(crate) type Ws = WebSocketStream<TcpStream>;
 
 /// 4 KiB read and write buffers (clients and the baseline server).
 fn small_buffers() -> WebSocketConfig {
@@ -408,7 +408,7 @@ async fn connect_all(
 // Receiving
 
 /// Microseconds since the bench started (one clock for sending and receiving).
-fn now_us() -> u64 {
+pub(crate) fn now_us() -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     EPOCH.get_or_init(Instant::now).elapsed().as_micros() as u64 + 1
 }
@@ -544,9 +544,9 @@ fn prepare(seq: usize, session: &str, subject: &str) -> Prepared {
     Prepared { body: Bytes::from(body), headers }
 }
 
-type HttpSender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+pub(crate) type HttpSender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
-async fn http_conn(addr: SocketAddr) -> anyhow::Result<HttpSender> {
+pub(crate) async fn http_conn(addr: SocketAddr) -> anyhow::Result<HttpSender> {
     let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;

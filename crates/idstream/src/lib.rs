@@ -22,6 +22,7 @@
 pub mod api;
 pub mod backtest;
 pub mod bench;
+pub mod bench_decide;
 pub mod bench_stream;
 pub mod config;
 pub mod decide;

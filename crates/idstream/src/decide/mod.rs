@@ -104,6 +104,8 @@ struct Overlay {
     observations: Vec<Observation>,
     /// (tenant, session) → (subject, latest outcome)
     sessions: HashMap<(String, String), (String, Option<String>)>,
+    /// (tenant, session) → index in the txn's ops of the session's latest update.
+    last_update: HashMap<(String, String), usize>,
     /// (tenant, session) → the review case the batch opened (`None`: it closed one).
     reviews: HashMap<(String, String), Option<ReviewRecord>>,
 }
@@ -235,11 +237,14 @@ impl Decider {
         }
     }
 
-    /// Decides a batch and commits it with the checkpoint `last`.
+    /// Decides a batch and commits it with the checkpoint `last`. The enrichment lookups of
+    /// the whole batch are one read; the decisions are then made in log order against those
+    /// results plus the batch's own overlay.
     async fn process(&self, entries: &[LogEntry], last: u64) -> Result<(), TxnError> {
         let mut txn = Txn::default();
         let mut overlay = Overlay::default();
         let mut decided: Vec<(i64, &'static str)> = Vec::new();
+        let mut items: Vec<(&LogEntry, IdentityEvent, String, Option<LookupRequest>)> = Vec::new();
         for e in entries {
             if !e.kind.starts_with("verification.") {
                 continue;
@@ -250,8 +255,18 @@ impl Decider {
             };
             let Some(status) = event.status else { continue };
             let session_id = event.partition_key().to_owned();
-            if let Some(state) = undecided_state(status) {
-                txn.ops.push(Op::UpsertSession(SessionUpdate {
+            let req = undecided_state(status).is_none().then(|| self.request(&event, &session_id));
+            items.push((e, event, session_id, req));
+        }
+        let reqs: Vec<LookupRequest> = items.iter().filter_map(|i| i.3.clone()).collect();
+        let mut found = if reqs.is_empty() { Vec::new() } else { self.store.lookup(reqs).await? }.into_iter();
+        for (e, event, session_id, req) in items {
+            let Some(req) = req else {
+                let state = event.status.and_then(undecided_state).expect("undecided");
+                let subject = event.subject.clone().unwrap_or_else(|| format!("session:{session_id}"));
+                let key = (event.tenant.clone(), session_id.clone());
+                overlay.sessions.entry(key.clone()).or_insert((subject, None));
+                let update = Op::UpsertSession(SessionUpdate {
                     tenant: event.tenant.clone(),
                     session_id,
                     subject: event.subject.clone(),
@@ -259,10 +274,21 @@ impl Decider {
                     state: state.to_owned(),
                     decision: None,
                     now_us: now_us(),
-                }));
+                });
+                // Consecutive undecided updates of one session in a batch: only the last counts.
+                match overlay.last_update.get(&key) {
+                    Some(&i) if matches!(&txn.ops[i], Op::UpsertSession(u) if u.decision.is_none()) => {
+                        txn.ops[i] = update
+                    }
+                    _ => {
+                        overlay.last_update.insert(key, txn.ops.len());
+                        txn.ops.push(update);
+                    }
+                }
                 continue;
-            }
-            let outcome = self.decide(e, &event, &session_id, &mut txn, &mut overlay).await?;
+            };
+            let looked_up = found.next().expect("one lookup result per request");
+            let outcome = self.decide(e, &event, &session_id, req, looked_up, &mut txn, &mut overlay);
             decided.push((e.appended_at_us, outcome));
         }
         txn.ops.push(Op::SetCheckpoint { consumer: CONSUMER.to_owned(), offset: last });
@@ -275,16 +301,8 @@ impl Decider {
         Ok(())
     }
 
-    async fn decide(
-        &self,
-        e: &LogEntry,
-        event: &IdentityEvent,
-        session_id: &str,
-        txn: &mut Txn,
-        overlay: &mut Overlay,
-    ) -> Result<&'static str, TxnError> {
-        let started = Instant::now();
-        let tenant = &event.tenant;
+    /// What to look up for deciding `event`.
+    fn request(&self, event: &IdentityEvent, session_id: &str) -> LookupRequest {
         // Velocity counts subjects; a session without one stands for its own subject.
         let subject = event.subject.clone().unwrap_or_else(|| format!("session:{session_id}"));
         let values = self.identity_values(event);
@@ -295,20 +313,33 @@ impl Decider {
         // Velocity uses one hash per kind: for documents, the country-independent one.
         let velocity_hashes: Vec<(String, String)> =
             values.iter().filter_map(|(kind, hashes)| hashes.last().map(|h| (kind.to_string(), h.clone()))).collect();
+        LookupRequest {
+            tenant: event.tenant.clone(),
+            session_id: session_id.to_owned(),
+            subject,
+            block_hashes,
+            velocity_hashes,
+            velocity_since_us: now_us() - self.opts.velocity_window.as_micros() as i64,
+            subject_id: event.subject.clone(),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn decide(
+        &self,
+        e: &LogEntry,
+        event: &IdentityEvent,
+        session_id: &str,
+        req: LookupRequest,
+        found: LookupResult,
+        txn: &mut Txn,
+        overlay: &mut Overlay,
+    ) -> &'static str {
+        let started = Instant::now();
+        let tenant = &event.tenant;
+        let subject = req.subject;
+        let velocity_hashes = req.velocity_hashes;
         let now = now_us();
-        let velocity_since_us = now - self.opts.velocity_window.as_micros() as i64;
-        let found = self
-            .store
-            .lookup(LookupRequest {
-                tenant: tenant.clone(),
-                session_id: session_id.to_owned(),
-                subject: subject.clone(),
-                block_hashes,
-                velocity_hashes: velocity_hashes.clone(),
-                velocity_since_us,
-                subject_id: event.subject.clone(),
-            })
-            .await?;
 
         // History: stored sessions, overridden by this batch's.
         let mut others: HashMap<String, Option<String>> = found.other_sessions.into_iter().collect();
@@ -379,6 +410,7 @@ impl Decider {
         overlay
             .sessions
             .insert((tenant.clone(), session_id.to_owned()), (subject.clone(), Some(outcome.as_str().to_owned())));
+        overlay.last_update.insert((tenant.clone(), session_id.to_owned()), txn.ops.len());
         txn.ops.push(Op::UpsertSession(SessionUpdate {
             tenant: tenant.clone(),
             session_id: session_id.to_owned(),
@@ -446,7 +478,7 @@ impl Decider {
         txn.entries.push(decision_event(&record, review_id.as_deref()));
         txn.entries.extend(review_entries);
         txn.ops.push(Op::PutDecision(record));
-        Ok(state_of(outcome))
+        state_of(outcome)
     }
 
     /// The keyed hashes of the session's identity values, per kind. For documents: the

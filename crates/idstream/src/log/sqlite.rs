@@ -104,6 +104,7 @@ impl SqliteLog {
         conn.pragma_update(None, "wal_autocheckpoint", 4000).map_err(unavailable)?;
         // The dedupe and partition indexes have random keys: keep their hot pages cached.
         conn.pragma_update(None, "cache_size", -32768).map_err(unavailable)?;
+        conn.pragma_update(None, "temp_store", "MEMORY").map_err(unavailable)?;
         let checkpointer = open_conn(&path).map_err(unavailable)?;
         if opts.max_db_bytes > 0 {
             let page_size: u64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).map_err(unavailable)?;
@@ -358,9 +359,14 @@ impl Writer {
                         outcomes.push(Outcome::Appended(results));
                     }
                     Cmd::Txn { txn, .. } => {
-                        // A savepoint per txn: a failed condition undoes this txn only.
+                        // A txn with a condition gets a savepoint, so a failed condition undoes
+                        // this txn only. (Savepoints cost a sub-journal copy of every page they
+                        // touch, so txns that cannot fail a condition go without.)
                         let before = next;
-                        tx.execute_batch("SAVEPOINT txn")?;
+                        let conditional = txn.ops.iter().any(crate::store::Op::is_conditional);
+                        if conditional {
+                            tx.execute_batch("SAVEPOINT txn")?;
+                        }
                         let mut results = Vec::with_capacity(txn.entries.len());
                         for e in &txn.entries {
                             results.push(insert_entry(&mut insert, &mut find, e, &mut next, now_us)?);
@@ -373,6 +379,7 @@ impl Writer {
                             }
                         }
                         match failed {
+                            None if !conditional => outcomes.push(Outcome::Txn(Ok(results))),
                             None => {
                                 tx.execute_batch("RELEASE txn")?;
                                 outcomes.push(Outcome::Txn(Ok(results)));

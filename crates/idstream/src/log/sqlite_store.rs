@@ -22,7 +22,7 @@ CREATE TABLE IF NOT EXISTS sessions (
     created_at      INTEGER NOT NULL,
     updated_at      INTEGER NOT NULL,
     PRIMARY KEY (tenant, session_id)
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS sessions_by_subject ON sessions (tenant, subject);
 CREATE TABLE IF NOT EXISTS decisions (
     id              TEXT PRIMARY KEY,
@@ -67,7 +67,7 @@ CREATE TABLE IF NOT EXISTS blocklist (
     added_by  TEXT NOT NULL,
     added_at  INTEGER NOT NULL,
     PRIMARY KEY (tenant, kind, hash)
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS identities (
     tenant     TEXT NOT NULL,
     kind       TEXT NOT NULL,
@@ -76,7 +76,7 @@ CREATE TABLE IF NOT EXISTS identities (
     subject    TEXT NOT NULL,
     seen_at    INTEGER NOT NULL,
     PRIMARY KEY (tenant, kind, hash, session_id)
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS subjects (
     tenant     TEXT NOT NULL,
     id         TEXT NOT NULL,
@@ -84,7 +84,7 @@ CREATE TABLE IF NOT EXISTS subjects (
     updated_by TEXT NOT NULL,
     updated_at INTEGER NOT NULL,
     PRIMARY KEY (tenant, id)
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rulesets (
     tenant     TEXT NOT NULL,
     version    TEXT NOT NULL,
@@ -99,7 +99,7 @@ CREATE TABLE IF NOT EXISTS active_rulesets (
     version      TEXT NOT NULL,
     activated_by TEXT NOT NULL,
     activated_at INTEGER NOT NULL
-);
+) WITHOUT ROWID;
 ";
 
 fn json_text<T: serde::Serialize>(v: &T) -> String {
@@ -276,6 +276,49 @@ fn review_conflict(tx: &Transaction<'_>, tenant: &str, id: &str) -> rusqlite::Re
     }))
 }
 
+fn lookup_one(c: &rusqlite::Connection, req: &LookupRequest) -> rusqlite::Result<LookupResult> {
+    let mut out = LookupResult::default();
+    let mut block = c.prepare_cached("SELECT 1 FROM blocklist WHERE tenant = ?1 AND kind = ?2 AND hash = ?3")?;
+    for (kind, hash) in &req.block_hashes {
+        if block.query_row(params![req.tenant, kind, hash], |_| Ok(())).optional()?.is_some()
+            && !out.blocked.contains(kind)
+        {
+            out.blocked.push(kind.clone());
+        }
+    }
+    let mut vel = c.prepare_cached(
+        "SELECT DISTINCT subject FROM identities
+         WHERE tenant = ?1 AND kind = ?2 AND hash = ?3 AND seen_at >= ?4 AND subject != ?5 LIMIT 1000",
+    )?;
+    for (kind, hash) in &req.velocity_hashes {
+        let subjects = vel
+            .query_map(params![req.tenant, kind, hash, req.velocity_since_us, req.subject], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
+        out.velocity.push((kind.clone(), subjects));
+    }
+    // (`session_id != ?` in SQL would make the planner scan the tenant's sessions by primary key.)
+    out.other_sessions = c
+        .prepare_cached("SELECT session_id, outcome FROM sessions INDEXED BY sessions_by_subject WHERE tenant = ?1 AND subject = ?2")?
+        .query_map(params![req.tenant, req.subject], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))?
+        .filter(|r| r.as_ref().map_or(true, |(s, _)| *s != req.session_id))
+        .collect::<rusqlite::Result<_>>()?;
+    out.open_review = c
+        .prepare_cached(&format!(
+            "SELECT {REVIEW_COLS} FROM reviews WHERE tenant = ?1 AND session_id = ?2 AND status != 'resolved'
+             ORDER BY opened_at DESC LIMIT 1"
+        ))?
+        .query_row(params![req.tenant, req.session_id], row_review)
+        .optional()?;
+    if let Some(id) = &req.subject_id {
+        out.subject_attributes = c
+            .prepare_cached("SELECT attributes FROM subjects WHERE tenant = ?1 AND id = ?2")?
+            .query_row(params![req.tenant, id], |r| r.get::<_, String>(0))
+            .optional()?
+            .map(json_col::<Value>);
+    }
+    Ok(out)
+}
+
 const DECISION_COLS: &str = "id, tenant, session_id, subject, event_id, event_offset, outcome, score, ruleset_version,
     reasons, decided_by, decided_at, detail";
 
@@ -342,48 +385,15 @@ impl Store for SqliteLog {
         rx.await.map_err(|_| LogError::Closed)?
     }
 
-    async fn lookup(&self, req: LookupRequest) -> Result<LookupResult, LogError> {
+    async fn lookup(&self, reqs: Vec<LookupRequest>) -> Result<Vec<LookupResult>, LogError> {
         self.with_reader(move |c| {
-            let mut out = LookupResult::default();
-            let mut block =
-                c.prepare_cached("SELECT 1 FROM blocklist WHERE tenant = ?1 AND kind = ?2 AND hash = ?3")?;
-            for (kind, hash) in &req.block_hashes {
-                if block.query_row(params![req.tenant, kind, hash], |_| Ok(())).optional()?.is_some()
-                    && !out.blocked.contains(kind)
-                {
-                    out.blocked.push(kind.clone());
-                }
-            }
-            let mut vel = c.prepare_cached(
-                "SELECT DISTINCT subject FROM identities
-                 WHERE tenant = ?1 AND kind = ?2 AND hash = ?3 AND seen_at >= ?4 AND subject != ?5 LIMIT 1000",
-            )?;
-            for (kind, hash) in &req.velocity_hashes {
-                let subjects = vel
-                    .query_map(params![req.tenant, kind, hash, req.velocity_since_us, req.subject], |r| r.get(0))?
-                    .collect::<rusqlite::Result<Vec<String>>>()?;
-                out.velocity.push((kind.clone(), subjects));
-            }
-            out.other_sessions = c
-                .prepare_cached(
-                    "SELECT session_id, outcome FROM sessions WHERE tenant = ?1 AND subject = ?2 AND session_id != ?3",
-                )?
-                .query_map(params![req.tenant, req.subject, req.session_id], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<rusqlite::Result<_>>()?;
-            out.open_review = c
-                .prepare_cached(&format!(
-                    "SELECT {REVIEW_COLS} FROM reviews WHERE tenant = ?1 AND session_id = ?2 AND status != 'resolved'
-                     ORDER BY opened_at DESC LIMIT 1"
-                ))?
-                .query_row(params![req.tenant, req.session_id], row_review)
-                .optional()?;
-            if let Some(id) = &req.subject_id {
-                out.subject_attributes = c
-                    .prepare_cached("SELECT attributes FROM subjects WHERE tenant = ?1 AND id = ?2")?
-                    .query_row(params![req.tenant, id], |r| r.get::<_, String>(0))
-                    .optional()?
-                    .map(json_col::<Value>);
-            }
+            // One read transaction: every lookup of the batch sees the same snapshot.
+            c.execute_batch("BEGIN")?;
+            let out = reqs.iter().map(|req| lookup_one(c, req)).collect::<rusqlite::Result<Vec<_>>>();
+            // Ended even when a lookup failed, so the pooled connection holds no snapshot.
+            let end = c.execute_batch("COMMIT");
+            let out = out?;
+            end?;
             Ok(out)
         })
         .await

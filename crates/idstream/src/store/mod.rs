@@ -81,6 +81,16 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// Whether the op checks a condition that can make its txn fail without an I/O error.
+    pub fn is_conditional(&self) -> bool {
+        matches!(
+            self,
+            Op::ClaimReview { .. } | Op::ResolveReview { .. } | Op::RemoveBlock { .. } | Op::ActivateRuleset { .. }
+        )
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TxnError {
     #[error(transparent)]
@@ -257,7 +267,8 @@ pub struct ReviewFilter {
 pub trait Store: Send + Sync + 'static {
     /// Applies `txn` atomically; results are the appended entries, in order.
     async fn commit(&self, txn: Txn) -> Result<Vec<Appended>, TxnError>;
-    async fn lookup(&self, req: LookupRequest) -> Result<LookupResult, LogError>;
+    /// The enrichment lookups of a batch of decisions, in one read (one snapshot).
+    async fn lookup(&self, reqs: Vec<LookupRequest>) -> Result<Vec<LookupResult>, LogError>;
     async fn decision(&self, id: &str) -> Result<Option<DecisionRecord>, LogError>;
     /// Decisions made by the rules between the two times (decision time, Unix µs), oldest first.
     async fn decisions_between(

@@ -220,3 +220,99 @@ async fn sigterm_drains_in_flight_requests_and_exits_cleanly() {
         assert_eq!(r.status().as_u16(), 200, "acknowledged event {id} missing after graceful shutdown");
     }
 }
+
+/// Decisions under `kill -9`: the worker's decision, session state, review case, `decision.made`
+/// entry and checkpoint are one transaction, so after a crash and restart every verification
+/// event has exactly one decision and one `decision.made` entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_stream_leaves_exactly_one_decision_per_event() {
+    use idstream::store::Store as _;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let data = dir.path().join("data");
+    let mut proc = spawn_server(&config).await;
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let acked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = |base: String, tag: &'static str| {
+        let mut tasks = Vec::new();
+        for w in 0..8 {
+            let (client, base, acked, stop) = (client.clone(), base.clone(), acked.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                for n in 0.. {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) || (tag == "after" && n >= 100) {
+                        break;
+                    }
+                    let id = format!("{tag}-{w}-{n}");
+                    let body =
+                        didit_body(&id, &format!("s-{id}"), if n % 3 == 0 { "In Review" } else { "Approved" }, now());
+                    let mut req = client.post(format!("{base}/webhooks/didit-main")).body(body.clone());
+                    for (k, v) in didit_headers(&body, SECRET_NEW, Sig::All) {
+                        req = req.header(k, v);
+                    }
+                    match req.send().await {
+                        Ok(r) if r.status().is_success() => {
+                            acked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Ok(r) => panic!("unexpected status {}", r.status()),
+                        Err(_) => break,
+                    }
+                }
+            }));
+        }
+        tasks
+    };
+    let tasks = flood(proc.base.clone(), "before");
+    let t0 = std::time::Instant::now();
+    while acked.load(std::sync::atomic::Ordering::Relaxed) < 1500 && t0.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    proc.child.start_kill().unwrap();
+    proc.child.wait().await.unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let store = idstream::log::sqlite::SqliteLog::open_read_only(&data).unwrap();
+    let decided_before = store.decisions_between(0, i64::MAX, None, None, 1_000_000).await.unwrap().len();
+    drop(store);
+
+    // Restart, send more, and let the worker catch up.
+    let mut proc = spawn_server(&config).await;
+    stop.store(false, std::sync::atomic::Ordering::Relaxed);
+    for t in flood(proc.base.clone(), "after") {
+        t.await.unwrap();
+    }
+    use idstream::log::EventLog as _;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let log = loop {
+        let log = idstream::log::sqlite::SqliteLog::open_read_only(&data).unwrap();
+        if log.checkpoint("decisions").await.unwrap() == Some(log.head()) {
+            break log;
+        }
+        assert!(std::time::Instant::now() < deadline, "the decision worker did not catch up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    proc.child.start_kill().unwrap();
+    proc.child.wait().await.unwrap();
+
+    let entries = log.read(0, 1_000_000, &Default::default()).await.unwrap();
+    let verifications: HashSet<&str> =
+        entries.iter().filter(|e| e.kind.starts_with("verification.")).map(|e| e.id.as_str()).collect();
+    let decisions = log.decisions_between(0, i64::MAX, None, None, 1_000_000).await.unwrap();
+    let mut per_event: HashMap<&str, usize> = HashMap::new();
+    for d in &decisions {
+        *per_event.entry(d.event_id.as_deref().unwrap()).or_default() += 1;
+    }
+    assert!(per_event.values().all(|n| *n == 1), "an event was decided twice");
+    let decided: HashSet<&str> = per_event.keys().copied().collect();
+    assert_eq!(decided, verifications, "every verification event is decided, and only those");
+    let made = entries.iter().filter(|e| e.kind == "decision.made").count();
+    assert_eq!(made, decisions.len(), "one decision.made entry per decision");
+    eprintln!(
+        "decision crash test: {decided_before} decided before kill -9, {} after restart; {} verification events, {} decisions",
+        decisions.len() - decided_before,
+        verifications.len(),
+        decisions.len()
+    );
+}
