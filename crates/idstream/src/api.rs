@@ -77,10 +77,21 @@ pub async fn list_events(
             ));
         }
     }
-    let after: u64 = parse_param(&q, "after", "a non-negative integer offset")?.unwrap_or(0);
+    let asked: Option<u64> = parse_param(&q, "after", "a non-negative integer offset")?;
     let limit: usize = parse_param(&q, "limit", "an integer from 1 to 1000")?.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
         return Err(ApiError::bad_request("invalid_parameter", "`limit` must be from 1 to 1000"));
+    }
+    // Without `after`, reading starts at the oldest retained entry; an explicit offset that
+    // retention already removed is an error, never a silent gap.
+    let pruned = st.log.pruned_through();
+    let after = asked.unwrap_or(pruned);
+    if after < pruned {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            "offset_expired",
+            format!("entries up to offset {pruned} were removed by retention; read from after={pruned}"),
+        ));
     }
     let filter = ReadFilter { tenant: tenant_filter(key), partition_key: q.get("session_id").cloned() };
     let entries = st.log.read(after, limit, &filter).await?;

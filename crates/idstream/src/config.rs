@@ -70,6 +70,8 @@ pub struct LogConfig {
     pub queue_depth: usize,
     /// Refuse new events (503) once the log file reaches this size; 0 = no limit.
     pub max_db_bytes: u64,
+    /// Remove entries older than this many days; 0 = keep everything.
+    pub retention_days: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -98,6 +98,16 @@ pub async fn serve(
     // graceful shutdown is not held up by long-lived connections.
     let tailer_stop = shutdown.child_token();
     let tailer = tokio::spawn(state.stream.clone().run(tailer_stop.clone()));
+    let retention = (!state.retention.is_zero()).then(|| {
+        let guard = state.decisions_enabled.then(|| crate::decide::CONSUMER.to_owned());
+        tokio::spawn(crate::log::retention::run(
+            state.log.clone(),
+            state.retention,
+            guard,
+            Duration::from_secs(60),
+            tailer_stop.clone(),
+        ))
+    });
     let decider = state
         .decisions_enabled
         .then(|| tokio::spawn(crate::decide::Decider::from_state(&state).run(tailer_stop.clone())));
@@ -121,6 +131,9 @@ pub async fn serve(
     };
     tailer_stop.cancel();
     let _ = tailer.await;
+    if let Some(r) = retention {
+        let _ = r.await;
+    }
     if let Some(d) = decider {
         // The worker stops between batches; a batch in flight is committed or not at all.
         let _ = d.await;

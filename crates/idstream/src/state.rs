@@ -42,6 +42,8 @@ pub struct AppState {
     pub decide: DecideOptions,
     /// Whether `server::serve` runs the decision worker.
     pub decisions_enabled: bool,
+    /// `log.retention_days` (zero: keep everything).
+    pub retention: std::time::Duration,
 }
 
 impl AppState {
@@ -102,6 +104,7 @@ impl AppState {
                 lists: cfg.decisions.lists.clone(),
             },
             decisions_enabled: cfg.decisions.enabled,
+            retention: std::time::Duration::from_secs(cfg.log.retention_days * 86_400),
         }
     }
 

@@ -12,6 +12,7 @@
 //!   without polling.
 //! - Named consumer checkpoints are stored with the log.
 
+pub mod retention;
 pub mod sqlite;
 mod sqlite_store;
 
@@ -95,4 +96,12 @@ pub trait EventLog: Send + Sync + 'static {
     async fn set_checkpoint(&self, consumer: &str, offset: u64) -> Result<(), LogError>;
     /// Stops accepting appends, finishes queued ones and closes storage.
     async fn close(&self);
+    /// Entries at or below this offset were removed by retention (0: none). Offsets are never
+    /// reused: the head never goes below it.
+    fn pruned_through(&self) -> u64;
+    /// Removes entries with offset <= `through` (at most `max` of them per call); returns the
+    /// new `pruned_through`.
+    async fn prune(&self, through: u64, max: usize) -> Result<u64, LogError>;
+    /// The offset of the last entry appended before `unix_us` (0 if none is retained).
+    async fn last_offset_before(&self, unix_us: i64) -> Result<u64, LogError>;
 }

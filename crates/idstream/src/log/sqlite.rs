@@ -53,6 +53,10 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_by_partition ON events (partition_key, offset);
 CREATE INDEX IF NOT EXISTS events_by_tenant ON events (tenant, offset);
+CREATE TABLE IF NOT EXISTS log_meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS checkpoints (
     consumer   TEXT PRIMARY KEY,
     offset     INTEGER NOT NULL,
@@ -64,11 +68,13 @@ pub(super) enum Cmd {
     Append { entries: Vec<NewEntry>, reply: oneshot::Sender<Result<Vec<Appended>, LogError>> },
     Checkpoint { consumer: String, offset: u64, reply: oneshot::Sender<Result<(), LogError>> },
     Txn { txn: Txn, reply: oneshot::Sender<Result<Vec<Appended>, TxnError>> },
+    Prune { through: u64, max: usize, reply: oneshot::Sender<Result<u64, LogError>> },
     Shutdown(oneshot::Sender<()>),
 }
 
 pub struct SqliteLog {
     pub(super) tx: mpsc::Sender<Cmd>,
+    pruned: Arc<std::sync::atomic::AtomicU64>,
     head: watch::Receiver<u64>,
     readers: Arc<ReaderPool>,
     _lock: File,
@@ -111,9 +117,13 @@ impl SqliteLog {
             let pages = (opts.max_db_bytes / page_size).max(1);
             conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(())).map_err(unavailable)?;
         }
+        let pruned = read_pruned(&conn).map_err(unavailable)?;
         let head: u64 = conn
             .query_row("SELECT COALESCE(MAX(offset), 0) FROM events", [], |r| r.get::<_, i64>(0))
             .map_err(unavailable)? as u64;
+        // Offsets are never reused, even when retention removed every entry.
+        let head = head.max(pruned);
+        let pruned = Arc::new(std::sync::atomic::AtomicU64::new(pruned));
         let (head_tx, head_rx) = watch::channel(head);
         let ckpt_head = head_rx.clone();
         std::thread::Builder::new()
@@ -124,10 +134,14 @@ impl SqliteLog {
         let max_batch = opts.max_batch;
         std::thread::Builder::new()
             .name("idstream-log-writer".into())
-            .spawn(move || Writer { conn, next: head + 1, head_tx, max_batch }.run(rx))
+            .spawn({
+                let pruned = pruned.clone();
+                move || Writer { conn, next: head + 1, head_tx, max_batch, pruned }.run(rx)
+            })
             .map_err(|e| LogError::Unavailable(format!("cannot start the log writer: {e}")))?;
         Ok(SqliteLog {
             tx,
+            pruned,
             head: head_rx,
             readers: Arc::new(ReaderPool { path, idle: Mutex::new(Vec::new()) }),
             _lock: lock,
@@ -145,12 +159,14 @@ impl SqliteLog {
         let head: u64 = conn
             .query_row("SELECT COALESCE(MAX(offset), 0) FROM events", [], |r| r.get::<_, i64>(0))
             .map_err(unavailable)? as u64;
+        let pruned = read_pruned(&conn).map_err(unavailable)?;
         conn.pragma_update(None, "query_only", true).map_err(unavailable)?;
-        let (_, head_rx) = watch::channel(head);
+        let (_, head_rx) = watch::channel(head.max(pruned));
         let (tx, _) = mpsc::channel(1);
         let lock = File::open(&path).map_err(|e| LogError::Unavailable(format!("{}: {e}", path.display())))?;
         Ok(SqliteLog {
             tx,
+            pruned: Arc::new(std::sync::atomic::AtomicU64::new(pruned)),
             head: head_rx,
             readers: Arc::new(ReaderPool { path, idle: Mutex::new(vec![conn]) }),
             _lock: lock,
@@ -171,6 +187,21 @@ impl SqliteLog {
         .await
         .map_err(|e| LogError::Unavailable(format!("reader task failed: {e}")))?
     }
+}
+
+fn read_pruned(conn: &Connection) -> rusqlite::Result<u64> {
+    // A read-only open of a log written before retention existed has no log_meta table.
+    let exists: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'log_meta')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !exists {
+        return Ok(0);
+    }
+    let v: Option<i64> =
+        conn.query_row("SELECT value FROM log_meta WHERE key = 'pruned_through'", [], |r| r.get(0)).optional()?;
+    Ok(v.unwrap_or(0) as u64)
 }
 
 fn unavailable(e: rusqlite::Error) -> LogError {
@@ -240,6 +271,7 @@ struct Writer {
     next: u64,
     head_tx: watch::Sender<u64>,
     max_batch: usize,
+    pruned: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// What one queued command produced inside the batch transaction.
@@ -248,6 +280,7 @@ enum Outcome {
     Checkpointed,
     /// A txn: applied, or its condition failed and it was rolled back to its savepoint.
     Txn(Result<Vec<Appended>, TxnError>),
+    Pruned(u64),
 }
 
 impl Writer {
@@ -312,6 +345,10 @@ impl Writer {
                         }
                         (Cmd::Txn { reply, .. }, Outcome::Txn(r)) => {
                             let _ = reply.send(r);
+                        }
+                        (Cmd::Prune { reply, .. }, Outcome::Pruned(p)) => {
+                            self.pruned.store(p, std::sync::atomic::Ordering::Release);
+                            let _ = reply.send(Ok(p));
                         }
                         _ => unreachable!("outcomes are produced in command order"),
                     }
@@ -395,6 +432,29 @@ impl Writer {
                         checkpoint.execute(params![consumer, *offset as i64, now_us])?;
                         outcomes.push(Outcome::Checkpointed);
                     }
+                    Cmd::Prune { through, max, .. } => {
+                        // Never past the head: offsets are not reused.
+                        let through = (*through).min(next - 1);
+                        let current = read_pruned(&tx)?;
+                        let mut upto = current;
+                        if through > current {
+                            // At most `max` entries per call: stop below the (max+1)-th.
+                            let beyond: Option<i64> = tx
+                                .prepare_cached(
+                                    "SELECT offset FROM events WHERE offset <= ?1 ORDER BY offset LIMIT 1 OFFSET ?2",
+                                )?
+                                .query_row(params![through as i64, *max as i64], |r| r.get(0))
+                                .optional()?;
+                            upto = beyond.map_or(through, |o| o as u64 - 1);
+                            tx.prepare_cached("DELETE FROM events WHERE offset <= ?1")?.execute([upto as i64])?;
+                            tx.prepare_cached(
+                                "INSERT INTO log_meta (key, value) VALUES ('pruned_through', ?1)
+                                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                            )?
+                            .execute([upto as i64])?;
+                        }
+                        outcomes.push(Outcome::Pruned(upto));
+                    }
                     Cmd::Shutdown(_) => unreachable!("shutdown is handled before the batch"),
                 }
             }
@@ -451,6 +511,9 @@ fn fail(cmd: Cmd, err: impl Fn() -> LogError) {
         }
         Cmd::Txn { reply, .. } => {
             let _ = reply.send(Err(TxnError::Log(err())));
+        }
+        Cmd::Prune { reply, .. } => {
+            let _ = reply.send(Err(err()));
         }
         Cmd::Shutdown(done) => {
             let _ = done.send(());
@@ -542,6 +605,34 @@ impl EventLog for SqliteLog {
             .await
             .map_err(|_| LogError::Closed)?;
         rx.await.map_err(|_| LogError::Closed)?
+    }
+
+    fn pruned_through(&self) -> u64 {
+        self.pruned.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    async fn prune(&self, through: u64, max: usize) -> Result<u64, LogError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Cmd::Prune { through, max: max.max(1), reply }).await.map_err(|_| LogError::Closed)?;
+        rx.await.map_err(|_| LogError::Closed)?
+    }
+
+    async fn last_offset_before(&self, unix_us: i64) -> Result<u64, LogError> {
+        self.with_reader(move |c| {
+            // appended_at grows with offset (one writer, one clock), so the first entry at or
+            // after the time bounds the answer; scanning from the oldest end stays short.
+            let first_after: Option<i64> = c
+                .prepare_cached("SELECT offset FROM events WHERE appended_at >= ?1 ORDER BY offset LIMIT 1")?
+                .query_row([unix_us], |r| r.get(0))
+                .optional()?;
+            match first_after {
+                Some(o) => Ok((o as u64).saturating_sub(1)),
+                None => c
+                    .query_row("SELECT COALESCE(MAX(offset), 0) FROM events", [], |r| r.get::<_, i64>(0))
+                    .map(|o| o as u64),
+            }
+        })
+        .await
     }
 
     async fn close(&self) {

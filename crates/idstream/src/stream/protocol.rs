@@ -26,6 +26,8 @@ pub mod close {
     pub const LOG_UNAVAILABLE: u16 = 1011;
     /// The server is shutting down; reconnect and resume.
     pub const GOING_AWAY: u16 = 1001;
+    /// A subscription fell behind log retention: what it missed no longer exists.
+    pub const OFFSET_EXPIRED: u16 = 4410;
 }
 
 /// A message from the client.

@@ -32,6 +32,16 @@ pub(crate) enum End {
     KeepAlive,
     Shutdown,
     LogUnavailable,
+    /// A subscription fell behind what log retention removed.
+    OffsetExpired,
+}
+
+/// The `offset_expired` explanation.
+pub(crate) fn expired_message(asked: u64, pruned: u64) -> String {
+    format!(
+        "offset {asked} is older than the log's retention (entries up to {pruned} were removed): \
+         subscribe from `earliest` and reconcile from your own records"
+    )
 }
 
 /// Something to send.
@@ -197,12 +207,17 @@ impl Session {
                     Err(m) => return self.error(out, Some(&id), "invalid_filter", &m).await,
                 };
                 let head = self.hub.log().head();
+                let pruned = self.hub.log().pruned_through();
                 let start = match from {
                     Start::Now => head,
-                    Start::Earliest => 0,
+                    Start::Earliest => pruned,
                     Start::After(n) if n > head => {
                         let m = format!("offset {n} is beyond the log head {head}");
                         return self.error(out, Some(&id), "offset_in_future", &m).await;
+                    }
+                    Start::After(n) if n < pruned => {
+                        let m = expired_message(n, pruned);
+                        return self.error(out, Some(&id), "offset_expired", &m).await;
                     }
                     Start::After(n) => n,
                 };
@@ -258,6 +273,10 @@ impl Session {
             s.cursor = s.last_sent;
         }
         let head_before = self.hub.log().head();
+        if s.cursor < self.hub.log().pruned_through() {
+            // Retention removed entries this client has not received: never skip them silently.
+            return Err(End::OffsetExpired);
+        }
         // The session filter doubles as an index: a session's entries share its partition key.
         let filter =
             ReadFilter { tenant: Some(self.reg.conn.tenant.clone()), partition_key: s.filter.session_id.clone() };

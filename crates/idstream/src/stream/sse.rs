@@ -89,6 +89,13 @@ pub async fn handler(
         Some(n) if n > head => {
             return Err(ApiError::bad_request("offset_in_future", format!("offset {n} is beyond the log head {head}")))
         }
+        Some(n) if n < hub.log().pruned_through() => {
+            return Err(ApiError::new(
+                StatusCode::GONE,
+                "offset_expired",
+                super::session::expired_message(n, hub.log().pruned_through()),
+            ))
+        }
         Some(n) => n,
         None => head,
     };
@@ -124,6 +131,9 @@ pub async fn handler(
             End::TokenExpired => ("token_expired", "token expired: reconnect with a new token (Last-Event-ID resumes)"),
             End::Shutdown => ("shutting_down", "server shutting down: reconnect (Last-Event-ID resumes)"),
             End::LogUnavailable => ("log_unavailable", "event log unavailable: reconnect (Last-Event-ID resumes)"),
+            End::OffsetExpired => {
+                ("offset_expired", "fell behind the log's retention: reconnect without Last-Event-ID and reconcile")
+            }
         };
         let _ = out.feed(Outgoing::Control { kind: "error", text: error_message(None, code, message) }).await;
     });

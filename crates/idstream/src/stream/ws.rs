@@ -153,6 +153,9 @@ async fn connection(socket: WebSocket, hub: Arc<Hub>, token: Option<String>, _pe
         End::KeepAlive => (close::KEEPALIVE_TIMEOUT, "no pong for two ping intervals"),
         End::Shutdown => (close::GOING_AWAY, "server shutting down: reconnect and resume"),
         End::LogUnavailable => (close::LOG_UNAVAILABLE, "event log unavailable: reconnect and resume"),
+        End::OffsetExpired => {
+            (close::OFFSET_EXPIRED, "fell behind the log's retention: resubscribe from `earliest` and reconcile")
+        }
     };
     close_with(&mut out.sink, code, reason).await;
     // The closing handshake: keep reading until the client answers with its own Close (or a

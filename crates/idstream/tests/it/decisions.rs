@@ -398,3 +398,43 @@ async fn rulesets_are_validated_activated_and_backtested() {
     assert_eq!(cli["decisions"], 7, "{cli}");
     assert_eq!(cli["matrix"]["decline"]["review"], 1, "the strict decision would be a review under the default: {cli}");
 }
+
+/// The company's own data about a subject is part of the context: an expected name that the
+/// document contradicts sends the session to review.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subject_attributes_reach_the_rules() {
+    let srv = TestServer::start().await;
+    let (s, v) = srv
+        .call(
+            "PUT",
+            "/v1/subjects/sub-1",
+            Some(KEY_ACME),
+            json_body(json!({"expected_first_name": "Maria", "account_age_days": 3})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = srv.get("/v1/subjects/sub-1", Some(KEY_ACME)).await;
+    assert_eq!((s, &v["attributes"]["expected_first_name"]), (200, &json!("Maria")), "{v}");
+    assert_eq!(srv.get("/v1/subjects/sub-1", Some(KEY_BETA)).await.0, 404, "tenant-scoped");
+    for (body, code) in [(json!([1, 2]), "invalid_body"), (json!({"bad-name": 1}), "invalid_attribute")] {
+        let (s, v) = srv.call("PUT", "/v1/subjects/sub-1", Some(KEY_ACME), json_body(body)).await;
+        assert_eq!((s, v["error"].as_str()), (400, Some(code)), "{v}");
+    }
+    let (s, _) = srv.call("PUT", "/v1/subjects/sub-1", Some(KEY_ACME), Some(b"{not json".to_vec())).await;
+    assert_eq!(s, 400);
+
+    send(&srv, &kyc_body("e-sub1", "s-sub1", "sub-1", "Approved", |_| {})).await; // document says Ana
+    send(&srv, &kyc_body("e-sub2", "s-sub2", "sub-2", "Approved", |_| {})).await; // no expectations
+    srv.decided().await;
+    let sess = session(&srv, "s-sub1").await;
+    assert_eq!(sess["state"], "review", "{sess}");
+    let d = &sess["decisions"][0];
+    assert!(d["reasons"].as_array().unwrap().contains(&json!("identity.name_mismatch")), "{d}");
+    assert_eq!(d["detail"]["inputs"]["subject"]["expected_first_name"], "Maria");
+    assert_eq!(session(&srv, "s-sub2").await["state"], "approved");
+    // A `*` key must name the tenant for tenant-scoped objects.
+    let (s, v) = srv.get("/v1/sessions/s-sub1", Some(KEY_ALL)).await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("tenant_required")));
+    assert_eq!(srv.get("/v1/sessions/s-sub1?tenant=acme", Some(KEY_ALL)).await.0, 200);
+    assert_eq!(srv.get("/v1/sessions/s-sub1?tenant=beta", Some(KEY_ACME)).await.0, 403);
+}

@@ -780,3 +780,38 @@ async fn lagging_tailer_never_duplicates() {
     assert_eq!(c.json().await["type"], "pong");
     tailer.cancel();
 }
+
+/// Retention removes old entries; a client asking for one of them is told so explicitly
+/// (WebSocket error, SSE and read API 410), never handed a silent gap.
+#[tokio::test]
+async fn offsets_older_than_retention_are_refused_explicitly() {
+    let srv = TestServer::start_with(&config("")).await;
+    let offs = bulk(&srv, "old", "acme", 10).await;
+    assert_eq!(srv.state.log.prune(offs[4], 1000).await.unwrap(), offs[4]);
+    let tok = token("acme", &["*"]);
+    let mut c = connect(&srv, &tok).await;
+    c.send(json!({"type": "subscribe", "id": "old", "from": {"offset": offs[1]}})).await;
+    let v = c.json().await;
+    assert_eq!((v["type"].as_str(), v["code"].as_str()), (Some("error"), Some("offset_expired")), "{v}");
+    assert!(v["message"].as_str().unwrap().contains("retention"), "{v}");
+    // From the last removed offset, or from `earliest`: everything retained, nothing missing.
+    for (id, from) in [("edge", json!({"offset": offs[4]})), ("first", json!("earliest"))] {
+        c.subscribe(id, json!({}), from).await;
+        let mut got = Vec::new();
+        while got.len() < 5 {
+            let v = c.json().await;
+            if v["type"] == "event" && v["subscription"] == id {
+                got.push(v["offset"].as_u64().unwrap());
+            }
+        }
+        assert_eq!(got, offs[5..].to_vec(), "{id}");
+    }
+    let err = Sse::open(&srv, &format!("?token={tok}"), Some(offs[2])).await.err().expect("refused");
+    assert_eq!((err.0, err.1["error"].as_str()), (410, Some("offset_expired")), "{}", err.1);
+    let (s, v) = srv.get(&format!("/v1/events?after={}", offs[0]), Some(KEY_ACME)).await;
+    assert_eq!((s, v["error"].as_str()), (410, Some("offset_expired")), "{v}");
+    let (s, v) = srv.get("/v1/events", Some(KEY_ACME)).await;
+    assert_eq!(s, 200);
+    let first: Vec<u64> = v["events"].as_array().unwrap().iter().map(|e| e["offset"].as_u64().unwrap()).collect();
+    assert_eq!(first, offs[5..].to_vec());
+}
