@@ -220,7 +220,8 @@ pub struct History {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Velocity {
-    /// Other subjects with the same document number (same issuing country).
+    /// Other subjects with the same document number (whatever the issuing country: a forged
+    /// copy may claim another one).
     pub document_subjects: i64,
     /// Other subjects with the same phone number.
     pub phone_subjects: i64,

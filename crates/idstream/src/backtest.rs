@@ -72,8 +72,8 @@ pub async fn run(
     let mut report = Report {
         candidate_version: candidate.version().to_owned(),
         candidate_label: candidate.version_label().to_owned(),
-        since: idstream_core::event::rfc3339_us(since_us),
-        until: idstream_core::event::rfc3339_us(until_us),
+        since: if since_us == 0 { "the beginning".to_owned() } else { idstream_core::event::rfc3339_us(since_us) },
+        until: if until_us == i64::MAX { "now".to_owned() } else { idstream_core::event::rfc3339_us(until_us) },
         decisions: 0,
         changed: 0,
         matrix: BTreeMap::new(),
@@ -169,7 +169,8 @@ impl std::fmt::Display for Report {
                 writeln!(f, "  {} {} -> {}  [{}]", c.session_id, c.live, c.candidate, c.candidate_reasons.join(", "))?;
             }
             if self.changed_sessions.len() > 50 {
-                writeln!(f, "  ... {} more (use --json for all)", self.changed as usize - 50)?;
+                let more = self.changed as usize - 50;
+                writeln!(f, "  ... {more} more (--json lists up to {MAX_LISTED})")?;
             }
         }
         if self.skipped > 0 {

@@ -453,6 +453,9 @@ impl Decider {
                 overlay.reviews.insert(key, Some(review));
                 Some(id)
             }
+            // An analyst is working on it: their resolution stands; the new decision is recorded
+            // and the case stays with them.
+            (_, Some(r)) if r.status == "claimed" => Some(r.id),
             (_, Some(mut r)) => {
                 let note = format!("superseded by decision {} ({})", record.id, outcome.as_str());
                 r.status = "resolved".into();
@@ -478,7 +481,7 @@ impl Decider {
         txn.entries.push(decision_event(&record, review_id.as_deref()));
         txn.entries.extend(review_entries);
         txn.ops.push(Op::PutDecision(record));
-        state_of(outcome)
+        outcome.as_str()
     }
 
     /// The keyed hashes of the session's identity values, per kind. For documents: the

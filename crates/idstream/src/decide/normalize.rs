@@ -2,8 +2,10 @@
 //!
 //! Blocklists and velocity compare values that users type in many forms, so each kind has one
 //! normal form, and only an HMAC-SHA256 of it (under the installation's blocklist key) is
-//! stored: a leaked database does not reveal the blocked documents, phones or emails, and the
-//! hashes cannot be brute-forced without the key.
+//! stored: the blocklist and the velocity index do not reveal the blocked documents, phones or
+//! emails, and their hashes cannot be brute-forced without the key. (Values that arrived in a
+//! provider's webhook are, of course, also in that webhook's stored body and in the inputs of
+//! its decision, as the audit trail requires.)
 //!
 //! | kind | normal form |
 //! |---|---|

@@ -7,7 +7,7 @@
 //! session's new state, the review case, the `decision.made` entry and the worker's checkpoint
 //! are one commit, so a crash leaves either all of them or none.
 //!
-//! Conditional ops ([`Op::ClaimReview`], [`Op::ResolveReview`], [`Op::RemoveBlock`]) check their
+//! Conditional ops ([`Op::is_conditional`]: claim, resolve, remove a block, activate) check their
 //! condition inside the transaction; when it fails, nothing of that txn is applied and the
 //! caller gets [`TxnError::Conflict`] / [`TxnError::NotFound`]. Other txns committed in the same
 //! group commit are unaffected.
