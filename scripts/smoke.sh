@@ -25,6 +25,17 @@ curl -fsS "http://$addr/healthz" >/dev/null
 key=$(cat idstream-data/sandbox.apikey)
 count=$(curl -fsS -H "Authorization: Bearer $key" "http://$addr/v1/events?limit=5" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["events"]))')
 [ "$count" = 5 ] || { echo "expected 5 events from the read API, got $count"; exit 1; }
+# The decision worker decided the simulated results: reviews are queued, and a backtest of the
+# shipped default ruleset over them (read-only, beside the running server) changes nothing.
+for _ in $(seq 100); do
+  reviews=$(curl -fsS -H "Authorization: Bearer $key" "http://$addr/v1/reviews?limit=1000" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["reviews"]))')
+  [ "$reviews" -gt 0 ] && break
+  sleep 0.1
+done
+[ "$reviews" -gt 0 ] || { echo "no review case was opened"; exit 1; }
+"$bin" rules default > default.yaml
+changed=$("$bin" backtest --ruleset default.yaml --data-dir idstream-data --json | python3 -c 'import json,sys; r=json.load(sys.stdin); assert r["decisions"] > 0, r; print(r["changed"])')
+[ "$changed" = 0 ] || { echo "backtest of the live ruleset changed $changed decisions"; exit 1; }
 kill -TERM "$pid"
 wait "$pid"
 grep -q "stopped cleanly" serve.log || { cat serve.log; exit 1; }
