@@ -66,7 +66,9 @@ pub(crate) trait Output: Send {
 }
 
 /// A command from the client, or why its message could not be read.
-pub(crate) type Command = Result<ClientMsg, String>;
+/// Boxed: a bounded channel allocates a block of 32 slots per connection up front, and an
+/// unboxed message is ~150 bytes (measured: ~4 KB of idle RSS per connection).
+pub(crate) type Command = Box<Result<ClientMsg, String>>;
 
 struct LocalSub {
     /// The id as a JSON string, escaped once.
@@ -169,7 +171,7 @@ impl Session {
     }
 
     async fn command<O: Output>(&mut self, cmd: Command, out: &mut O) -> Result<(), End> {
-        let msg = match cmd {
+        let msg = match *cmd {
             Ok(m) => m,
             Err(problem) => return self.error(out, None, "invalid_message", &problem).await,
         };

@@ -178,7 +178,7 @@ async fn read_loop(mut stream: SplitStream<WebSocket>, cmds: mpsc::Sender<Comman
         };
         // Once the session has ended the channel is closed; keep reading anyway, so the
         // client's closing Close frame is received.
-        let _ = cmds.send(cmd).await;
+        let _ = cmds.send(Box::new(cmd)).await;
     }
 }
 
