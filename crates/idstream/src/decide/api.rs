@@ -174,7 +174,19 @@ pub async fn put_subject(
         actor: key.name.clone(),
         now_us: now,
     };
-    st.store.commit(Txn { entries: vec![], ops: vec![op] }).await?;
+    // The log records that (and which) attributes changed, and who changed them; the values
+    // (often personal data such as expected names) stay in the store.
+    let ev = json!({
+        "id": uuid::Uuid::now_v7().to_string(),
+        "kind": "subject.updated",
+        "tenant": tenant,
+        "subject": id,
+        "attributes": map.keys().collect::<Vec<_>>(),
+        "actor": key.name,
+        "at": time_json(now),
+    });
+    let entry = internal_entry(&tenant, "subject.updated", &format!("subject:{id}"), None, &ev);
+    st.store.commit(Txn { entries: vec![entry], ops: vec![op] }).await?;
     Ok(Json(
         json!({"tenant": tenant, "id": id, "attributes": attributes, "updated_by": key.name, "updated_at": time_json(now)}),
     ))

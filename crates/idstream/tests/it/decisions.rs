@@ -416,6 +416,10 @@ async fn subject_attributes_reach_the_rules() {
     let (s, v) = srv.get("/v1/subjects/sub-1", Some(KEY_ACME)).await;
     assert_eq!((s, &v["attributes"]["expected_first_name"]), (200, &json!("Maria")), "{v}");
     assert_eq!(srv.get("/v1/subjects/sub-1", Some(KEY_BETA)).await.0, 404, "tenant-scoped");
+    let logged = srv.all_events().await;
+    let ev = logged.iter().find(|e| e["kind"] == "subject.updated").expect("subject.updated in the log");
+    assert_eq!(ev["attributes"], json!(["account_age_days", "expected_first_name"]));
+    assert!(!ev.to_string().contains("Maria"), "values stay out of the log: {ev}");
     for (body, code) in [(json!([1, 2]), "invalid_body"), (json!({"bad-name": 1}), "invalid_attribute")] {
         let (s, v) = srv.call("PUT", "/v1/subjects/sub-1", Some(KEY_ACME), json_body(body)).await;
         assert_eq!((s, v["error"].as_str()), (400, Some(code)), "{v}");
