@@ -259,17 +259,7 @@ async fn load(
         ProgressStyle::with_template("{msg} [{elapsed_precise}] {bar:30} {pos}/{len} s").expect("static template"),
     );
     bar.set_message(name.to_owned());
-    let ticker = {
-        let bar = bar.clone();
-        tokio::spawn(async move {
-            let mut i = tokio::time::interval(Duration::from_secs(1));
-            i.tick().await;
-            loop {
-                i.tick().await;
-                bar.inc(1);
-            }
-        })
-    };
+    let ticker = tick_seconds(&bar);
     let per_conn_interval = (a.rate > 0).then(|| Duration::from_secs_f64(a.connections as f64 / a.rate as f64));
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -353,9 +343,26 @@ async fn load(
     Ok(r)
 }
 
+/// Advances `bar` by one every second (a progress bar counting seconds); abort it when done.
+pub(crate) fn tick_seconds(bar: &ProgressBar) -> tokio::task::JoinHandle<()> {
+    let bar = bar.clone();
+    tokio::spawn(async move {
+        let mut i = tokio::time::interval(Duration::from_secs(1));
+        i.tick().await;
+        loop {
+            i.tick().await;
+            bar.inc(1);
+        }
+    })
+}
+
 /// (commits, entries, seconds spent committing) so far, read from the process's own metrics.
 fn writer_stats() -> (f64, f64, f64) {
-    let text = crate::server::metrics_handle().render();
+    writer_stats_in(&crate::server::metrics_handle().render())
+}
+
+/// (commits, entries, seconds spent committing) of the log writer, from a Prometheus text page.
+pub(crate) fn writer_stats_in(text: &str) -> (f64, f64, f64) {
     let value = |name: &str| {
         text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok())).unwrap_or(0.0)
     };

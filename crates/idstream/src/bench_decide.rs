@@ -161,17 +161,7 @@ pub async fn run(a: DecideArgs) -> anyhow::Result<()> {
             anyhow::Ok((ack, failed))
         }));
     }
-    let ticker = {
-        let bar = bar.clone();
-        tokio::spawn(async move {
-            let mut i = tokio::time::interval(Duration::from_secs(1));
-            i.tick().await;
-            loop {
-                i.tick().await;
-                bar.inc(1);
-            }
-        })
-    };
+    let ticker = crate::bench::tick_seconds(&bar);
     let mut ack = hist();
     let mut failed = 0;
     for t in tasks {
@@ -273,12 +263,5 @@ pub async fn run(a: DecideArgs) -> anyhow::Result<()> {
 /// (commits, entries, seconds spent committing) of the server's log writer, from its /metrics.
 async fn writer_stats(addr: std::net::SocketAddr) -> anyhow::Result<(f64, f64, f64)> {
     let text = reqwest::get(format!("http://{addr}/metrics")).await?.text().await?;
-    let value = |name: &str| {
-        text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok())).unwrap_or(0.0)
-    };
-    Ok((
-        value("idstream_log_batch_entries_count"),
-        value("idstream_log_batch_entries_sum"),
-        value("idstream_log_commit_seconds_sum"),
-    ))
+    Ok(crate::bench::writer_stats_in(&text))
 }
