@@ -303,6 +303,7 @@ pub async fn post_ruleset(
         });
     }
     st.store.commit(txn).await?;
+    let rules = ruleset.rules().count();
     if activate {
         st.rulesets.set(&tenant, Arc::new(ruleset));
     }
@@ -310,14 +311,10 @@ pub async fn post_ruleset(
         "version": rec.version,
         "label": rec.label,
         "tenant": tenant,
-        "rules": text_rules(text),
+        "rules": rules,
         "active": activate,
     });
     Ok((StatusCode::CREATED, Json(body)).into_response())
-}
-
-fn text_rules(text: &str) -> usize {
-    Ruleset::parse("ruleset", text).map(|r| r.rules().count()).unwrap_or(0)
 }
 
 pub async fn list_rulesets(
@@ -477,8 +474,11 @@ pub async fn add_block(
         };
         for r in st.store.open_sessions_with(&tenant, &kind, &seen_hash).await? {
             let actor = format!("blocklist:{}", key.name);
-            match decline_review(&st, &r, &actor, &format!("blocklist.{kind}"), "value added to the blocklist").await {
-                Ok(d) => rechecked.push(json!({"session_id": r.session_id, "review_id": r.id, "decision_id": d.id})),
+            let reason = format!("blocklist.{kind}");
+            match resolve(&st, &r, &actor, "decline", &reason, "value added to the blocklist", true).await {
+                Ok((d, _)) => {
+                    rechecked.push(json!({"session_id": r.session_id, "review_id": r.id, "decision_id": d.id}))
+                }
                 // Resolved by an analyst meanwhile: their decision stands.
                 Err(TxnError::Conflict(_)) => {}
                 Err(e) => return Err(e.into()),
@@ -693,13 +693,13 @@ pub async fn resolve_review(
     let who = actor(key, b.analyst)?;
     let r = visible_review(&st, key, &id).await?;
     let reason = format!("review.{}", b.outcome);
-    let d = resolve(&st, &r, &who, &b.outcome, &reason, &b.note, false).await?;
-    let r = visible_review(&st, key, &id).await?;
+    let (d, r) = resolve(&st, &r, &who, &b.outcome, &reason, &b.note, false).await?;
     Ok(Json(json!({"review": review_json(&r), "decision": decision_json(&d)})))
 }
 
 /// Closes a review with a final decision: review resolved, decision stored, session updated,
-/// `review.resolved` and `decision.made` appended — one transaction.
+/// `review.resolved` and `decision.made` appended — one transaction. Returns the decision and
+/// the review as resolved.
 async fn resolve(
     st: &AppState,
     r: &ReviewRecord,
@@ -708,7 +708,7 @@ async fn resolve(
     reason: &str,
     note: &str,
     force: bool,
-) -> Result<DecisionRecord, TxnError> {
+) -> Result<(DecisionRecord, ReviewRecord), TxnError> {
     let now = now_us();
     let decided_by = if force { who.to_owned() } else { format!("review:{who}") };
     let d = DecisionRecord {
@@ -759,17 +759,7 @@ async fn resolve(
             ],
         })
         .await?;
-    Ok(d)
-}
-
-async fn decline_review(
-    st: &AppState,
-    r: &ReviewRecord,
-    who: &str,
-    reason: &str,
-    note: &str,
-) -> Result<DecisionRecord, TxnError> {
-    resolve(st, r, who, "decline", reason, note, true).await
+    Ok((d, resolved))
 }
 
 // ----------------------------------------------------------------------------- backtests

@@ -79,11 +79,7 @@ async fn kill_9_mid_flood_loses_no_acknowledged_event() {
                 }
                 let pid = format!("crash-{w}-{n}");
                 let body = didit_body(&pid, &format!("sess-{w}-{}", n / 4), "In Progress", now());
-                let mut req = client.post(format!("{base}/webhooks/didit-main")).body(body.clone());
-                for (k, v) in didit_headers(&body, SECRET_NEW, Sig::All) {
-                    req = req.header(k, v);
-                }
-                match req.send().await {
+                match signed_post(&client, &base, &body).send().await {
                     Ok(r) if r.status().is_success() => {
                         let v: serde_json::Value = r.json().await.unwrap();
                         assert_eq!(v["duplicate"], false);
@@ -161,11 +157,7 @@ async fn kill_9_mid_flood_loses_no_acknowledged_event() {
     let mut seen = HashSet::new();
     for (pid, (id, offset, body)) in sample {
         // Redeliveries re-sign at the same timestamp; still fresh within this test's runtime.
-        let mut req = client.post(format!("{}/webhooks/didit-main", proc.base)).body(body.clone());
-        for (k, v) in didit_headers(body, SECRET_NEW, Sig::All) {
-            req = req.header(k, v);
-        }
-        let v: serde_json::Value = req.send().await.unwrap().json().await.unwrap();
+        let v: serde_json::Value = signed_post(&client, &proc.base, body).send().await.unwrap().json().await.unwrap();
         assert_eq!(v["duplicate"], true, "{pid}: {v}");
         assert_eq!((v["event_id"].as_str().unwrap(), v["offset"].as_u64().unwrap()), (id.as_str(), *offset));
         seen.insert(pid);
@@ -187,11 +179,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_cleanly() {
         flooders.push(tokio::spawn(async move {
             for n in 0.. {
                 let body = didit_body(&format!("term-{w}-{n}"), &format!("s-{w}"), "In Progress", now());
-                let mut req = client.post(format!("{base}/webhooks/didit-main")).body(body.clone());
-                for (k, v) in didit_headers(&body, SECRET_NEW, Sig::All) {
-                    req = req.header(k, v);
-                }
-                match req.send().await {
+                match signed_post(&client, &base, &body).send().await {
                     Ok(r) if r.status().is_success() => {
                         let v: serde_json::Value = r.json().await.unwrap();
                         acked.lock().unwrap().push(v["event_id"].as_str().unwrap().to_owned());
@@ -246,11 +234,7 @@ async fn kill_9_mid_stream_leaves_exactly_one_decision_per_event() {
                     let id = format!("{tag}-{w}-{n}");
                     let body =
                         didit_body(&id, &format!("s-{id}"), if n % 3 == 0 { "In Review" } else { "Approved" }, now());
-                    let mut req = client.post(format!("{base}/webhooks/didit-main")).body(body.clone());
-                    for (k, v) in didit_headers(&body, SECRET_NEW, Sig::All) {
-                        req = req.header(k, v);
-                    }
-                    match req.send().await {
+                    match signed_post(&client, &base, &body).send().await {
                         Ok(r) if r.status().is_success() => {
                             acked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }

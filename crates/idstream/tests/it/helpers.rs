@@ -254,6 +254,15 @@ pub fn standard_headers(id: &str, ts: i64, body: &[u8]) -> Vec<(&'static str, St
     ]
 }
 
+/// A POST of `body` to `{base}/webhooks/didit-main`, signed with every Didit scheme.
+pub fn signed_post(client: &reqwest::Client, base: &str, body: &[u8]) -> reqwest::RequestBuilder {
+    let mut req = client.post(format!("{base}/webhooks/didit-main")).body(body.to_vec());
+    for (k, v) in didit_headers(body, SECRET_NEW, Sig::All) {
+        req = req.header(k, v);
+    }
+    req
+}
+
 /// Only `X-Signature` (raw bytes): works for bodies that are not even JSON.
 pub fn raw_only(body: &[u8], secret: &str) -> Vec<(&'static str, String)> {
     vec![("x-signature", didit::sign_raw(&Secret::new(secret), body))]
