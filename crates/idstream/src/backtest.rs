@@ -204,6 +204,10 @@ pub struct BacktestArgs {
     /// The server's data directory (read only; the server may be running).
     #[arg(long, default_value = "./idstream-data")]
     pub data_dir: PathBuf,
+    /// The server's config: with shared backends (`store.url`), the decisions are read from
+    /// PostgreSQL instead of a data directory.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
     /// Replay decisions made at or after this time (date, RFC 3339 or Unix seconds).
     #[arg(long)]
     pub since: Option<String>,
@@ -224,8 +228,18 @@ pub async fn cli(a: BacktestArgs) -> anyhow::Result<()> {
         .map_err(|errors| anyhow::anyhow!("{name} is not a valid ruleset:\n{}", idstream_rules::ErrorList(&errors)))?;
     let since = a.since.as_deref().map(parse_time).transpose().map_err(|e| anyhow::anyhow!("--since: {e}"))?;
     let until = a.until.as_deref().map(parse_time).transpose().map_err(|e| anyhow::anyhow!("--until: {e}"))?;
-    let store = crate::log::sqlite::SqliteLog::open_read_only(&a.data_dir)
-        .with_context(|| format!("opening the data directory {}", a.data_dir.display()))?;
+    let cfg = a.config.as_deref().map(|c| crate::config::Config::load(Some(c))).transpose()?;
+    let store: Box<dyn Store> = match cfg {
+        Some(cfg) if cfg.scale_out() => {
+            let pool = crate::pg::connect(&cfg.store.url, 2).await?;
+            let log = crate::log::nats::NatsLog::open(crate::state::nats_options(&cfg), pool.clone()).await?;
+            Box::new(crate::store::postgres::PgStore::new(pool, std::sync::Arc::new(log)))
+        }
+        _ => Box::new(
+            crate::log::sqlite::SqliteLog::open_read_only(&a.data_dir)
+                .with_context(|| format!("opening the data directory {}", a.data_dir.display()))?,
+        ),
+    };
     let bar = indicatif::ProgressBar::new_spinner();
     bar.set_style(
         indicatif::ProgressStyle::with_template("{spinner} replayed {pos} decisions ({per_sec}) {elapsed}")
@@ -236,7 +250,7 @@ pub async fn cli(a: BacktestArgs) -> anyhow::Result<()> {
         move |n: u64| bar.set_position(n)
     };
     let report =
-        run(&store, &ruleset, since.unwrap_or(0), until.unwrap_or(i64::MAX), a.tenant.as_deref(), &progress).await?;
+        run(store.as_ref(), &ruleset, since.unwrap_or(0), until.unwrap_or(i64::MAX), a.tenant.as_deref(), &progress).await?;
     bar.finish_and_clear();
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

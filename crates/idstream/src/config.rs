@@ -27,6 +27,15 @@ pub struct Config {
     pub api_keys: Vec<ApiKeyConfig>,
     pub stream: StreamConfig,
     pub decisions: DecisionsConfig,
+    pub store: StoreConfig,
+}
+
+/// Where the state lives: empty URL = the embedded SQLite file; `postgres://...` = PostgreSQL.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    pub url: String,
+    pub pool_size: usize,
 }
 
 /// The decision worker and the decision APIs.
@@ -44,6 +53,8 @@ pub struct DecisionsConfig {
     /// Lists rules read (`lists.high_risk_countries`), overriding the ruleset's defaults.
     #[serde(default)]
     pub lists: std::collections::BTreeMap<String, Vec<String>>,
+    /// Scale-out: decision partitions (by session id), each decided by one node at a time.
+    pub partitions: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -66,6 +77,13 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
+    /// Empty: the embedded SQLite log; `nats://...`: NATS JetStream.
+    pub url: String,
+    pub nats_stream: String,
+    pub nats_subject_prefix: String,
+    pub nats_replicas: usize,
+    pub nats_duplicate_window_secs: u64,
+    pub nats_cache_mb: usize,
     pub max_batch: usize,
     pub queue_depth: usize,
     /// Refuse new events (503) once the log file reaches this size; 0 = no limit.
@@ -143,7 +161,7 @@ pub(crate) fn invalid(key: impl Into<String>, problem: impl Into<String>) -> Con
 
 /// Top-level sections an `IDSTREAM_*` variable may set; other `IDSTREAM_*` variables (e.g. the
 /// test suite's `IDSTREAM_TEST_POSTGRES_URL`) are not configuration.
-const ENV_SECTIONS: &[&str] = &["server", "log", "sources", "api_keys", "stream", "decisions"];
+const ENV_SECTIONS: &[&str] = &["server", "log", "sources", "api_keys", "stream", "decisions", "store"];
 
 impl Config {
     /// Loads defaults → `file` → environment, then validates.
@@ -188,6 +206,7 @@ impl Config {
         if self.log.queue_depth == 0 {
             return Err(invalid("log.queue_depth", "must be greater than 0"));
         }
+        self.validate_backends()?;
         let mut seen = std::collections::HashSet::new();
         for (i, s) in self.sources.iter().enumerate() {
             let key = |k: &str| format!("sources[{i}].{k}");
@@ -235,6 +254,53 @@ impl Config {
 }
 
 impl Config {
+    /// Whether the scale-out backends (NATS JetStream + PostgreSQL) are configured.
+    pub fn scale_out(&self) -> bool {
+        !self.log.url.is_empty()
+    }
+
+    fn validate_backends(&self) -> Result<(), ConfigError> {
+        let (log, store) = (&self.log, &self.store);
+        if !log.url.is_empty() && !log.url.split(',').all(|u| u.trim().starts_with("nats://") || u.trim().starts_with("tls://")) {
+            return Err(invalid("log.url", "must be empty (embedded) or nats://host:port[,nats://host:port...]"));
+        }
+        if !store.url.is_empty() && !(store.url.starts_with("postgres://") || store.url.starts_with("postgresql://")) {
+            return Err(invalid("store.url", "must be empty (embedded) or postgres://user@host:port/database"));
+        }
+        match (log.url.is_empty(), store.url.is_empty()) {
+            (false, true) => {
+                return Err(invalid("store.url", "is required with a NATS log (log.url): set a postgres:// URL"));
+            }
+            (true, false) => {
+                return Err(invalid(
+                    "log.url",
+                    "is required with a PostgreSQL store: nodes share state only with a shared log (nats://...)",
+                ));
+            }
+            _ => {}
+        }
+        let token_ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !token_ok(&log.nats_stream) {
+            return Err(invalid("log.nats_stream", "must be non-empty and use only letters, digits, '-' and '_'"));
+        }
+        if !token_ok(&log.nats_subject_prefix) {
+            return Err(invalid("log.nats_subject_prefix", "must be one subject token: letters, digits, '-' and '_'"));
+        }
+        if !(1..=5).contains(&log.nats_replicas) {
+            return Err(invalid("log.nats_replicas", "must be between 1 and 5"));
+        }
+        if log.nats_duplicate_window_secs == 0 {
+            return Err(invalid("log.nats_duplicate_window_secs", "must be greater than 0"));
+        }
+        if store.pool_size < 2 {
+            return Err(invalid("store.pool_size", "must be at least 2"));
+        }
+        if !(1..=1024).contains(&self.decisions.partitions) {
+            return Err(invalid("decisions.partitions", "must be between 1 and 1024"));
+        }
+        Ok(())
+    }
+
     fn validate_stream(&self) -> Result<(), ConfigError> {
         let s = &self.stream;
         for (key, value) in [
@@ -291,6 +357,11 @@ mod tests {
             ("[stream]\nsend_queue_depth = 0", "stream.send_queue_depth"),
             ("[stream]\npublic_keys = [\"/nonexistent.pem\"]", "stream.public_keys[0]"),
             ("[stream]\njwks_file = \"/nonexistent.json\"", "stream.jwks_file"),
+            ("[log]\nurl = \"nats://127.0.0.1:4222\"", "store.url"),
+            ("[store]\nurl = \"postgres://u@h/db\"", "log.url"),
+            ("[log]\nurl = \"http://x\"", "log.url"),
+            ("[log]\nnats_stream = \"a.b\"", "log.nats_stream"),
+            ("[decisions]\npartitions = 0", "decisions.partitions"),
         ];
         for (toml, key) in cases {
             let err = Config::from_toml(toml).unwrap_err().to_string();

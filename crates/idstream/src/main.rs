@@ -32,6 +32,12 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Create or upgrade the PostgreSQL schema named by `store.url` (`serve` also does this at
+    /// start-up) and check the NATS stream.
+    Migrate {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Send realistic signed Didit v3 webhooks from synthetic personas to a server.
     Simulate(idstream::simulate::SimulateArgs),
     /// Load harness behind BENCHMARKS.md.
@@ -257,6 +263,30 @@ async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn migrate(config: Option<PathBuf>) -> anyhow::Result<()> {
+    use idstream::log::EventLog as _;
+    let cfg = Config::load(config.as_deref())?;
+    if cfg.store.url.is_empty() {
+        anyhow::bail!("store.url is empty: the embedded store migrates itself when it opens; `migrate` is for PostgreSQL");
+    }
+    let pool = idstream::pg::connect(&cfg.store.url, 2).await?;
+    let applied = idstream::pg::migrate(&pool).await?;
+    let latest = idstream::pg::MIGRATIONS.last().map_or(0, |m| m.0);
+    if applied.is_empty() {
+        println!("PostgreSQL {}: schema is up to date (version {latest})", idstream::pg::redact(&cfg.store.url));
+    } else {
+        for v in &applied {
+            let (_, what, _) = idstream::pg::MIGRATIONS.iter().find(|m| m.0 == *v).expect("applied migration exists");
+            println!("applied migration {v}: {what}");
+        }
+        println!("PostgreSQL {}: schema at version {latest}", idstream::pg::redact(&cfg.store.url));
+    }
+    let log = idstream::log::nats::NatsLog::open(idstream::state::nats_options(&cfg), pool).await?;
+    println!("NATS {}: stream `{}` ready, head offset {}", cfg.log.url, cfg.log.nats_stream, log.head());
+    log.close().await;
+    Ok(())
+}
+
 async fn shutdown_on_signal(token: CancellationToken) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -291,6 +321,7 @@ fn run() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Command::Serve { config } => rt.block_on(serve(config)),
+        Command::Migrate { config } => rt.block_on(migrate(config)),
         Command::Simulate(args) => rt.block_on(idstream::simulate::run(args)),
         Command::Bench(args) => rt.block_on(idstream::bench::run(args)),
         Command::Apikey { command } => {

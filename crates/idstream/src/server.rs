@@ -98,7 +98,8 @@ pub async fn serve(
     // graceful shutdown is not held up by long-lived connections.
     let tailer_stop = shutdown.child_token();
     let tailer = tokio::spawn(state.stream.clone().run(tailer_stop.clone()));
-    let retention = (!state.retention.is_zero()).then(|| {
+    // On JetStream, retention is the stream's own `max_age` (set from log.retention_days).
+    let retention = (!state.retention.is_zero() && state.scale_out.is_none()).then(|| {
         let guard = state.decisions_enabled.then(|| crate::decide::CONSUMER.to_owned());
         tokio::spawn(crate::log::retention::run(
             state.log.clone(),
@@ -108,9 +109,17 @@ pub async fn serve(
             tailer_stop.clone(),
         ))
     });
-    let decider = state
-        .decisions_enabled
-        .then(|| tokio::spawn(crate::decide::Decider::from_state(&state).run(tailer_stop.clone())));
+    let decider = state.decisions_enabled.then(|| match &state.scale_out {
+        // Shared backends: this node decides the partitions whose leases it holds.
+        Some(so) => {
+            let st = state.clone();
+            tokio::spawn(so.cluster.clone().run_deciders(move || crate::decide::Decider::from_state(&st), tailer_stop.clone()))
+        }
+        None => tokio::spawn(crate::decide::Decider::from_state(&state).run(tailer_stop.clone())),
+    });
+    // Log entries of committed state changes whose publish failed (NATS down) are published by
+    // every node's outbox relay.
+    let relay = state.scale_out.as_ref().map(|so| tokio::spawn(so.store.clone().run_relay(tailer_stop.clone())));
     let stop = shutdown.clone();
     // No Nagle: stream messages and small responses go out at once instead of waiting for the
     // peer's delayed ACK (measured: ~8 ms of p50 stream latency at 1,000 events/s).
@@ -144,6 +153,9 @@ pub async fn serve(
     if let Some(d) = decider {
         // The worker stops between batches; a batch in flight is committed or not at all.
         let _ = d.await;
+    }
+    if let Some(r) = relay {
+        let _ = r.await;
     }
     state.stream.drain(grace).await;
     state.log.close().await;

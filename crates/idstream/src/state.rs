@@ -44,12 +44,26 @@ pub struct AppState {
     pub decisions_enabled: bool,
     /// `log.retention_days` (zero: keep everything).
     pub retention: std::time::Duration,
+    /// How far this node's decision workers have read.
+    pub decide_progress: Arc<crate::decide::Progress>,
+    /// Scale-out backends: this node's place in the cluster and the store's outbox relay.
+    pub scale_out: Option<ScaleOut>,
+}
+
+/// What `server::serve` runs besides the embedded set when the backends are shared.
+#[derive(Clone)]
+pub struct ScaleOut {
+    pub cluster: crate::cluster::Cluster,
+    pub store: Arc<crate::store::postgres::PgStore>,
 }
 
 impl AppState {
     /// Opens the embedded backends named by `cfg` (the log and store in `server.data_dir`),
     /// loads the active rulesets and the hash key.
     pub async fn open(cfg: &Config) -> anyhow::Result<AppState> {
+        if cfg.scale_out() {
+            return Self::open_scale_out(cfg).await;
+        }
         let log = Arc::new(SqliteLog::open(
             &cfg.server.data_dir,
             SqliteOptions {
@@ -62,6 +76,25 @@ impl AppState {
         let key = HashKey::load_or_create(&key_path)?;
         let rulesets = Rulesets::load(log.as_ref()).await?;
         Ok(AppState::with_backends(cfg, log.clone(), log, Arc::new(rulesets), key))
+    }
+
+    /// Connects to NATS JetStream and PostgreSQL (migrating it), creating the stream if needed.
+    pub async fn open_scale_out(cfg: &Config) -> anyhow::Result<AppState> {
+        let pool = crate::pg::connect(&cfg.store.url, cfg.store.pool_size).await?;
+        let applied = crate::pg::migrate(&pool).await?;
+        if !applied.is_empty() {
+            tracing::info!(?applied, "PostgreSQL migrations applied");
+        }
+        let log = Arc::new(crate::log::nats::NatsLog::open(nats_options(cfg), pool.clone()).await?);
+        let store = Arc::new(crate::store::postgres::PgStore::new(pool.clone(), log.clone()));
+        let key = match &cfg.decisions.hash_key_file {
+            Some(path) => HashKey::load_or_create(path)?,
+            None => HashKey::new(shared_hash_key(&pool).await?),
+        };
+        let rulesets = Rulesets::load(store.as_ref()).await?;
+        let mut st = AppState::with_backends(cfg, log, store.clone(), Arc::new(rulesets), key);
+        st.scale_out = Some(ScaleOut { cluster: crate::cluster::Cluster::new(pool, cfg.decisions.partitions), store });
+        Ok(st)
     }
 
     /// The embedded log as log and store, the default ruleset, and a throw-away hash key
@@ -105,6 +138,8 @@ impl AppState {
             },
             decisions_enabled: cfg.decisions.enabled,
             retention: std::time::Duration::from_secs(cfg.log.retention_days * 86_400),
+            decide_progress: Default::default(),
+            scale_out: None,
         }
     }
 
@@ -119,6 +154,38 @@ impl AppState {
         }
         found
     }
+}
+
+impl AppState {
+    /// Whether this node's decision workers have read the log through `offset` (with shared
+    /// backends: whether this node holds every partition and has read through it in each).
+    pub fn decided_through(&self, offset: u64) -> bool {
+        let workers = self.scale_out.as_ref().map_or(1, |so| so.cluster.partitions as usize);
+        self.decide_progress.caught_up(workers, offset)
+    }
+}
+
+/// The NATS settings of `cfg`.
+pub fn nats_options(cfg: &Config) -> crate::log::nats::NatsOptions {
+    crate::log::nats::NatsOptions {
+        url: cfg.log.url.clone(),
+        stream: cfg.log.nats_stream.clone(),
+        subject_prefix: cfg.log.nats_subject_prefix.clone(),
+        replicas: cfg.log.nats_replicas,
+        max_age: std::time::Duration::from_secs(cfg.log.retention_days * 86_400),
+        duplicate_window: std::time::Duration::from_secs(cfg.log.nats_duplicate_window_secs),
+        cache_bytes: cfg.log.nats_cache_mb << 20,
+    }
+}
+
+/// The identity-hash key every node shares: created once in PostgreSQL (`settings`).
+async fn shared_hash_key(pool: &deadpool_postgres::Pool) -> anyhow::Result<Vec<u8>> {
+    let client = pool.get().await.map_err(|e| anyhow::anyhow!("PostgreSQL: {}", crate::pg::error_text(&e)))?;
+    let fresh: Vec<u8> = rand::random::<[u8; 32]>().to_vec();
+    client
+        .execute("INSERT INTO settings (name, value) VALUES ('hash_key', $1) ON CONFLICT DO NOTHING", &[&fresh])
+        .await?;
+    Ok(client.query_one("SELECT value FROM settings WHERE name = 'hash_key'", &[]).await?.get(0))
 }
 
 /// Hex SHA-256 of an API key, as it goes in the config.

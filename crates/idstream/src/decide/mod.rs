@@ -33,6 +33,19 @@ use normalize::HashKey;
 /// The decision worker's checkpoint name.
 pub const CONSUMER: &str = "decisions";
 const BATCH: usize = 512;
+/// A partition's worker stores its checkpoint at least this often (entries), even when none of
+/// them was its to decide.
+const IDLE_CHECKPOINT: u64 = 20_000;
+
+/// The decision partition of a session (stable across nodes and versions: FNV-1a).
+pub fn partition_of(session: &str, count: u32) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in session.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % u64::from(count.max(1))) as u32
+}
 
 pub fn now_us() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
@@ -90,7 +103,31 @@ pub struct DecideOptions {
     pub lists: BTreeMap<String, Vec<String>>,
 }
 
+/// How far each of this node's decision workers has read (consumer → offset), for readiness
+/// checks, tests and metrics.
+#[derive(Default)]
+pub struct Progress {
+    positions: std::sync::Mutex<HashMap<String, u64>>,
+}
+
+impl Progress {
+    fn set(&self, consumer: &str, pos: u64) {
+        self.positions.lock().expect("progress lock").insert(consumer.to_owned(), pos);
+    }
+
+    fn remove(&self, consumer: &str) {
+        self.positions.lock().expect("progress lock").remove(consumer);
+    }
+
+    /// Whether `workers` workers run here and all have read through `offset`.
+    pub fn caught_up(&self, workers: usize, offset: u64) -> bool {
+        let p = self.positions.lock().expect("progress lock");
+        p.len() == workers && p.values().all(|&v| v >= offset)
+    }
+}
+
 pub struct Decider {
+    pub progress: Arc<Progress>,
     pub log: Arc<dyn EventLog>,
     pub store: Arc<dyn Store>,
     pub rulesets: Arc<Rulesets>,
@@ -178,6 +215,7 @@ fn undecided_state(s: Status) -> Option<&'static str> {
 impl Decider {
     pub fn from_state(st: &crate::state::AppState) -> Decider {
         Decider {
+            progress: st.decide_progress.clone(),
             log: st.log.clone(),
             store: st.store.clone(),
             rulesets: st.rulesets.clone(),
@@ -186,18 +224,42 @@ impl Decider {
         }
     }
 
-    /// Runs until `stop`; errors (the log unavailable) are retried with back-off, never skipped.
+    /// Runs until `stop` over the whole log (one node); errors (the log unavailable) are retried
+    /// with back-off, never skipped.
     pub async fn run(self, stop: CancellationToken) {
-        let mut head = self.log.subscribe();
-        let mut pos = loop {
-            match self.log.checkpoint(CONSUMER).await {
-                Ok(p) => break p.unwrap_or(0),
+        self.run_scope(CONSUMER, None, stop).await
+    }
+
+    /// Reads this consumer's checkpoint, retrying until it is readable; `None` when stopped.
+    async fn load_checkpoint(&self, consumer: &str, stop: &CancellationToken) -> Option<u64> {
+        loop {
+            match self.log.checkpoint(consumer).await {
+                Ok(p) => return Some(p.unwrap_or(0)),
                 Err(e) => {
-                    tracing::warn!(error = %e, "decision worker cannot read its checkpoint; retrying");
-                    tokio::select! { _ = stop.cancelled() => return, _ = tokio::time::sleep(Duration::from_secs(1)) => {} }
+                    tracing::warn!(error = %e, consumer, "decision worker cannot read its checkpoint; retrying");
+                    tokio::select! { _ = stop.cancelled() => return None, _ = tokio::time::sleep(Duration::from_secs(1)) => {} }
                 }
             }
-        };
+        }
+    }
+
+    /// Runs until `stop` as checkpoint `consumer`, deciding only the sessions of `partition`
+    /// (`(n, count)`: sessions whose [`partition_of`] is `n`), or all when `None`.
+    pub async fn run_scope(self, consumer: &str, partition: Option<(u32, u32)>, stop: CancellationToken) {
+        let mut head = self.log.subscribe();
+        let Some(mut pos) = self.load_checkpoint(consumer, &stop).await else { return };
+        self.progress.set(consumer, pos);
+        // Forget this worker's position when it stops (a partition handed to another node).
+        struct Forget<'a>(&'a Progress, &'a str);
+        impl Drop for Forget<'_> {
+            fn drop(&mut self) {
+                self.0.remove(self.1);
+            }
+        }
+        let _forget = Forget(&self.progress, consumer);
+        // With a partition, batches with nothing to decide only move `pos` in memory; the
+        // checkpoint follows with the next decision (or every `IDLE_CHECKPOINT` entries).
+        let mut committed = pos;
         let mut backoff = Duration::from_millis(100);
         loop {
             if stop.is_cancelled() {
@@ -223,24 +285,77 @@ impl Decider {
                 }
                 continue;
             };
-            match self.process(&entries, last).await {
+            // A ruleset activation applies to the entries after it: a batch ends at one.
+            let entries = match entries.iter().position(|e| e.kind == "ruleset.activated") {
+                Some(0) => {
+                    if let Err(e) = self.reload_ruleset(&entries[0]).await {
+                        tracing::warn!(error = %e, "decision worker cannot load an activated ruleset; retrying");
+                        tokio::select! { _ = stop.cancelled() => return, _ = tokio::time::sleep(backoff) => {} }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                    &entries[..1]
+                }
+                Some(i) => &entries[..i],
+                None => &entries[..],
+            };
+            let last = entries.last().map_or(last, |e| e.offset);
+            let mine: Vec<LogEntry> = match partition {
+                Some((n, count)) => {
+                    entries.iter().filter(|e| partition_of(&e.partition_key, count) == n).cloned().collect()
+                }
+                None => entries.to_vec(),
+            };
+            let decidable = mine.iter().any(|e| e.kind.starts_with("verification."));
+            if partition.is_some() && !decidable && last - committed < IDLE_CHECKPOINT {
+                pos = last;
+                self.progress.set(consumer, pos);
+                continue;
+            }
+            match self.process(&mine, consumer, last).await {
                 Ok(()) => {
                     pos = last;
+                    committed = last;
+                    self.progress.set(consumer, pos);
                     backoff = Duration::from_millis(100);
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "decision batch not committed; it will be retried");
+                    tracing::warn!(error = %e, consumer, "decision batch not committed; it will be retried");
                     tokio::select! { _ = stop.cancelled() => return, _ = tokio::time::sleep(backoff) => {} }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
+                    // Another node may have moved the checkpoint (a partition taken over): go on
+                    // from what is stored, never from what this worker assumed.
+                    let Some(p) = self.load_checkpoint(consumer, &stop).await else { return };
+                    pos = p;
+                    committed = p;
                 }
             }
         }
     }
 
+    /// Makes the ruleset a `ruleset.activated` entry names the tenant's active one (also when
+    /// another node activated it).
+    async fn reload_ruleset(&self, e: &LogEntry) -> anyhow::Result<()> {
+        let ev: Value = serde_json::from_slice(&e.event)?;
+        let Some(version) = ev["version"].as_str().or(ev["ruleset_version"].as_str()) else {
+            anyhow::bail!("ruleset.activated entry {} names no version", e.id)
+        };
+        let rec = self
+            .store
+            .ruleset(&e.tenant, version)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("tenant `{}`: activated ruleset {version} is not stored", e.tenant))?;
+        let rs = Ruleset::parse(&format!("ruleset {version}"), &rec.text).map_err(|errs| {
+            anyhow::anyhow!("ruleset {version}: {}", errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
+        })?;
+        self.rulesets.set(&e.tenant, Arc::new(rs));
+        Ok(())
+    }
+
     /// Decides a batch and commits it with the checkpoint `last`. The enrichment lookups of
     /// the whole batch are one read; the decisions are then made in log order against those
     /// results plus the batch's own overlay.
-    async fn process(&self, entries: &[LogEntry], last: u64) -> Result<(), TxnError> {
+    async fn process(&self, entries: &[LogEntry], consumer: &str, last: u64) -> Result<(), TxnError> {
         let mut txn = Txn::default();
         let mut overlay = Overlay::default();
         let mut decided: Vec<(i64, &'static str)> = Vec::new();
@@ -291,7 +406,7 @@ impl Decider {
             let outcome = self.decide(e, &event, &session_id, req, looked_up, &mut txn, &mut overlay);
             decided.push((e.appended_at_us, outcome));
         }
-        txn.ops.push(Op::SetCheckpoint { consumer: CONSUMER.to_owned(), offset: last });
+        txn.ops.push(Op::SetCheckpoint { consumer: consumer.to_owned(), offset: last });
         self.store.commit(txn).await?;
         let now = now_us();
         for (appended_at, outcome) in decided {

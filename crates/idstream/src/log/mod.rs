@@ -12,6 +12,7 @@
 //!   without polling.
 //! - Named consumer checkpoints are stored with the log.
 
+pub mod nats;
 pub mod retention;
 pub mod sqlite;
 mod sqlite_store;

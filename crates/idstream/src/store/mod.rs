@@ -15,6 +15,8 @@
 //! Blocklisted and observed identity values are only ever stored as keyed hashes
 //! (`decide::normalize`); nothing here sees them in clear text.
 
+pub mod postgres;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

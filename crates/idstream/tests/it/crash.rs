@@ -14,13 +14,13 @@ use crate::helpers::*;
 /// provider event id -> (idstream id, offset, body) of every acknowledged delivery.
 type Acked = HashMap<String, (String, u64, Vec<u8>)>;
 
-struct Proc {
-    child: tokio::process::Child,
-    base: String,
+pub struct Proc {
+    pub child: tokio::process::Child,
+    pub base: String,
 }
 
 /// Starts the real binary; returns once it logged the address it listens on.
-async fn spawn_server(config: &std::path::Path) -> Proc {
+pub async fn spawn_server(config: &std::path::Path) -> Proc {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_idstream"))
         .args(["serve", "--config"])
         .arg(config)

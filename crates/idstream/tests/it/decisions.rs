@@ -51,10 +51,9 @@ fn json_body(v: Value) -> Option<Vec<u8>> {
     Some(serde_json::to_vec(&v).unwrap())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn simulated_personas_get_the_expected_outcomes() {
+async fn simulated_personas_get_the_expected_outcomes(backend: String) {
     use idstream::simulate::{simulate, SimulateArgs};
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_with(&base_config(&[SECRET_NEW, SECRET_OLD], &backend)).await;
     let args = SimulateArgs {
         target: srv.url("/webhooks/didit-main"),
         secret: Some(SECRET_NEW.into()),
@@ -134,9 +133,8 @@ async fn simulated_personas_get_the_expected_outcomes() {
     assert_eq!(v["reviews"].as_array().unwrap().len(), in_review);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn blocklisted_values_decline_and_are_never_stored_in_clear() {
-    let srv = TestServer::start().await;
+async fn blocklisted_values_decline_and_are_never_stored_in_clear(backend: String) {
+    let srv = TestServer::start_with(&base_config(&[SECRET_NEW, SECRET_OLD], &backend)).await;
     // Added in another spelling than the provider will send it.
     let (s, v) = srv
         .call(
@@ -210,9 +208,8 @@ async fn blocklisted_values_decline_and_are_never_stored_in_clear() {
     assert!(sess["decisions"][0]["reasons"].as_array().unwrap().contains(&json!("fraud_ring.document")), "{sess}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reviews_are_claimed_by_exactly_one_analyst_and_resolved() {
-    let srv = TestServer::start().await;
+async fn reviews_are_claimed_by_exactly_one_analyst_and_resolved(backend: String) {
+    let srv = TestServer::start_with(&base_config(&[SECRET_NEW, SECRET_OLD], &backend)).await;
     let aml = |v: &mut Value| v["decision"]["aml_screenings"][0]["total_hits"] = 2.into();
     send(&srv, &kyc_body("e-r1", "s-r1", "rev1", "In Review", aml)).await;
     srv.decided().await;
@@ -304,9 +301,8 @@ const STRICT_AML: &str = "version_label: strict-aml\nthresholds: {review_score: 
   - id: aml\n    when: has(aml.hits) && aml.hits > 0\n    outcome: decline\n    reason: aml.hits\n    message: AML hits decline.\n  \
   - id: ok\n    when: provider.status == 'approved' && provider.signature_covers_decision\n    outcome: approve\n    reason: ok\n    message: Clean.\n";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rulesets_are_validated_activated_and_backtested() {
-    let srv = TestServer::start().await;
+async fn rulesets_are_validated_activated_and_backtested(backend: String) {
+    let srv = TestServer::start_with(&base_config(&[SECRET_NEW, SECRET_OLD], &backend)).await;
     // Broken: every error with its line, nothing stored.
     let broken = "version_label: x\nthresholds: {review_score: 50, decline_score: 100}\nrules:\n  - id: a\n    when: liveness.scor < 3\n    outcome: decline\n    reason: a\n    message: m\n";
     let (s, v) = srv.call("POST", "/v1/rulesets", Some(KEY_ACME), Some(broken.into())).await;
@@ -381,16 +377,21 @@ async fn rulesets_are_validated_activated_and_backtested() {
 
     // The activation survives a restart; the CLI backtest reads the same store.
     let dir = srv.stop().await;
-    let srv = TestServer::start_in(dir.clone(), &base_config(&[SECRET_NEW, SECRET_OLD], "")).await;
+    let srv = TestServer::start_in(dir.clone(), &base_config(&[SECRET_NEW, SECRET_OLD], &backend)).await;
     let (_, list) = srv.get("/v1/rulesets", Some(KEY_ACME)).await;
     assert_eq!(list["active"]["version"], version.as_str());
     let file = dir.path().join("candidate.yaml");
     std::fs::write(&file, idstream_rules::DEFAULT_RULESET).unwrap();
+    // The CLI reads the data directory, or with shared backends the store its config names.
+    let config = dir.path().join("backtest.toml");
+    std::fs::write(&config, &backend).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_idstream"))
         .args(["backtest", "--json", "--tenant", "acme", "--ruleset"])
         .arg(&file)
         .arg("--data-dir")
         .arg(dir.path())
+        .arg("--config")
+        .arg(&config)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -401,9 +402,8 @@ async fn rulesets_are_validated_activated_and_backtested() {
 
 /// The company's own data about a subject is part of the context: an expected name that the
 /// document contradicts sends the session to review.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn subject_attributes_reach_the_rules() {
-    let srv = TestServer::start().await;
+async fn subject_attributes_reach_the_rules(backend: String) {
+    let srv = TestServer::start_with(&base_config(&[SECRET_NEW, SECRET_OLD], &backend)).await;
     let (s, v) = srv
         .call(
             "PUT",
@@ -442,3 +442,29 @@ async fn subject_attributes_reach_the_rules() {
     assert_eq!(srv.get("/v1/sessions/s-sub1?tenant=acme", Some(KEY_ALL)).await.0, 200);
     assert_eq!(srv.get("/v1/sessions/s-sub1?tenant=beta", Some(KEY_ACME)).await.0, 403);
 }
+
+/// Each test above, on the embedded backends and on NATS JetStream + PostgreSQL (own stream and
+/// database per test).
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(String::new()).await
+                }
+            )*
+        }
+        mod scale_out {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[ignore = "needs NATS and PostgreSQL: set IDSTREAM_TEST_NATS_URL and IDSTREAM_TEST_POSTGRES_URL"]
+                async fn $name() {
+                    super::$name(crate::backends::ScaleOut::fresh(stringify!($name)).await.toml()).await
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(simulated_personas_get_the_expected_outcomes, blocklisted_values_decline_and_are_never_stored_in_clear, reviews_are_claimed_by_exactly_one_analyst_and_resolved, rulesets_are_validated_activated_and_backtested, subject_attributes_reach_the_rules);

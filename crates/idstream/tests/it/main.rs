@@ -2,11 +2,14 @@
 //! directory, driven over real HTTP.
 
 mod api;
+mod backends;
 mod crash;
 mod decisions;
 mod helpers;
 mod ingest;
 mod log_conformance;
 mod rules_cli;
+mod scale_out;
 mod simulate;
+mod store_conformance;
 mod stream;

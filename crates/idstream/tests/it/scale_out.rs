@@ -1,0 +1,426 @@
+//! Scale-out: real `idstream serve` processes sharing NATS JetStream and PostgreSQL.
+//!
+//! - Two nodes: webhooks to both, a WebSocket client on each; `kill -9` one mid-flood, keep
+//!   sending to the other, restart it. Every acknowledged event is in the log once, every
+//!   verification is decided exactly once across the nodes, and the WebSocket clients (one of
+//!   them resuming on the other node) see every offset once, in order.
+//! - NATS restarted mid-flood (a private `nats-server` with `sync_interval: always`, so an ack
+//!   means on disk): clients get 503s, never a 2xx for a lost event, and the node recovers
+//!   without a restart.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::backends::{env_url, ScaleOut};
+use crate::crash::{spawn_server, Proc};
+use crate::helpers::*;
+
+const JWT_SECRET: &str = "scale-out-test-hs256-secret-0123456789abcdef";
+
+fn write_node_config(dir: &Path, name: &str, b: &ScaleOut, extra: &str) -> PathBuf {
+    let config = dir.join(format!("{name}.toml"));
+    let toml = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{}{}[stream]\nhs256_secrets = [\"{JWT_SECRET}\"]\n{}",
+        dir.join(name).display(),
+        b.toml(),
+        extra,
+        base_config(&[SECRET_NEW], "")
+    );
+    std::fs::write(&config, toml).unwrap();
+    config
+}
+
+/// A WebSocket client that records every event offset it receives and, when its node goes
+/// away, resumes from its last offset on the next node of `bases`.
+fn ws_recorder(bases: Vec<String>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Vec<u64>> {
+    tokio::spawn(async move {
+        let token = idstream::stream::auth::mint_hs256(
+            JWT_SECRET.as_bytes(),
+            &idstream::stream::auth::Claims {
+                sub: "scale-out-test".into(),
+                tenant: "acme".into(),
+                kinds: vec!["*".into()],
+                exp: (now() + 3600) as u64,
+                nbf: None,
+                iat: None,
+            },
+        );
+        let mut seen: Vec<u64> = Vec::new();
+        let mut node = 0;
+        'connect: loop {
+            let base = &bases[node.min(bases.len() - 1)];
+            let url = format!("{}/v1/stream?token={token}", base.replacen("http://", "ws://", 1));
+            let Ok((mut ws, _)) = tokio_tungstenite::connect_async(url).await else {
+                node += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            let from = match seen.last() {
+                Some(&o) => json!({"offset": o}),
+                None => json!("earliest"),
+            };
+            let sub = json!({"type": "subscribe", "id": "all", "filter": {"kinds": ["*"]}, "from": from});
+            if ws.send(Message::text(sub.to_string())).await.is_err() {
+                node += 1;
+                continue;
+            }
+            loop {
+                let next = tokio::time::timeout(Duration::from_millis(500), ws.next()).await;
+                match next {
+                    Ok(Some(Ok(Message::Text(t)))) => {
+                        let v: Value = serde_json::from_str(&t).unwrap();
+                        if v["type"] == "event" {
+                            seen.push(v["offset"].as_u64().unwrap());
+                        } else {
+                            assert!(v["type"] == "subscribed", "unexpected stream message {v}");
+                        }
+                    }
+                    Ok(Some(Ok(_))) => {}
+                    Ok(Some(Err(_)) | None) => {
+                        node += 1;
+                        continue 'connect;
+                    }
+                    Err(_) => {
+                        if stop.load(Ordering::Relaxed) {
+                            return seen;
+                        }
+                    }
+                }
+            }
+        }
+    })
+}
+
+async fn pg_count(pool: &deadpool_postgres::Pool, sql: &str) -> i64 {
+    pool.get().await.unwrap().query_one(sql, &[]).await.unwrap().get(0)
+}
+
+/// Every event in the log, read through one node's API.
+async fn all_events(client: &reqwest::Client, base: &str) -> Vec<Value> {
+    let mut events = Vec::new();
+    let mut after = 0;
+    loop {
+        let v: Value = client
+            .get(format!("{base}/v1/events?after={after}&limit=1000"))
+            .bearer_auth(KEY_ALL)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let page = v["events"].as_array().unwrap().clone();
+        if page.is_empty() {
+            return events;
+        }
+        after = v["next_after"].as_u64().unwrap();
+        events.extend(page);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs NATS and PostgreSQL: set IDSTREAM_TEST_NATS_URL and IDSTREAM_TEST_POSTGRES_URL"]
+async fn two_nodes_share_the_work_and_survive_kill_9() {
+    let b = ScaleOut::fresh("multinode").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg_a, cfg_b) =
+        (write_node_config(dir.path(), "a", &b, ""), write_node_config(dir.path(), "b", &b, ""));
+    let mut a = spawn_server(&cfg_a).await;
+    let node_b = spawn_server(&cfg_b).await;
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+
+    let ws_stop = Arc::new(AtomicBool::new(false));
+    // One client on B for the whole run; one on A that resumes on B when A dies.
+    let on_b = ws_recorder(vec![node_b.base.clone()], ws_stop.clone());
+    let on_a = ws_recorder(vec![a.base.clone(), node_b.base.clone()], ws_stop.clone());
+
+    // provider event id -> (idstream id, offset) of every 2xx.
+    let acked: Arc<Mutex<HashMap<String, (String, u64)>>> = Arc::default();
+    let a_alive = Arc::new(AtomicBool::new(true));
+    let a_base = Arc::new(Mutex::new(a.base.clone()));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let flood = |tag: &'static str, per_worker: usize| {
+        let mut tasks = Vec::new();
+        for w in 0..8 {
+            let (client, acked, a_alive, a_base, b_base, sent) =
+                (client.clone(), acked.clone(), a_alive.clone(), a_base.clone(), node_b.base.clone(), sent.clone());
+            tasks.push(tokio::spawn(async move {
+                for n in 0..per_worker {
+                    let pid = format!("{tag}-{w}-{n}");
+                    let status = match n % 4 {
+                        0 => "In Progress",
+                        1 | 2 => "Approved",
+                        _ => "Declined",
+                    };
+                    // Sessions get several events: per-session order matters to the decisions.
+                    let body = didit_body(&pid, &format!("{tag}-s{w}-{}", n / 3), status, now());
+                    // Alternate nodes; while A is down, everything goes to B.
+                    loop {
+                        let to_a = n % 2 == 0 && a_alive.load(Ordering::Relaxed);
+                        let base = if to_a { a_base.lock().unwrap().clone() } else { b_base.clone() };
+                        match signed_post(&client, &base, &body).send().await {
+                            Ok(r) if r.status().is_success() => {
+                                let v: Value = r.json().await.unwrap();
+                                let entry =
+                                    (v["event_id"].as_str().unwrap().to_owned(), v["offset"].as_u64().unwrap());
+                                let mut acked = acked.lock().unwrap();
+                                if let Some(prev) = acked.get(&pid) {
+                                    assert_eq!(prev, &entry, "{pid}: a retry got another id or offset");
+                                }
+                                acked.insert(pid.clone(), entry);
+                                sent.fetch_add(1, Ordering::Relaxed);
+                                break;
+                            }
+                            Ok(r) if !to_a => panic!("node B answered {}", r.status()),
+                            // A died under this request: retry (on B), as a provider would.
+                            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                        }
+                    }
+                }
+            }));
+        }
+        tasks
+    };
+    let tasks = flood("one", 400);
+    let t0 = Instant::now();
+    while sent.load(Ordering::Relaxed) < 1200 && t0.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a_alive.store(false, Ordering::Relaxed);
+    a.child.start_kill().unwrap(); // SIGKILL, mid-flood
+    a.child.wait().await.unwrap();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // Restart A; it rejoins and takes its share of the decision partitions back.
+    let a2: Proc = spawn_server(&cfg_a).await;
+    *a_base.lock().unwrap() = a2.base.clone();
+    a_alive.store(true, Ordering::Relaxed);
+    for t in flood("two", 100) {
+        t.await.unwrap();
+    }
+    let acked = Arc::try_unwrap(acked).unwrap().into_inner().unwrap();
+    assert_eq!(acked.len(), 8 * 500);
+
+    // Wait for the deciders of both nodes to catch up.
+    let pool = idstream::pg::connect(&b.pg_url, 2).await.unwrap();
+    let events = all_events(&client, &node_b.base).await;
+    let verifications: Vec<&Value> =
+        events.iter().filter(|e| e["kind"].as_str().unwrap().starts_with("verification.")).collect();
+    let decidable = verifications.iter().filter(|e| e["status"] != "in_progress").count() as i64;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while pg_count(&pool, "SELECT count(*) FROM decisions WHERE event_id IS NOT NULL").await < decidable {
+        assert!(Instant::now() < deadline, "the deciders did not catch up");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let events = all_events(&client, &a2.base).await;
+
+    // The log: dense offsets, every acknowledged event once with its id and offset.
+    let offsets: Vec<u64> = events.iter().map(|e| e["offset"].as_u64().unwrap()).collect();
+    assert_eq!(offsets, (1..=events.len() as u64).collect::<Vec<_>>(), "offsets have holes");
+    let mut by_pid: HashMap<&str, Vec<(&str, u64)>> = HashMap::new();
+    for e in events.iter().filter(|e| e["kind"].as_str().unwrap().starts_with("verification.")) {
+        by_pid
+            .entry(e["provider_event_id"].as_str().unwrap())
+            .or_default()
+            .push((e["id"].as_str().unwrap(), e["offset"].as_u64().unwrap()));
+    }
+    for (pid, (id, offset)) in &acked {
+        let stored = by_pid.get(pid.as_str()).unwrap_or_else(|| panic!("acknowledged event {pid} was lost"));
+        assert_eq!(stored.len(), 1, "{pid} is in the log {} times", stored.len());
+        assert_eq!(stored[0], (id.as_str(), *offset), "{pid} changed id or offset");
+    }
+    assert_eq!(by_pid.len(), acked.len(), "only acknowledged events (or their retries) are in the log");
+
+    // Decisions: exactly one per decidable verification, across both nodes; one decision.made each.
+    let dup = pg_count(&pool, "SELECT count(*) FROM (SELECT event_id FROM decisions WHERE event_id IS NOT NULL GROUP BY event_id HAVING count(*) > 1) d").await;
+    assert_eq!(dup, 0, "an event was decided twice");
+    let decided = pg_count(&pool, "SELECT count(*) FROM decisions WHERE event_id IS NOT NULL").await;
+    assert_eq!(decided, decidable, "every decidable verification is decided");
+    let made = events.iter().filter(|e| e["kind"] == "decision.made").count() as i64;
+    assert_eq!(made, decided, "one decision.made per decision");
+    // Per-session order: a session's final state is the decision of its last decidable event.
+    let mut last_status: BTreeMap<&str, &str> = BTreeMap::new();
+    for e in &verifications {
+        let st = e["status"].as_str().unwrap();
+        if st != "in_progress" {
+            last_status.insert(e["session_id"].as_str().unwrap(), st);
+        }
+    }
+    for (session, status) in last_status.iter().step_by(17) {
+        let (code, v) = {
+            let r = client.get(format!("{}/v1/sessions/{session}", a2.base)).bearer_auth(KEY_ACME).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        };
+        assert_eq!(code, 200, "{v}");
+        let want = if *status == "declined" { "declined" } else { "approved" };
+        assert_eq!(v["session"]["state"], want, "session {session} ended out of order: {v}");
+    }
+    // Both nodes decided: the partitions were shared.
+    let nodes_deciding =
+        pg_count(&pool, "SELECT count(DISTINCT holder) FROM partition_leases WHERE holder <> ''").await;
+    assert_eq!(nodes_deciding, 2, "the decision partitions are spread over both live nodes");
+
+    // The WebSocket clients saw every offset once, in order (the one on A resumed on B).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    ws_stop.store(true, Ordering::Relaxed);
+    let head = events.len() as u64;
+    for (name, rec) in [("on B", on_b), ("on A, resumed on B", on_a)] {
+        let seen = rec.await.unwrap();
+        let seen: Vec<u64> = seen.into_iter().filter(|o| *o <= head).collect();
+        assert_eq!(seen, (1..=head).collect::<Vec<_>>(), "WebSocket client {name}: gap or duplicate");
+    }
+    eprintln!(
+        "two nodes: {} acknowledged ({} before kill -9), {} log entries, {decided} decisions",
+        acked.len(),
+        sent.load(Ordering::Relaxed),
+        events.len()
+    );
+    drop(node_b);
+    drop(a2);
+}
+
+/// A private `nats-server` (the one `IDSTREAM_TEST_NATS_SERVER` names, ≥ 2.10) with
+/// `sync_interval: always`: an acknowledged publish is on disk.
+struct NatsServer {
+    child: tokio::process::Child,
+    port: u16,
+    conf: PathBuf,
+}
+
+impl NatsServer {
+    async fn start(dir: &Path, port: u16) -> NatsServer {
+        let conf = dir.join("nats.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listen: 127.0.0.1:{port}\njetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\n",
+                dir.join("js").display()
+            ),
+        )
+        .unwrap();
+        Self::spawn(conf, port).await
+    }
+
+    async fn spawn(conf: PathBuf, port: u16) -> NatsServer {
+        let bin = env_url("IDSTREAM_TEST_NATS_SERVER");
+        let child = tokio::process::Command::new(&bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not listen on {port}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        NatsServer { child, port, conf }
+    }
+
+    async fn restart(mut self, down_for: Duration) -> NatsServer {
+        self.child.start_kill().unwrap(); // SIGKILL: no clean shutdown
+        self.child.wait().await.unwrap();
+        tokio::time::sleep(down_for).await;
+        Self::spawn(self.conf.clone(), self.port).await
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL and nats-server >= 2.10: set IDSTREAM_TEST_POSTGRES_URL and IDSTREAM_TEST_NATS_SERVER"]
+async fn nats_restart_mid_flood_answers_503_and_loses_no_acknowledged_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let nats = NatsServer::start(dir.path(), port).await;
+    let mut b = ScaleOut::fresh("natsrestart").await;
+    b.nats_url = format!("nats://127.0.0.1:{port}");
+    let cfg = write_node_config(dir.path(), "node", &b, "");
+    let node = spawn_server(&cfg).await;
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+
+    let acked: Arc<Mutex<HashMap<String, (String, u64)>>> = Arc::default();
+    let refused = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let (client, base, acked, refused, stop) =
+            (client.clone(), node.base.clone(), acked.clone(), refused.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            for n in 0.. {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let pid = format!("nr-{w}-{n}");
+                let body = didit_body(&pid, &format!("nr-s{w}-{}", n / 2), "Approved", now());
+                match signed_post(&client, &base, &body).send().await {
+                    Ok(r) if r.status().is_success() => {
+                        let v: Value = r.json().await.unwrap();
+                        acked.lock().unwrap().insert(
+                            pid,
+                            (v["event_id"].as_str().unwrap().to_owned(), v["offset"].as_u64().unwrap()),
+                        );
+                    }
+                    Ok(r) => {
+                        assert_eq!(r.status().as_u16(), 503, "only 503 while NATS is away");
+                        let v: Value = r.json().await.unwrap();
+                        assert!(v["error"].is_string(), "a 503 says why: {v}");
+                        refused.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Err(e) => panic!("the node must answer while NATS is away: {e}"),
+                }
+            }
+        }));
+    }
+    let wait_acked = |n: usize| {
+        let acked = acked.clone();
+        async move {
+            let t0 = Instant::now();
+            while acked.lock().unwrap().len() < n {
+                assert!(t0.elapsed() < Duration::from_secs(60), "only {} acknowledged", acked.lock().unwrap().len());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    wait_acked(800).await;
+    let before = acked.lock().unwrap().len();
+    let nats = nats.restart(Duration::from_secs(3)).await;
+    // The node recovers by itself: more events are acknowledged after the restart.
+    wait_acked(before + 800).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let acked = Arc::try_unwrap(acked).unwrap().into_inner().unwrap();
+    let events = all_events(&client, &node.base).await;
+    let mut by_pid: HashMap<&str, Vec<(&str, u64)>> = HashMap::new();
+    for e in events.iter().filter(|e| e["kind"].as_str().unwrap().starts_with("verification.")) {
+        by_pid
+            .entry(e["provider_event_id"].as_str().unwrap())
+            .or_default()
+            .push((e["id"].as_str().unwrap(), e["offset"].as_u64().unwrap()));
+    }
+    for (pid, (id, offset)) in &acked {
+        let stored = by_pid.get(pid.as_str()).unwrap_or_else(|| panic!("acknowledged event {pid} was lost"));
+        assert_eq!(stored, &vec![(id.as_str(), *offset)], "{pid}");
+    }
+    let refused = refused.load(Ordering::Relaxed);
+    assert!(refused > 0, "NATS was down for 3 s: some requests must have been refused");
+    eprintln!("NATS restart: {} acknowledged, {refused} answered 503 while NATS was away", acked.len());
+    drop(node);
+    drop(nats);
+}
