@@ -17,8 +17,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
 CREATE TABLE log_index (
     id TEXT PRIMARY KEY,
     seq BIGINT NOT NULL,
-    dedupe_key TEXT UNIQUE
+    dedupe_key TEXT UNIQUE,
+    tenant TEXT NOT NULL,
+    partition_key TEXT NOT NULL
 );
+CREATE INDEX log_index_by_partition ON log_index (partition_key, seq);
 CREATE TABLE checkpoints (
     consumer TEXT PRIMARY KEY,
     position BIGINT NOT NULL

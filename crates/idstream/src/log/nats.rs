@@ -78,14 +78,32 @@ impl Cache {
         }
     }
 
-    /// The cached entries after `after`, if the cache covers that position.
-    fn after(&self, after: u64, limit: usize, filter: &ReadFilter) -> Option<Vec<LogEntry>> {
+    /// The cached entries after `after` (at most `limit` matching ones) and the offset the scan
+    /// reached; `None` when the cache does not start at or before `after + 1`.
+    fn after(&self, after: u64, limit: usize, filter: &ReadFilter) -> Option<(Vec<LogEntry>, u64)> {
         let first = self.entries.front()?.offset;
         if after + 1 < first {
             return None;
         }
         let start = self.entries.partition_point(|e| e.offset <= after);
-        Some(self.entries.range(start..).filter(|e| matches(e, filter)).take(limit).cloned().collect())
+        let mut out = Vec::new();
+        let mut scanned = after.max(self.entries.back().map_or(after, |e| e.offset));
+        for e in self.entries.range(start..) {
+            if out.len() == limit {
+                break;
+            }
+            if matches(e, filter) {
+                out.push(e.clone());
+                if out.len() == limit {
+                    scanned = e.offset;
+                }
+            }
+        }
+        Some((out, scanned))
+    }
+
+    fn last(&self) -> Option<u64> {
+        self.entries.back().map(|e| e.offset)
     }
 }
 
@@ -233,7 +251,12 @@ impl NatsLog {
             closed: AtomicBool::new(false),
             stop: CancellationToken::new(),
         };
+        // Warm the cache with the newest entries, so readers near the head (stream clients,
+        // decision workers) do not all go to JetStream after a restart.
+        let prefill = (log.opts.cache_bytes / 4096) as u64;
+        let start = head.saturating_sub(prefill).max(pruned) + 1;
         tokio::spawn(tail(
+            start,
             log.stream.clone(),
             log.client.clone(),
             log.cache.clone(),
@@ -262,6 +285,28 @@ impl NatsLog {
         Ok(got.into_iter().flatten().collect())
     }
 
+    /// The entries at these offsets (ascending), from the cache where it has them.
+    async fn entries_at(&self, seqs: &[u64]) -> Result<Vec<LogEntry>, LogError> {
+        let mut out = Vec::with_capacity(seqs.len());
+        let mut missing = Vec::new();
+        {
+            let cache = self.cache.read().expect("cache lock");
+            let first = cache.entries.front().map_or(u64::MAX, |e| e.offset);
+            for &seq in seqs {
+                let i = cache.entries.partition_point(|e| e.offset < seq);
+                match cache.entries.get(i) {
+                    Some(e) if seq >= first && e.offset == seq => out.push(e.clone()),
+                    _ => missing.push(seq),
+                }
+            }
+        }
+        if !missing.is_empty() {
+            out.extend(self.fetch(missing.into_iter()).await?);
+            out.sort_by_key(|e| e.offset);
+        }
+        Ok(out)
+    }
+
     /// Waits until the tail has delivered `seq` (read-your-writes on this node).
     async fn await_tail(&self, seq: u64) {
         let mut rx = self.head_tx.subscribe();
@@ -271,7 +316,9 @@ impl NatsLog {
 
 /// Tails the stream into the cache from the current head, forever (re-creating the ordered
 /// consumer after a NATS outage).
+#[allow(clippy::too_many_arguments)]
 async fn tail(
+    start: u64,
     stream: stream::Stream,
     client: async_nats::Client,
     cache: Arc<RwLock<Cache>>,
@@ -282,7 +329,7 @@ async fn tail(
 ) {
     let mut info_every = tokio::time::interval(Duration::from_secs(30));
     loop {
-        let from = *head.borrow() + 1;
+        let from = cache.read().expect("cache lock").last().map_or(start, |l| l + 1);
         let consumer = stream
             .create_consumer(consumer::push::OrderedConfig {
                 deliver_subject: client.new_inbox(),
@@ -326,14 +373,16 @@ async fn tail(
             };
             let Ok(info) = msg.info() else { continue };
             let (seq, at) = (info.stream_sequence, time_us(info.published));
-            if seq <= *head.borrow() {
+            if cache.read().expect("cache lock").last().is_some_and(|l| seq <= l) {
                 continue;
             }
             match decode(seq, at, &msg.payload) {
                 Some(e) => cache.write().expect("cache lock").push(e, max_bytes),
                 None => tracing::warn!(offset = seq, "NATS: a message on the stream is not an idstream entry; skipped"),
             }
-            head.send_replace(seq);
+            if seq > *head.borrow() {
+                head.send_replace(seq);
+            }
         }
         tokio::select! { _ = stop.cancelled() => return, _ = tokio::time::sleep(Duration::from_millis(200)) => {} }
     }
@@ -386,7 +435,7 @@ impl EventLog for NatsLog {
                 .map_err(|err| unavailable("publishing", err))?;
             acks.push((i, ack));
         }
-        let mut new_rows: Vec<(String, i64, Option<String>)> = Vec::new();
+        let mut new_rows: Vec<(String, i64, Option<String>, &str, &str)> = Vec::new();
         let mut max_seq = 0;
         for (i, ack) in acks {
             let ack = ack.await.map_err(|err| unavailable("publish not acknowledged", err))?;
@@ -398,18 +447,21 @@ impl EventLog for NatsLog {
                 e.id.clone()
             };
             max_seq = max_seq.max(ack.sequence);
-            new_rows.push((id.clone(), ack.sequence as i64, e.dedupe_key.clone()));
+            new_rows.push((id.clone(), ack.sequence as i64, e.dedupe_key.clone(), &e.tenant, &e.partition_key));
             results[i] = Some(Appended { offset: ack.sequence, id, duplicate: ack.duplicate });
         }
         if !new_rows.is_empty() {
             let ids: Vec<&str> = new_rows.iter().map(|r| r.0.as_str()).collect();
             let seqs: Vec<i64> = new_rows.iter().map(|r| r.1).collect();
             let dkeys: Vec<Option<&str>> = new_rows.iter().map(|r| r.2.as_deref()).collect();
+            let tenants: Vec<&str> = new_rows.iter().map(|r| r.3).collect();
+            let partitions: Vec<&str> = new_rows.iter().map(|r| r.4).collect();
             client
                 .execute(
-                    "INSERT INTO log_index (id, seq, dedupe_key)
-                     SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[]) ON CONFLICT DO NOTHING",
-                    &[&ids, &seqs, &dkeys],
+                    "INSERT INTO log_index (id, seq, dedupe_key, tenant, partition_key)
+                     SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[])
+                     ON CONFLICT DO NOTHING",
+                    &[&ids, &seqs, &dkeys, &tenants, &partitions],
                 )
                 .await
                 .map_err(pg_unavailable)?;
@@ -428,22 +480,25 @@ impl EventLog for NatsLog {
 
     async fn read(&self, after: u64, limit: usize, filter: &ReadFilter) -> Result<Vec<LogEntry>, LogError> {
         let after = after.max(self.pruned_through());
-        if let Some(hit) = self.cache.read().expect("cache lock").after(after, limit, filter) {
-            return Ok(hit);
-        }
-        // Older than the cache: read from JetStream in chunks until `limit` matches or the cache.
+        // Recent offsets come from the cache; older ones (or ones the tail has not delivered
+        // yet) from JetStream, in chunks.
         let head = self.head();
         let mut out = Vec::new();
         let mut pos = after;
         while out.len() < limit && pos < head {
-            if let Some(hit) = self.cache.read().expect("cache lock").after(pos, limit - out.len(), filter) {
-                out.extend(hit);
-                break;
+            let hit = self.cache.read().expect("cache lock").after(pos, limit - out.len(), filter);
+            match hit {
+                Some((found, scanned)) if scanned > pos => {
+                    out.extend(found);
+                    pos = scanned;
+                }
+                _ => {
+                    let to = (pos + limit.clamp(64, 1024) as u64).min(head);
+                    let got = self.fetch(pos + 1..=to).await?;
+                    out.extend(got.into_iter().filter(|e| matches(e, filter)).take(limit - out.len()));
+                    pos = to;
+                }
             }
-            let to = (pos + limit.max(64) as u64).min(head);
-            let got = self.fetch(pos + 1..=to).await?;
-            out.extend(got.into_iter().filter(|e| matches(e, filter)).take(limit - out.len()));
-            pos = to;
         }
         Ok(out)
     }
@@ -453,13 +508,7 @@ impl EventLog for NatsLog {
         let Some(row) = client.query_opt("SELECT seq FROM log_index WHERE id = $1", &[&id]).await.map_err(pg_unavailable)? else {
             return Ok(None);
         };
-        let seq = row.get::<_, i64>(0) as u64;
-        if let Some(mut hit) = self.cache.read().expect("cache lock").after(seq - 1, 1, &ReadFilter::default()) {
-            if hit.first().is_some_and(|e| e.offset == seq) {
-                return Ok(hit.pop());
-            }
-        }
-        Ok(self.fetch(std::iter::once(seq)).await?.pop())
+        Ok(self.entries_at(&[row.get::<_, i64>(0) as u64]).await?.pop())
     }
 
     fn head(&self) -> u64 {

@@ -262,7 +262,7 @@ async fn set_checkpoint(tx: &Transaction<'_>, consumer: &str, offset: u64) -> Pg
         .prepare_cached(
             "INSERT INTO checkpoints (consumer, position) VALUES ($1, $2)
              ON CONFLICT (consumer) DO UPDATE SET position = EXCLUDED.position
-             WHERE checkpoints.position <= EXCLUDED.position",
+             WHERE checkpoints.position < EXCLUDED.position",
         )
         .await?;
     if tx.execute(&upsert, &[&consumer, &(offset as i64)]).await? == 1 {
@@ -538,7 +538,7 @@ impl LookupStatements {
             ),
             tx.prepare_cached(
                 "SELECT session_id, outcome FROM sessions WHERE tenant = $1 AND subject = $2 AND session_id <> $3
-                 ORDER BY session_id DESC"
+                 ORDER BY session_id"
             ),
             tx.prepare_cached(concat!(
                 "SELECT ",
