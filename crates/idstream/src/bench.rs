@@ -73,6 +73,42 @@ pub struct IngestArgs {
     /// Skip the bare-handler baseline.
     #[arg(long)]
     pub no_baseline: bool,
+    #[command(flatten)]
+    pub backends: BackendArgs,
+}
+
+/// Which backends the measured idstream uses: embedded (default), or NATS JetStream +
+/// PostgreSQL with a fresh stream and database for the run.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct BackendArgs {
+    /// Run on NATS JetStream at this URL (with --postgres); the run gets its own stream.
+    #[arg(long, requires = "postgres")]
+    pub nats: Option<String>,
+    /// Run on PostgreSQL (with --nats); the run gets its own database, created beside this URL's.
+    #[arg(long, requires = "nats")]
+    pub postgres: Option<String>,
+}
+
+impl BackendArgs {
+    pub fn label(&self) -> &'static str {
+        if self.nats.is_some() {
+            "NATS + PostgreSQL"
+        } else {
+            "embedded"
+        }
+    }
+
+    /// The `[log]` / `[store]` config of the run (empty for embedded); creates the database.
+    pub async fn config_toml(&self) -> anyhow::Result<String> {
+        let (Some(nats), Some(pg)) = (&self.nats, &self.postgres) else { return Ok(String::new()) };
+        let tag = uuid::Uuid::now_v7().simple().to_string();
+        let tag = &tag[tag.len() - 12..];
+        let url = crate::pg::create_database(pg, &format!("idstream_bench_{tag}")).await?;
+        eprintln!("scale-out backends: database idstream_bench_{tag}, stream BENCH_{tag}");
+        Ok(format!(
+            "[log]\nurl = \"{nats}\"\nnats_stream = \"BENCH_{tag}\"\nnats_subject_prefix = \"bench_{tag}\"\n\n[store]\nurl = \"{url}\"\n\n"
+        ))
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -181,32 +217,43 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
             tmp.path().to_path_buf()
         }
     };
-    let cfg = Config::from_toml(&format!(
-        "[decisions]\nenabled = false\n\n[[sources]]\nid = \"bench\"\nprovider = \"didit\"\ntenant = \"bench\"\nsecrets = [\"{}\"]\n",
+    let mut cfg = Config::from_toml(&format!(
+        "{}[decisions]\nenabled = false\n\n[[sources]]\nid = \"bench\"\nprovider = \"didit\"\ntenant = \"bench\"\nsecrets = [\"{}\"]\n",
+        a.backends.config_toml().await?,
         secret.expose()
     ))?;
-    let log = SqliteLog::open(
-        &data_dir,
-        SqliteOptions { max_batch: cfg.log.max_batch, queue_depth: cfg.log.queue_depth, max_db_bytes: 0 },
-    )?;
-    let state = Arc::new(AppState::new(&cfg, Arc::new(log)));
+    cfg.server.data_dir = data_dir.clone();
+    let state = if cfg.scale_out() {
+        Arc::new(AppState::open(&cfg).await?)
+    } else {
+        let log = SqliteLog::open(
+            &data_dir,
+            SqliteOptions { max_batch: cfg.log.max_batch, queue_depth: cfg.log.queue_depth, max_db_bytes: 0 },
+        )?;
+        Arc::new(AppState::new(&cfg, Arc::new(log)))
+    };
     let st = state.clone();
     let (addr, stop, handle) = spawn_server(move |l, t| async move {
         let _ = crate::server::serve(l, st, t, Duration::from_secs(5)).await;
     })?;
     let before = writer_stats();
-    let mut results = vec![load("idstream (durable ingest)", addr, prepared.clone(), &a).await?];
+    let name = format!("idstream (durable ingest, {})", a.backends.label());
+    let mut results = vec![load(&name, addr, prepared.clone(), &a).await?];
     let after = writer_stats();
     stop.cancel();
     handle.join().ok();
     let head = state.log.head();
-    let (commits, entries, busy) = (after.0 - before.0, after.1 - before.1, after.2 - before.2);
-    eprintln!(
-        "log writer: {head} events on disk; {commits:.0} commits, {:.1} events per commit, {:.2} ms per commit, busy {:.0}% of the run",
-        entries / commits.max(1.0),
-        busy * 1000.0 / commits.max(1.0),
-        100.0 * busy / results[0].secs
-    );
+    if cfg.scale_out() {
+        eprintln!("NATS JetStream: {head} events in the stream");
+    } else {
+        let (commits, entries, busy) = (after.0 - before.0, after.1 - before.1, after.2 - before.2);
+        eprintln!(
+            "log writer: {head} events on disk; {commits:.0} commits, {:.1} events per commit, {:.2} ms per commit, busy {:.0}% of the run",
+            entries / commits.max(1.0),
+            busy * 1000.0 / commits.max(1.0),
+            100.0 * busy / results[0].secs
+        );
+    }
 
     if !a.no_baseline {
         let (addr, stop, handle) = spawn_server(|l, t| async move {

@@ -38,6 +38,8 @@ pub struct DecideArgs {
     /// Write the result as JSON here.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub backends: crate::bench::BackendArgs,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -76,7 +78,9 @@ pub async fn run(a: DecideArgs) -> anyhow::Result<()> {
     let count = (a.rate * a.duration) as usize;
     eprintln!("preparing {count} signed simulator webhooks ...");
     let prepared = Arc::new(crate::bench::prepare(count, &secret));
-    let server = Server::start(Kind::Idstream).await?;
+    let backends = a.backends.config_toml().await?;
+    eprintln!("backends: {}", a.backends.label());
+    let server = Server::start_with(Kind::Idstream, &backends).await?;
     let addr = server.addr;
     let mut ws = server.subscriber(0, &serde_json::json!({"kinds": ["verification.*", "decision.made"]})).await?;
 
@@ -210,10 +214,26 @@ pub async fn run(a: DecideArgs) -> anyhow::Result<()> {
     }
     // From the log itself: appended (= acknowledged) -> decision.made appended.
     // (Read while the server still runs: stopping it removes its temporary data directory.)
-    let data = server.dir.path().join("data");
-    let log = crate::log::sqlite::SqliteLog::open_read_only(&data).context("reading the bench log")?;
-    let entries = crate::log::EventLog::read(&log, 0, usize::MAX >> 1, &Default::default()).await?;
-    drop(log);
+    let entries = if backends.is_empty() {
+        let data = server.dir.path().join("data");
+        let log = crate::log::sqlite::SqliteLog::open_read_only(&data).context("reading the bench log")?;
+        crate::log::EventLog::read(&log, 0, usize::MAX >> 1, &Default::default()).await?
+    } else {
+        let cfg = crate::config::Config::from_toml(&backends)?;
+        let pool = crate::pg::connect(&cfg.store.url, 2).await?;
+        let log = crate::log::nats::NatsLog::open(crate::state::nats_options(&cfg), pool).await?;
+        let mut all = Vec::new();
+        loop {
+            let after = all.last().map_or(0, |e: &crate::log::LogEntry| e.offset);
+            let page = crate::log::EventLog::read(&log, after, 10_000, &Default::default()).await?;
+            if page.is_empty() {
+                break;
+            }
+            all.extend(page);
+        }
+        crate::log::EventLog::close(&log).await;
+        all
+    };
     server.stop().await;
     let appended: HashMap<u64, i64> = entries.iter().map(|e| (e.offset, e.appended_at_us)).collect();
     let mut in_log = hist();

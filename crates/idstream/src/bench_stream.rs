@@ -257,6 +257,11 @@ fn free_addr() -> anyhow::Result<SocketAddr> {
 
 impl Server {
     pub(crate) async fn start(kind: Kind) -> anyhow::Result<Server> {
+        Self::start_with(kind, "").await
+    }
+
+    /// Like `start`; `extra` is appended to idstream's config (e.g. the scale-out backends).
+    pub(crate) async fn start_with(kind: Kind, extra: &str) -> anyhow::Result<Server> {
         let dir = tempfile::tempdir()?;
         let addr = free_addr()?;
         let exe = std::env::current_exe()?;
@@ -266,7 +271,7 @@ impl Server {
                 let config = format!(
                     "[server]\nlisten = \"{addr}\"\ndata_dir = \"{}\"\nlog_format = \"json\"\n\n\
                      [stream]\nhs256_secrets = [\"{JWT_SECRET}\"]\nmax_connections = 100000\n\n\
-                     [[sources]]\nid = \"bench\"\nprovider = \"didit\"\ntenant = \"bench\"\nsecrets = [\"{WEBHOOK_SECRET}\"]\n",
+                     [[sources]]\nid = \"bench\"\nprovider = \"didit\"\ntenant = \"bench\"\nsecrets = [\"{WEBHOOK_SECRET}\"]\n\n{extra}",
                     dir.path().join("data").display()
                 );
                 let path = dir.path().join("idstream.toml");

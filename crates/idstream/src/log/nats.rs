@@ -49,7 +49,19 @@ pub struct NatsOptions {
 
 const MAGIC: &[u8; 4] = b"IDS1";
 
+/// Appends from concurrent requests are grouped into batches (one PostgreSQL round trip each
+/// for dedupe and index), with up to this many batches in flight.
+const BATCHES_IN_FLIGHT: usize = 4;
+const MAX_BATCH: usize = 1024;
+
+type AppendReq = (Vec<NewEntry>, tokio::sync::oneshot::Sender<Result<Vec<Appended>, LogError>>);
+
 pub struct NatsLog {
+    core: Arc<Core>,
+    queue: tokio::sync::mpsc::Sender<AppendReq>,
+}
+
+struct Core {
     client: async_nats::Client,
     js: jetstream::Context,
     stream: stream::Stream,
@@ -239,7 +251,7 @@ impl NatsLog {
         let head = info.state.last_sequence;
         let pruned = info.state.first_sequence.saturating_sub(1).min(head);
         let (head_tx, _) = watch::channel(head);
-        let log = NatsLog {
+        let core = Arc::new(Core {
             client,
             js,
             stream,
@@ -250,22 +262,159 @@ impl NatsLog {
             pruned: Arc::new(AtomicU64::new(pruned)),
             closed: AtomicBool::new(false),
             stop: CancellationToken::new(),
-        };
+        });
         // Warm the cache with the newest entries, so readers near the head (stream clients,
         // decision workers) do not all go to JetStream after a restart.
-        let prefill = (log.opts.cache_bytes / 4096) as u64;
+        let prefill = (core.opts.cache_bytes / 4096) as u64;
         let start = head.saturating_sub(prefill).max(pruned) + 1;
         tokio::spawn(tail(
             start,
-            log.stream.clone(),
-            log.client.clone(),
-            log.cache.clone(),
-            log.head_tx.clone(),
-            log.pruned.clone(),
-            log.opts.cache_bytes,
-            log.stop.clone(),
+            core.stream.clone(),
+            core.client.clone(),
+            core.cache.clone(),
+            core.head_tx.clone(),
+            core.pruned.clone(),
+            core.opts.cache_bytes,
+            core.stop.clone(),
         ));
-        Ok(log)
+        let (queue, rx) = tokio::sync::mpsc::channel(16_384);
+        tokio::spawn(batcher(core.clone(), rx));
+        Ok(NatsLog { core, queue })
+    }
+}
+
+/// Groups queued appends into batches and runs up to [`BATCHES_IN_FLIGHT`] at once.
+async fn batcher(core: Arc<Core>, mut rx: tokio::sync::mpsc::Receiver<AppendReq>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else { return };
+        let Some(first) = rx.recv().await else { return };
+        let mut reqs = vec![first];
+        let mut n = reqs[0].0.len();
+        while n < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(r) => {
+                    n += r.0.len();
+                    reqs.push(r);
+                }
+                Err(_) => break,
+            }
+        }
+        let core = core.clone();
+        tokio::spawn(async move {
+            let sizes: Vec<usize> = reqs.iter().map(|r| r.0.len()).collect();
+            let (entries, replies): (Vec<Vec<NewEntry>>, Vec<_>) = reqs.into_iter().unzip();
+            let result = core.append_now(entries.into_iter().flatten().collect()).await;
+            match result {
+                Ok(all) => {
+                    let mut all = all.into_iter();
+                    for (reply, size) in replies.into_iter().zip(sizes) {
+                        let _ = reply.send(Ok(all.by_ref().take(size).collect()));
+                    }
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    for reply in replies {
+                        let _ = reply.send(Err(match &e {
+                            LogError::Closed => LogError::Closed,
+                            LogError::Unavailable(_) => LogError::Unavailable(msg.clone()),
+                        }));
+                    }
+                }
+            }
+            drop(permit);
+        });
+    }
+}
+
+impl Core {
+    /// Appends one batch: dedupe against PostgreSQL, publish, await the acks, index.
+    async fn append_now(&self, entries: Vec<NewEntry>) -> Result<Vec<Appended>, LogError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(LogError::Closed);
+        }
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let client = self.pool.get().await.map_err(|e| LogError::Unavailable(format!("PostgreSQL: {}", pg::error_text(&e))))?;
+        // Keys already stored (the final word), and repeats within this batch.
+        let keys: Vec<&str> = entries.iter().filter_map(|e| e.dedupe_key.as_deref()).collect();
+        let mut known: HashMap<String, Appended> = HashMap::new();
+        if !keys.is_empty() {
+            for row in client
+                .query("SELECT dedupe_key, seq, id FROM log_index WHERE dedupe_key = ANY($1)", &[&keys])
+                .await
+                .map_err(pg_unavailable)?
+            {
+                let seq: i64 = row.get(1);
+                known.insert(row.get(0), Appended { offset: seq as u64, id: row.get(2), duplicate: true });
+            }
+        }
+        let mut results: Vec<Option<Appended>> = vec![None; entries.len()];
+        let mut first_in_batch: HashMap<&str, usize> = HashMap::new();
+        let mut acks = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            if let Some(k) = e.dedupe_key.as_deref() {
+                if let Some(a) = known.get(k) {
+                    results[i] = Some(a.clone());
+                    continue;
+                }
+                if first_in_batch.contains_key(k) {
+                    continue;
+                }
+                first_in_batch.insert(k, i);
+            }
+            let subject = format!("{}.{}.{}", self.opts.subject_prefix, token(&e.tenant), e.kind.split('.').map(token).collect::<Vec<_>>().join("."));
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", msg_id(e.dedupe_key.as_deref().unwrap_or(&e.id)).as_str());
+            let ack = self
+                .js
+                .publish_with_headers(subject, headers, encode(e))
+                .await
+                .map_err(|err| unavailable("publishing", err))?;
+            acks.push((i, ack));
+        }
+        let mut new_rows: Vec<(String, i64, Option<String>, &str, &str)> = Vec::new();
+        let mut max_seq = 0;
+        for (i, ack) in acks {
+            let ack = ack.await.map_err(|err| unavailable("publish not acknowledged", err))?;
+            let e = &entries[i];
+            let id = if ack.duplicate {
+                // JetStream's window recognised the key: the original is at `ack.sequence`.
+                self.fetch(std::iter::once(ack.sequence)).await?.pop().map(|o| o.id).unwrap_or_else(|| e.id.clone())
+            } else {
+                e.id.clone()
+            };
+            max_seq = max_seq.max(ack.sequence);
+            new_rows.push((id.clone(), ack.sequence as i64, e.dedupe_key.clone(), &e.tenant, &e.partition_key));
+            results[i] = Some(Appended { offset: ack.sequence, id, duplicate: ack.duplicate });
+        }
+        if !new_rows.is_empty() {
+            let ids: Vec<&str> = new_rows.iter().map(|r| r.0.as_str()).collect();
+            let seqs: Vec<i64> = new_rows.iter().map(|r| r.1).collect();
+            let dkeys: Vec<Option<&str>> = new_rows.iter().map(|r| r.2.as_deref()).collect();
+            let tenants: Vec<&str> = new_rows.iter().map(|r| r.3).collect();
+            let partitions: Vec<&str> = new_rows.iter().map(|r| r.4).collect();
+            client
+                .execute(
+                    "INSERT INTO log_index (id, seq, dedupe_key, tenant, partition_key)
+                     SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[])
+                     ON CONFLICT DO NOTHING",
+                    &[&ids, &seqs, &dkeys, &tenants, &partitions],
+                )
+                .await
+                .map_err(pg_unavailable)?;
+        }
+        // Repeats within the batch are duplicates of their first occurrence.
+        for (i, e) in entries.iter().enumerate() {
+            if results[i].is_none() {
+                let k = e.dedupe_key.as_deref().expect("only keyed entries repeat");
+                let first = results[first_in_batch[k]].clone().expect("first occurrence appended");
+                results[i] = Some(Appended { duplicate: true, ..first });
+            }
+        }
+        self.await_tail(max_seq).await;
+        Ok(results.into_iter().map(|r| r.expect("every entry has a result")).collect())
     }
 
     /// The entries with these sequences, read from JetStream (missing ones are skipped).
@@ -391,91 +540,15 @@ async fn tail(
 #[async_trait]
 impl EventLog for NatsLog {
     async fn append(&self, entries: Vec<NewEntry>) -> Result<Vec<Appended>, LogError> {
-        if self.closed.load(Ordering::Acquire) {
+        if self.core.closed.load(Ordering::Acquire) {
             return Err(LogError::Closed);
         }
         if entries.is_empty() {
             return Ok(Vec::new());
         }
-        let client = self.pool.get().await.map_err(|e| LogError::Unavailable(format!("PostgreSQL: {}", pg::error_text(&e))))?;
-        // Keys already stored (the final word), and repeats within this batch.
-        let keys: Vec<&str> = entries.iter().filter_map(|e| e.dedupe_key.as_deref()).collect();
-        let mut known: HashMap<String, Appended> = HashMap::new();
-        if !keys.is_empty() {
-            for row in client
-                .query("SELECT dedupe_key, seq, id FROM log_index WHERE dedupe_key = ANY($1)", &[&keys])
-                .await
-                .map_err(pg_unavailable)?
-            {
-                let seq: i64 = row.get(1);
-                known.insert(row.get(0), Appended { offset: seq as u64, id: row.get(2), duplicate: true });
-            }
-        }
-        let mut results: Vec<Option<Appended>> = vec![None; entries.len()];
-        let mut first_in_batch: HashMap<&str, usize> = HashMap::new();
-        let mut acks = Vec::new();
-        for (i, e) in entries.iter().enumerate() {
-            if let Some(k) = e.dedupe_key.as_deref() {
-                if let Some(a) = known.get(k) {
-                    results[i] = Some(a.clone());
-                    continue;
-                }
-                if first_in_batch.contains_key(k) {
-                    continue;
-                }
-                first_in_batch.insert(k, i);
-            }
-            let subject = format!("{}.{}.{}", self.opts.subject_prefix, token(&e.tenant), e.kind.split('.').map(token).collect::<Vec<_>>().join("."));
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert("Nats-Msg-Id", msg_id(e.dedupe_key.as_deref().unwrap_or(&e.id)).as_str());
-            let ack = self
-                .js
-                .publish_with_headers(subject, headers, encode(e))
-                .await
-                .map_err(|err| unavailable("publishing", err))?;
-            acks.push((i, ack));
-        }
-        let mut new_rows: Vec<(String, i64, Option<String>, &str, &str)> = Vec::new();
-        let mut max_seq = 0;
-        for (i, ack) in acks {
-            let ack = ack.await.map_err(|err| unavailable("publish not acknowledged", err))?;
-            let e = &entries[i];
-            let id = if ack.duplicate {
-                // JetStream's window recognised the key: the original is at `ack.sequence`.
-                self.fetch(std::iter::once(ack.sequence)).await?.pop().map(|o| o.id).unwrap_or_else(|| e.id.clone())
-            } else {
-                e.id.clone()
-            };
-            max_seq = max_seq.max(ack.sequence);
-            new_rows.push((id.clone(), ack.sequence as i64, e.dedupe_key.clone(), &e.tenant, &e.partition_key));
-            results[i] = Some(Appended { offset: ack.sequence, id, duplicate: ack.duplicate });
-        }
-        if !new_rows.is_empty() {
-            let ids: Vec<&str> = new_rows.iter().map(|r| r.0.as_str()).collect();
-            let seqs: Vec<i64> = new_rows.iter().map(|r| r.1).collect();
-            let dkeys: Vec<Option<&str>> = new_rows.iter().map(|r| r.2.as_deref()).collect();
-            let tenants: Vec<&str> = new_rows.iter().map(|r| r.3).collect();
-            let partitions: Vec<&str> = new_rows.iter().map(|r| r.4).collect();
-            client
-                .execute(
-                    "INSERT INTO log_index (id, seq, dedupe_key, tenant, partition_key)
-                     SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[])
-                     ON CONFLICT DO NOTHING",
-                    &[&ids, &seqs, &dkeys, &tenants, &partitions],
-                )
-                .await
-                .map_err(pg_unavailable)?;
-        }
-        // Repeats within the batch are duplicates of their first occurrence.
-        for (i, e) in entries.iter().enumerate() {
-            if results[i].is_none() {
-                let k = e.dedupe_key.as_deref().expect("only keyed entries repeat");
-                let first = results[first_in_batch[k]].clone().expect("first occurrence appended");
-                results[i] = Some(Appended { duplicate: true, ..first });
-            }
-        }
-        self.await_tail(max_seq).await;
-        Ok(results.into_iter().map(|r| r.expect("every entry has a result")).collect())
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.queue.send((entries, tx)).await.map_err(|_| LogError::Closed)?;
+        rx.await.map_err(|_| LogError::Closed)?
     }
 
     async fn read(&self, after: u64, limit: usize, filter: &ReadFilter) -> Result<Vec<LogEntry>, LogError> {
@@ -486,7 +559,7 @@ impl EventLog for NatsLog {
         let mut out = Vec::new();
         let mut pos = after;
         while out.len() < limit && pos < head {
-            let hit = self.cache.read().expect("cache lock").after(pos, limit - out.len(), filter);
+            let hit = self.core.cache.read().expect("cache lock").after(pos, limit - out.len(), filter);
             match hit {
                 Some((found, scanned)) if scanned > pos => {
                     out.extend(found);
@@ -494,7 +567,7 @@ impl EventLog for NatsLog {
                 }
                 _ => {
                     let to = (pos + limit.clamp(64, 1024) as u64).min(head);
-                    let got = self.fetch(pos + 1..=to).await?;
+                    let got = self.core.fetch(pos + 1..=to).await?;
                     out.extend(got.into_iter().filter(|e| matches(e, filter)).take(limit - out.len()));
                     pos = to;
                 }
@@ -504,23 +577,23 @@ impl EventLog for NatsLog {
     }
 
     async fn get(&self, id: &str) -> Result<Option<LogEntry>, LogError> {
-        let client = self.pool.get().await.map_err(|e| LogError::Unavailable(format!("PostgreSQL: {}", pg::error_text(&e))))?;
+        let client = self.core.pool.get().await.map_err(|e| LogError::Unavailable(format!("PostgreSQL: {}", pg::error_text(&e))))?;
         let Some(row) = client.query_opt("SELECT seq FROM log_index WHERE id = $1", &[&id]).await.map_err(pg_unavailable)? else {
             return Ok(None);
         };
-        Ok(self.entries_at(&[row.get::<_, i64>(0) as u64]).await?.pop())
+        Ok(self.core.entries_at(&[row.get::<_, i64>(0) as u64]).await?.pop())
     }
 
     fn head(&self) -> u64 {
-        *self.head_tx.borrow()
+        *self.core.head_tx.borrow()
     }
 
     fn subscribe(&self) -> watch::Receiver<u64> {
-        self.head_tx.subscribe()
+        self.core.head_tx.subscribe()
     }
 
     async fn checkpoint(&self, consumer: &str) -> Result<Option<u64>, LogError> {
-        let client = self.pool.get().await.map_err(|e| LogError::Unavailable(format!("PostgreSQL: {}", pg::error_text(&e))))?;
+        let client = self.core.pool.get().await.map_err(|e| LogError::Unavailable(format!("PostgreSQL: {}", pg::error_text(&e))))?;
         let row = client
             .query_opt("SELECT position FROM checkpoints WHERE consumer = $1", &[&consumer])
             .await
@@ -529,7 +602,7 @@ impl EventLog for NatsLog {
     }
 
     async fn set_checkpoint(&self, consumer: &str, offset: u64) -> Result<(), LogError> {
-        let client = self.pool.get().await.map_err(|e| LogError::Unavailable(format!("PostgreSQL: {}", pg::error_text(&e))))?;
+        let client = self.core.pool.get().await.map_err(|e| LogError::Unavailable(format!("PostgreSQL: {}", pg::error_text(&e))))?;
         client
             .execute(
                 "INSERT INTO checkpoints (consumer, position) VALUES ($1, $2)
@@ -542,21 +615,21 @@ impl EventLog for NatsLog {
     }
 
     async fn close(&self) {
-        self.closed.store(true, Ordering::Release);
-        self.stop.cancel();
-        let _ = self.client.flush().await;
+        self.core.closed.store(true, Ordering::Release);
+        self.core.stop.cancel();
+        let _ = self.core.client.flush().await;
     }
 
     fn pruned_through(&self) -> u64 {
-        self.pruned.load(Ordering::Relaxed)
+        self.core.pruned.load(Ordering::Relaxed)
     }
 
     async fn prune(&self, through: u64, _max: usize) -> Result<u64, LogError> {
-        let r = self.stream.purge().sequence(through + 1).await.map_err(|e| unavailable("purging", e))?;
+        let r = self.core.stream.purge().sequence(through + 1).await.map_err(|e| unavailable("purging", e))?;
         let _ = r;
-        let info = self.stream.get_info().await.map_err(|e| unavailable("stream info", e))?;
+        let info = self.core.stream.get_info().await.map_err(|e| unavailable("stream info", e))?;
         let p = info.state.first_sequence.saturating_sub(1);
-        self.pruned.store(p, Ordering::Relaxed);
+        self.core.pruned.store(p, Ordering::Relaxed);
         Ok(p)
     }
 
@@ -567,7 +640,7 @@ impl EventLog for NatsLog {
         while lo <= hi && hi > 0 {
             let mid = lo + (hi - lo) / 2;
             // A deleted sequence: look at the next retained one.
-            let got = self.fetch(mid..=hi.min(mid + 16)).await?;
+            let got = self.core.fetch(mid..=hi.min(mid + 16)).await?;
             match got.first() {
                 Some(e) if e.appended_at_us < unix_us => {
                     found = e.offset;

@@ -172,7 +172,7 @@ impl<'a> Pipeline<'a> {
     /// polls again with a real waker.
     fn send(&mut self, fut: PgFuture<'a>) {
         let mut fut = maybe_done(fut);
-        let _ = Pin::new(&mut fut).poll(&mut Context::from_waker(futures_util::task::noop_waker_ref()));
+
         self.sent.push(fut);
     }
 

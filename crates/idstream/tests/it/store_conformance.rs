@@ -923,15 +923,15 @@ async fn tmp_bench_commit() {
         let mut ops = Vec::new();
         for i in 0..500 {
             let s = format!("s{round}-{i}");
-            ops.push(Op::Observe(vec![observation("t", "document", &format!("h{i}"), "u", &s, 1)]));
-            ops.push(upsert("t", &s, Some("u"), None, "approved", Some(("approve", "d")), 1));
+            ops.push(Op::Observe(vec![observation("t", "document", &format!("h{i}"), &format!("u{i}"), &s, 1)]));
+            ops.push(upsert("t", &s, Some(&format!("u{i}")), None, "approved", Some(("approve", "d")), 1));
             ops.push(Op::PutDecision(decision(&format!("d{round}-{i}"), "t", &s, Some(&format!("e{round}-{i}")), "rules", 1)));
         }
         let entries = (0..500).map(|i| entry(i, "t", "p", None)).collect();
         let t = std::time::Instant::now();
         store.commit(Txn { entries, ops }).await.unwrap();
         eprintln!("commit of 1500 ops + 500 entries: {:?}", t.elapsed());
-        let reqs: Vec<LookupRequest> = (0..500).map(|i| LookupRequest { tenant: "t".into(), session_id: format!("s{round}-{i}"), subject: "u".into(), block_hashes: vec![("document".into(), format!("h{i}"))], velocity_hashes: vec![("document".into(), format!("h{i}"))], velocity_since_us: 0, subject_id: Some("u".into()) }).collect();
+        let reqs: Vec<LookupRequest> = (0..500).map(|i| LookupRequest { tenant: "t".into(), session_id: format!("s{round}-{i}"), subject: format!("u{i}"), block_hashes: vec![("document".into(), format!("h{i}"))], velocity_hashes: vec![("document".into(), format!("h{i}"))], velocity_since_us: 0, subject_id: Some("u".into()) }).collect();
         let t = std::time::Instant::now();
         store.lookup(reqs).await.unwrap();
         eprintln!("lookup of 500: {:?}", t.elapsed());
