@@ -250,7 +250,8 @@ pub async fn cli(a: BacktestArgs) -> anyhow::Result<()> {
         move |n: u64| bar.set_position(n)
     };
     let report =
-        run(store.as_ref(), &ruleset, since.unwrap_or(0), until.unwrap_or(i64::MAX), a.tenant.as_deref(), &progress).await?;
+        run(store.as_ref(), &ruleset, since.unwrap_or(0), until.unwrap_or(i64::MAX), a.tenant.as_deref(), &progress)
+            .await?;
     bar.finish_and_clear();
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -124,8 +124,11 @@ impl Cluster {
         // More than the fair share (a node joined): give back the highest ones.
         while held.len() as i64 > share {
             let p = held.pop().expect("non-empty");
-            tx.execute("DELETE FROM partition_leases WHERE partition = $1 AND holder = $2", &[&(p as i32), &self.node_id])
-                .await?;
+            tx.execute(
+                "DELETE FROM partition_leases WHERE partition = $1 AND holder = $2",
+                &[&(p as i32), &self.node_id],
+            )
+            .await?;
         }
         let want = share - held.len() as i64;
         if want > 0 {

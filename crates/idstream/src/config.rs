@@ -261,10 +261,12 @@ impl Config {
 
     fn validate_backends(&self) -> Result<(), ConfigError> {
         let (log, store) = (&self.log, &self.store);
-        if !log.url.is_empty() && !log.url.split(',').all(|u| u.trim().starts_with("nats://") || u.trim().starts_with("tls://")) {
+        if !log.url.is_empty()
+            && !log.url.split(',').all(|u| u.trim().starts_with("nats://") || u.trim().starts_with("tls://"))
+        {
             return Err(invalid("log.url", "must be empty (embedded) or nats://host:port[,nats://host:port...]"));
         }
-        if !store.url.is_empty() && !(store.url.starts_with("postgres://") || store.url.starts_with("postgresql://")) {
+        if !store.url.is_empty() && !store.url.starts_with("postgres://") && !store.url.starts_with("postgresql://") {
             return Err(invalid("store.url", "must be empty (embedded) or postgres://user@host:port/database"));
         }
         match (log.url.is_empty(), store.url.is_empty()) {

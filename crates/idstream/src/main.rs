@@ -267,7 +267,9 @@ async fn migrate(config: Option<PathBuf>) -> anyhow::Result<()> {
     use idstream::log::EventLog as _;
     let cfg = Config::load(config.as_deref())?;
     if cfg.store.url.is_empty() {
-        anyhow::bail!("store.url is empty: the embedded store migrates itself when it opens; `migrate` is for PostgreSQL");
+        anyhow::bail!(
+            "store.url is empty: the embedded store migrates itself when it opens; `migrate` is for PostgreSQL"
+        );
     }
     let pool = idstream::pg::connect(&cfg.store.url, 2).await?;
     let applied = idstream::pg::migrate(&pool).await?;

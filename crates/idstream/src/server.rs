@@ -113,7 +113,9 @@ pub async fn serve(
         // Shared backends: this node decides the partitions whose leases it holds.
         Some(so) => {
             let st = state.clone();
-            tokio::spawn(so.cluster.clone().run_deciders(move || crate::decide::Decider::from_state(&st), tailer_stop.clone()))
+            tokio::spawn(
+                so.cluster.clone().run_deciders(move || crate::decide::Decider::from_state(&st), tailer_stop.clone()),
+            )
         }
         None => tokio::spawn(crate::decide::Decider::from_state(&state).run(tailer_stop.clone())),
     });

@@ -346,7 +346,10 @@ impl Decider {
             .await?
             .ok_or_else(|| anyhow::anyhow!("tenant `{}`: activated ruleset {version} is not stored", e.tenant))?;
         let rs = Ruleset::parse(&format!("ruleset {version}"), &rec.text).map_err(|errs| {
-            anyhow::anyhow!("ruleset {version}: {}", errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
+            anyhow::anyhow!(
+                "ruleset {version}: {}",
+                errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+            )
         })?;
         self.rulesets.set(&e.tenant, Arc::new(rs));
         Ok(())

@@ -237,8 +237,12 @@ impl NatsLog {
         };
         let mut stream = tokio::time::timeout(Duration::from_secs(10), js.get_or_create_stream(config))
             .await
-            .map_err(|_| anyhow::anyhow!("NATS at {}: JetStream did not answer within 10 s (is it enabled: -js?)", opts.url))?
-            .map_err(|e| anyhow::anyhow!("NATS at {}: stream `{}`: {e} (is JetStream enabled: -js?)", opts.url, opts.stream))?;
+            .map_err(|_| {
+                anyhow::anyhow!("NATS at {}: JetStream did not answer within 10 s (is it enabled: -js?)", opts.url)
+            })?
+            .map_err(|e| {
+                anyhow::anyhow!("NATS at {}: stream `{}`: {e} (is JetStream enabled: -js?)", opts.url, opts.stream)
+            })?;
         let info = stream.info().await.map_err(|e| anyhow::anyhow!("stream `{}`: {e}", opts.stream))?.clone();
         let want = format!("{}.>", opts.subject_prefix);
         if !info.config.subjects.contains(&want) {
@@ -336,7 +340,8 @@ impl Core {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
-        let client = self.pool.get().await.map_err(|e| LogError::Unavailable(format!("PostgreSQL: {}", pg::error_text(&e))))?;
+        let mut client =
+            self.pool.get().await.map_err(|e| LogError::Unavailable(format!("PostgreSQL: {}", pg::error_text(&e))))?;
         // Keys already stored (the final word), and repeats within this batch.
         let keys: Vec<&str> = entries.iter().filter_map(|e| e.dedupe_key.as_deref()).collect();
         let mut known: HashMap<String, Appended> = HashMap::new();
@@ -364,7 +369,12 @@ impl Core {
                 }
                 first_in_batch.insert(k, i);
             }
-            let subject = format!("{}.{}.{}", self.opts.subject_prefix, token(&e.tenant), e.kind.split('.').map(token).collect::<Vec<_>>().join("."));
+            let subject = format!(
+                "{}.{}.{}",
+                self.opts.subject_prefix,
+                token(&e.tenant),
+                e.kind.split('.').map(token).collect::<Vec<_>>().join(".")
+            );
             let mut headers = async_nats::HeaderMap::new();
             headers.insert("Nats-Msg-Id", msg_id(e.dedupe_key.as_deref().unwrap_or(&e.id)).as_str());
             let ack = self
@@ -395,15 +405,21 @@ impl Core {
             let dkeys: Vec<Option<&str>> = new_rows.iter().map(|r| r.2.as_deref()).collect();
             let tenants: Vec<&str> = new_rows.iter().map(|r| r.3).collect();
             let partitions: Vec<&str> = new_rows.iter().map(|r| r.4).collect();
-            client
-                .execute(
-                    "INSERT INTO log_index (id, seq, dedupe_key, tenant, partition_key)
+            // The events are already durable in JetStream; this index row only has to outlive
+            // JetStream's duplicate window. So it does not wait for PostgreSQL's fsync: a
+            // PostgreSQL crash loses at most the last fraction of a second of rows, whose keys
+            // JetStream still recognises (`log.nats_duplicate_window_secs`).
+            let tx = client.transaction().await.map_err(pg_unavailable)?;
+            tx.batch_execute("SET LOCAL synchronous_commit TO OFF").await.map_err(pg_unavailable)?;
+            tx.execute(
+                "INSERT INTO log_index (id, seq, dedupe_key, tenant, partition_key)
                      SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[])
                      ON CONFLICT DO NOTHING",
-                    &[&ids, &seqs, &dkeys, &tenants, &partitions],
-                )
-                .await
-                .map_err(pg_unavailable)?;
+                &[&ids, &seqs, &dkeys, &tenants, &partitions],
+            )
+            .await
+            .map_err(pg_unavailable)?;
+            tx.commit().await.map_err(pg_unavailable)?;
         }
         // Repeats within the batch are duplicates of their first occurrence.
         for (i, e) in entries.iter().enumerate() {
@@ -577,8 +593,15 @@ impl EventLog for NatsLog {
     }
 
     async fn get(&self, id: &str) -> Result<Option<LogEntry>, LogError> {
-        let client = self.core.pool.get().await.map_err(|e| LogError::Unavailable(format!("PostgreSQL: {}", pg::error_text(&e))))?;
-        let Some(row) = client.query_opt("SELECT seq FROM log_index WHERE id = $1", &[&id]).await.map_err(pg_unavailable)? else {
+        let client = self
+            .core
+            .pool
+            .get()
+            .await
+            .map_err(|e| LogError::Unavailable(format!("PostgreSQL: {}", pg::error_text(&e))))?;
+        let Some(row) =
+            client.query_opt("SELECT seq FROM log_index WHERE id = $1", &[&id]).await.map_err(pg_unavailable)?
+        else {
             return Ok(None);
         };
         Ok(self.core.entries_at(&[row.get::<_, i64>(0) as u64]).await?.pop())
@@ -593,7 +616,12 @@ impl EventLog for NatsLog {
     }
 
     async fn checkpoint(&self, consumer: &str) -> Result<Option<u64>, LogError> {
-        let client = self.core.pool.get().await.map_err(|e| LogError::Unavailable(format!("PostgreSQL: {}", pg::error_text(&e))))?;
+        let client = self
+            .core
+            .pool
+            .get()
+            .await
+            .map_err(|e| LogError::Unavailable(format!("PostgreSQL: {}", pg::error_text(&e))))?;
         let row = client
             .query_opt("SELECT position FROM checkpoints WHERE consumer = $1", &[&consumer])
             .await
@@ -602,7 +630,12 @@ impl EventLog for NatsLog {
     }
 
     async fn set_checkpoint(&self, consumer: &str, offset: u64) -> Result<(), LogError> {
-        let client = self.core.pool.get().await.map_err(|e| LogError::Unavailable(format!("PostgreSQL: {}", pg::error_text(&e))))?;
+        let client = self
+            .core
+            .pool
+            .get()
+            .await
+            .map_err(|e| LogError::Unavailable(format!("PostgreSQL: {}", pg::error_text(&e))))?;
         client
             .execute(
                 "INSERT INTO checkpoints (consumer, position) VALUES ($1, $2)

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Object, Pool, Transaction};
-use futures_util::future::{maybe_done, try_join_all, MaybeDone};
+use futures_util::future::{maybe_done, MaybeDone};
 use serde_json::Value;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, Row, Statement};
@@ -172,7 +172,7 @@ impl<'a> Pipeline<'a> {
     /// polls again with a real waker.
     fn send(&mut self, fut: PgFuture<'a>) {
         let mut fut = maybe_done(fut);
-
+        let _ = Pin::new(&mut fut).poll(&mut Context::from_waker(futures_util::task::noop_waker_ref()));
         self.sent.push(fut);
     }
 
@@ -511,94 +511,139 @@ fn review_conflict(id: &str, state: Option<ReviewState>) -> TxnError {
     }
 }
 
-/// The lookup statements, prepared once per batch.
-struct LookupStatements {
-    blocked: Statement,
-    velocity: Statement,
-    other_sessions: Statement,
-    open_review: Statement,
-    subject: Statement,
-}
+/// The enrichment lookups of a whole batch: five statements, whatever its size. Each takes
+/// the batch's values as parallel arrays (one element per request, or per asked value) and
+/// answers with the element's index, so results go back to their request; the statements are
+/// sent together and the connection pipelines them.
+async fn lookup_batch(tx: &Transaction<'_>, reqs: &[LookupRequest]) -> PgResult<Vec<LookupResult>> {
+    let (blocked, velocity, others, open_review, subject) = futures_util::try_join!(
+        tx.prepare_cached(
+            "SELECT q.i FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[]) AS q (i, tenant, kind, hash)
+             WHERE EXISTS (SELECT 1 FROM blocklist b WHERE b.tenant = q.tenant AND b.kind = q.kind AND b.hash = q.hash)"
+        ),
+        tx.prepare_cached(
+            "SELECT q.i, v.subject
+             FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[])
+                AS q (i, tenant, kind, hash, since, subject)
+             CROSS JOIN LATERAL (
+                SELECT DISTINCT d.subject FROM identities d
+                WHERE d.tenant = q.tenant AND d.kind = q.kind AND d.hash = q.hash AND d.seen_at >= q.since
+                  AND d.subject <> q.subject
+                ORDER BY d.subject LIMIT 1000
+             ) v
+             ORDER BY q.i, v.subject"
+        ),
+        tx.prepare_cached(
+            "SELECT q.i, s.session_id, s.outcome
+             FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[]) AS q (i, tenant, subject, session_id)
+             JOIN sessions s ON s.tenant = q.tenant AND s.subject = q.subject AND s.session_id <> q.session_id
+             ORDER BY q.i, s.session_id"
+        ),
+        tx.prepare_cached(concat!(
+            "SELECT r.*, q.i FROM unnest($1::int8[], $2::text[], $3::text[]) AS q (i, tenant, session_id)
+             CROSS JOIN LATERAL (
+                SELECT ",
+            review_cols!(),
+            " FROM reviews WHERE tenant = q.tenant AND session_id = q.session_id AND status <> 'resolved'
+                ORDER BY opened_at DESC LIMIT 1
+             ) r"
+        )),
+        tx.prepare_cached(
+            "SELECT q.i, s.attributes FROM unnest($1::int8[], $2::text[], $3::text[]) AS q (i, tenant, id)
+             JOIN subjects s ON s.tenant = q.tenant AND s.id = q.id"
+        ),
+    )?;
 
-impl LookupStatements {
-    async fn prepare(tx: &Transaction<'_>) -> PgResult<LookupStatements> {
-        let (blocked, velocity, other_sessions, open_review, subject) = futures_util::try_join!(
-            tx.prepare_cached(
-                "SELECT kind, hash FROM blocklist
-                 WHERE tenant = $1 AND (kind, hash) IN (SELECT * FROM unnest($2::text[], $3::text[]))"
-            ),
-            // One row per (asked value, other subject); `ord` says which value.
-            tx.prepare_cached(
-                "SELECT q.ord, v.subject FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS q (kind, hash, ord)
-                 CROSS JOIN LATERAL (
-                    SELECT DISTINCT i.subject FROM identities i
-                    WHERE i.tenant = $1 AND i.kind = q.kind AND i.hash = q.hash AND i.seen_at >= $4 AND i.subject <> $5
-                    ORDER BY i.subject LIMIT 1000
-                 ) v"
-            ),
-            tx.prepare_cached(
-                "SELECT session_id, outcome FROM sessions WHERE tenant = $1 AND subject = $2 AND session_id <> $3
-                 ORDER BY session_id"
-            ),
-            tx.prepare_cached(concat!(
-                "SELECT ",
-                review_cols!(),
-                " FROM reviews WHERE tenant = $1 AND session_id = $2 AND status <> 'resolved'
-                 ORDER BY opened_at DESC LIMIT 1"
-            )),
-            tx.prepare_cached("SELECT attributes FROM subjects WHERE tenant = $1 AND id = $2"),
-        )?;
-        Ok(LookupStatements { blocked, velocity, other_sessions, open_review, subject })
+    // Per request.
+    let all: Vec<i64> = (0..reqs.len() as i64).collect();
+    let tenants: Vec<&str> = reqs.iter().map(|r| r.tenant.as_str()).collect();
+    let subjects: Vec<&str> = reqs.iter().map(|r| r.subject.as_str()).collect();
+    let sessions: Vec<&str> = reqs.iter().map(|r| r.session_id.as_str()).collect();
+    let (mut id_req, mut id_tenant, mut id_id) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, r) in reqs.iter().enumerate() {
+        if let Some(id) = &r.subject_id {
+            id_req.push(i as i64);
+            id_tenant.push(r.tenant.as_str());
+            id_id.push(id.as_str());
+        }
     }
-}
+    let b = Asked::of(reqs, |r| &r.block_hashes);
+    let v = Asked::of(reqs, |r| &r.velocity_hashes);
 
-/// One request's lookups, sent together (the connection pipelines them).
-async fn lookup_one(tx: &Transaction<'_>, s: &LookupStatements, req: &LookupRequest) -> PgResult<LookupResult> {
-    let columns = |pairs: &[(String, String)]| -> (Vec<String>, Vec<String>) { pairs.iter().cloned().unzip() };
-    let (block_kinds, block_hashes) = columns(&req.block_hashes);
-    let (vel_kinds, vel_hashes) = columns(&req.velocity_hashes);
-    let blocked = async {
-        if req.block_hashes.is_empty() {
-            return Ok(Vec::new());
-        }
-        tx.query(&s.blocked, &[&req.tenant, &block_kinds, &block_hashes]).await
-    };
-    let velocity = async {
-        if req.velocity_hashes.is_empty() {
-            return Ok(Vec::new());
-        }
-        tx.query(&s.velocity, &[&req.tenant, &vel_kinds, &vel_hashes, &req.velocity_since_us, &req.subject]).await
-    };
-    let others = async { tx.query(&s.other_sessions, &[&req.tenant, &req.subject, &req.session_id]).await };
-    let review = async { tx.query_opt(&s.open_review, &[&req.tenant, &req.session_id]).await };
-    let attributes = async {
-        match &req.subject_id {
-            Some(id) => tx.query_opt(&s.subject, &[&req.tenant, id]).await,
-            None => Ok(None),
-        }
-    };
-    let (blocked, velocity, others, review, attributes) =
-        futures_util::try_join!(blocked, velocity, others, review, attributes)?;
+    let (hits, velocity, others, open_review, subject) = futures_util::try_join!(
+        async { tx.query(&blocked, &[&b.index, &b.tenant, &b.kind, &b.hash]).await },
+        async { tx.query(&velocity, &[&v.index, &v.tenant, &v.kind, &v.hash, &v.since, &v.subject]).await },
+        async { tx.query(&others, &[&all, &tenants, &subjects, &sessions]).await },
+        async { tx.query(&open_review, &[&all, &tenants, &sessions]).await },
+        async { tx.query(&subject, &[&id_req, &id_tenant, &id_id]).await },
+    )?;
 
-    let mut out = LookupResult::default();
-    let hits = blocked
+    let mut out: Vec<LookupResult> = reqs
         .iter()
-        .map(|r| Ok((r.try_get::<_, String>(0)?, r.try_get::<_, String>(1)?)))
-        .collect::<PgResult<Vec<_>>>()?;
-    for (kind, hash) in &req.block_hashes {
-        if hits.iter().any(|(k, h)| k == kind && h == hash) && !out.blocked.contains(kind) {
-            out.blocked.push(kind.clone());
+        .map(|r| LookupResult {
+            velocity: r.velocity_hashes.iter().map(|(kind, _)| (kind.clone(), Vec::new())).collect(),
+            ..LookupResult::default()
+        })
+        .collect();
+    let mut hit = vec![false; b.req.len()];
+    for r in &hits {
+        hit[r.try_get::<_, i64>(0)? as usize] = true;
+    }
+    // Each blocked kind once, in the order asked.
+    for (j, _) in hit.iter().enumerate().filter(|(_, &h)| h) {
+        let (i, kind) = (b.req[j], b.kind[j]);
+        if !out[i].blocked.iter().any(|k| k == kind) {
+            out[i].blocked.push(kind.to_owned());
         }
     }
-    out.velocity = req.velocity_hashes.iter().map(|(kind, _)| (kind.clone(), Vec::new())).collect();
     for r in &velocity {
-        let ord: i64 = r.try_get(0)?;
-        out.velocity[ord as usize - 1].1.push(r.try_get(1)?);
+        let j = r.try_get::<_, i64>(0)? as usize;
+        out[v.req[j]].velocity[v.position[j]].1.push(r.try_get(1)?);
     }
-    out.other_sessions = others.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect::<PgResult<_>>()?;
-    out.open_review = review.as_ref().map(row_review).transpose()?;
-    out.subject_attributes = attributes.map(|r| r.try_get::<_, String>(0).map(json_col::<Value>)).transpose()?;
+    for r in &others {
+        out[r.try_get::<_, i64>(0)? as usize].other_sessions.push((r.try_get(1)?, r.try_get(2)?));
+    }
+    for r in &open_review {
+        out[r.try_get::<_, i64>(14)? as usize].open_review = Some(row_review(r)?);
+    }
+    for r in &subject {
+        out[r.try_get::<_, i64>(0)? as usize].subject_attributes = Some(json_col::<Value>(r.try_get(1)?));
+    }
     Ok(out)
+}
+
+/// The values a batch asks about (blocklist or velocity), flattened into parallel columns: one
+/// element per (request, value), whose index is its position here.
+#[derive(Default)]
+struct Asked<'a> {
+    index: Vec<i64>,
+    /// The request it belongs to, and its position among that request's values.
+    req: Vec<usize>,
+    position: Vec<usize>,
+    tenant: Vec<&'a str>,
+    kind: Vec<&'a str>,
+    hash: Vec<&'a str>,
+    since: Vec<i64>,
+    subject: Vec<&'a str>,
+}
+
+impl<'a> Asked<'a> {
+    fn of(reqs: &'a [LookupRequest], values: fn(&LookupRequest) -> &Vec<(String, String)>) -> Asked<'a> {
+        let mut a = Asked::default();
+        for (i, r) in reqs.iter().enumerate() {
+            for (p, (kind, hash)) in values(r).iter().enumerate() {
+                a.index.push(a.index.len() as i64);
+                a.req.push(i);
+                a.position.push(p);
+                a.tenant.push(&r.tenant);
+                a.kind.push(kind);
+                a.hash.push(hash);
+                a.since.push(r.velocity_since_us);
+                a.subject.push(&r.subject);
+            }
+        }
+        a
+    }
 }
 
 fn row_decision(r: &Row) -> PgResult<DecisionRecord> {
@@ -718,7 +763,9 @@ impl Store for PgStore {
     /// `Err(TxnError::Log)` after the commit means the log append failed: the state **is**
     /// committed, and the entries wait in the outbox until [`PgStore::run_relay`] (on any node)
     /// publishes them. Do not re-apply such a txn: its state is already there (a decision
-    /// worker's retry of the batch is refused by its checkpoint fence).
+    /// worker's retry of the batch is refused by its checkpoint fence). Any other error means
+    /// nothing was committed — unless the connection broke during `COMMIT` itself, when, as
+    /// with any database, the outcome is unknown (if it did commit, the relay publishes).
     async fn commit(&self, txn: Txn) -> Result<Vec<Appended>, TxnError> {
         if txn.entries.is_empty() && txn.ops.is_empty() {
             return Ok(Vec::new());
@@ -770,8 +817,7 @@ impl Store for PgStore {
             .start()
             .await
             .map_err(unavailable)?;
-        let stmts = LookupStatements::prepare(&tx).await.map_err(unavailable)?;
-        let out = try_join_all(reqs.iter().map(|req| lookup_one(&tx, &stmts, req))).await.map_err(unavailable)?;
+        let out = lookup_batch(&tx, &reqs).await.map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)?;
         Ok(out)
     }

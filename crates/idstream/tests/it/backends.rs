@@ -24,7 +24,8 @@ impl ScaleOut {
         let unique = uuid::Uuid::now_v7().simple().to_string();
         let what: String = what.chars().take(24).collect();
         let tag = format!("{what}_{}", &unique[unique.len() - 12..]);
-        let pg_url = idstream::pg::create_database(&base, &format!("idstream_{tag}")).await.expect("create test database");
+        let pg_url =
+            idstream::pg::create_database(&base, &format!("idstream_{tag}")).await.expect("create test database");
         let pool = idstream::pg::connect(&pg_url, 2).await.expect("connect test database");
         idstream::pg::migrate(&pool).await.expect("migrate test database");
         ScaleOut { pg_url, nats_url, stream: format!("T_{tag}"), prefix: format!("t_{tag}") }

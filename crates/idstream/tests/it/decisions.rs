@@ -467,4 +467,10 @@ macro_rules! on_both_backends {
     };
 }
 
-on_both_backends!(simulated_personas_get_the_expected_outcomes, blocklisted_values_decline_and_are_never_stored_in_clear, reviews_are_claimed_by_exactly_one_analyst_and_resolved, rulesets_are_validated_activated_and_backtested, subject_attributes_reach_the_rules);
+on_both_backends!(
+    simulated_personas_get_the_expected_outcomes,
+    blocklisted_values_decline_and_are_never_stored_in_clear,
+    reviews_are_claimed_by_exactly_one_analyst_and_resolved,
+    rulesets_are_validated_activated_and_backtested,
+    subject_attributes_reach_the_rules
+);

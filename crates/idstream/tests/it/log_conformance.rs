@@ -196,7 +196,14 @@ async fn nats_dedupe_survives_a_lost_index_row_and_prunes() {
     assert_eq!((again[0].offset, again[0].duplicate, &again[0].id), (1, true, &first[0].id));
     assert_eq!(log.head(), 2, "no second copy in the stream");
     // ...and the key is in PostgreSQL again, for after the window.
-    let n: i64 = pool.get().await.unwrap().query_one("SELECT count(*) FROM log_index WHERE dedupe_key = 'k1'", &[]).await.unwrap().get(0);
+    let n: i64 = pool
+        .get()
+        .await
+        .unwrap()
+        .query_one("SELECT count(*) FROM log_index WHERE dedupe_key = 'k1'", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 1);
 
     // Retention on JetStream: purge below an offset; reads past it say so through pruned_through.

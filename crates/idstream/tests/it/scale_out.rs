@@ -130,8 +130,7 @@ async fn all_events(client: &reqwest::Client, base: &str) -> Vec<Value> {
 async fn two_nodes_share_the_work_and_survive_kill_9() {
     let b = ScaleOut::fresh("multinode").await;
     let dir = tempfile::tempdir().unwrap();
-    let (cfg_a, cfg_b) =
-        (write_node_config(dir.path(), "a", &b, ""), write_node_config(dir.path(), "b", &b, ""));
+    let (cfg_a, cfg_b) = (write_node_config(dir.path(), "a", &b, ""), write_node_config(dir.path(), "b", &b, ""));
     let mut a = spawn_server(&cfg_a).await;
     let node_b = spawn_server(&cfg_b).await;
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
@@ -168,8 +167,7 @@ async fn two_nodes_share_the_work_and_survive_kill_9() {
                         match signed_post(&client, &base, &body).send().await {
                             Ok(r) if r.status().is_success() => {
                                 let v: Value = r.json().await.unwrap();
-                                let entry =
-                                    (v["event_id"].as_str().unwrap().to_owned(), v["offset"].as_u64().unwrap());
+                                let entry = (v["event_id"].as_str().unwrap().to_owned(), v["offset"].as_u64().unwrap());
                                 let mut acked = acked.lock().unwrap();
                                 if let Some(prev) = acked.get(&pid) {
                                     assert_eq!(prev, &entry, "{pid}: a retry got another id or offset");
@@ -375,10 +373,10 @@ async fn nats_restart_mid_flood_answers_503_and_loses_no_acknowledged_event() {
                 match signed_post(&client, &base, &body).send().await {
                     Ok(r) if r.status().is_success() => {
                         let v: Value = r.json().await.unwrap();
-                        acked.lock().unwrap().insert(
-                            pid,
-                            (v["event_id"].as_str().unwrap().to_owned(), v["offset"].as_u64().unwrap()),
-                        );
+                        acked
+                            .lock()
+                            .unwrap()
+                            .insert(pid, (v["event_id"].as_str().unwrap().to_owned(), v["offset"].as_u64().unwrap()));
                     }
                     Ok(r) => {
                         assert_eq!(r.status().as_u16(), 503, "only 503 while NATS is away");
@@ -425,7 +423,10 @@ async fn nats_restart_mid_flood_answers_503_and_loses_no_acknowledged_event() {
         assert_eq!(stored, &vec![(id.as_str(), *offset)], "{pid}");
     }
     let refused = refused.load(Ordering::Relaxed);
-    assert!(refused > 0, "NATS was down for 8 s (longer than the publish ack timeout): some requests must have been refused");
+    assert!(
+        refused > 0,
+        "NATS was down for 8 s (longer than the publish ack timeout): some requests must have been refused"
+    );
     eprintln!("NATS restart: {} acknowledged, {refused} answered 503 while NATS was away", acked.len());
     drop(node);
     drop(nats);
