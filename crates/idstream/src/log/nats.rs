@@ -218,7 +218,6 @@ impl NatsLog {
         let client = async_nats::ConnectOptions::new()
             .name("idstream")
             .connection_timeout(Duration::from_secs(5))
-            .retry_on_initial_connect()
             .max_reconnects(None)
             .connect(opts.url.as_str());
         let client = tokio::time::timeout(Duration::from_secs(10), client)
@@ -346,11 +345,11 @@ impl Core {
         let keys: Vec<&str> = entries.iter().filter_map(|e| e.dedupe_key.as_deref()).collect();
         let mut known: HashMap<String, Appended> = HashMap::new();
         if !keys.is_empty() {
-            for row in client
-                .query("SELECT dedupe_key, seq, id FROM log_index WHERE dedupe_key = ANY($1)", &[&keys])
+            let stmt = client
+                .prepare_cached("SELECT dedupe_key, seq, id FROM log_index WHERE dedupe_key = ANY($1)")
                 .await
-                .map_err(pg_unavailable)?
-            {
+                .map_err(pg_unavailable)?;
+            for row in client.query(&stmt, &[&keys]).await.map_err(pg_unavailable)? {
                 let seq: i64 = row.get(1);
                 known.insert(row.get(0), Appended { offset: seq as u64, id: row.get(2), duplicate: true });
             }
@@ -411,14 +410,15 @@ impl Core {
             // JetStream still recognises (`log.nats_duplicate_window_secs`).
             let tx = client.transaction().await.map_err(pg_unavailable)?;
             tx.batch_execute("SET LOCAL synchronous_commit TO OFF").await.map_err(pg_unavailable)?;
-            tx.execute(
-                "INSERT INTO log_index (id, seq, dedupe_key, tenant, partition_key)
+            let insert = tx
+                .prepare_cached(
+                    "INSERT INTO log_index (id, seq, dedupe_key, tenant, partition_key)
                      SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[])
                      ON CONFLICT DO NOTHING",
-                &[&ids, &seqs, &dkeys, &tenants, &partitions],
-            )
-            .await
-            .map_err(pg_unavailable)?;
+                )
+                .await
+                .map_err(pg_unavailable)?;
+            tx.execute(&insert, &[&ids, &seqs, &dkeys, &tenants, &partitions]).await.map_err(pg_unavailable)?;
             tx.commit().await.map_err(pg_unavailable)?;
         }
         // Repeats within the batch are duplicates of their first occurrence.

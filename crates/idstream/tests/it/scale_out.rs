@@ -431,3 +431,71 @@ async fn nats_restart_mid_flood_answers_503_and_loses_no_acknowledged_event() {
     drop(node);
     drop(nats);
 }
+
+/// Start-up and `idstream migrate` name the backend at fault: half a pair, an unreachable
+/// PostgreSQL, an unreachable NATS.
+fn run_cli(args: &[&str], config: &Path) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_idstream"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn misconfigured_or_unreachable_backends_fail_with_the_key_or_address_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    let data = format!("[server]\ndata_dir = \"{}\"\n", dir.path().join("data").display());
+    for (toml, expect) in [
+        ("[log]\nurl = \"nats://127.0.0.1:4222\"\n", "`store.url` is required with a NATS log"),
+        (
+            "[log]\nurl = \"nats://127.0.0.1:1\"\n[store]\nurl = \"postgres://u:hunter2@127.0.0.1:1/db\"\n",
+            "PostgreSQL at postgres://u:***@127.0.0.1:1/db",
+        ),
+    ] {
+        std::fs::write(&cfg, format!("{data}{toml}")).unwrap();
+        for verb in [&["serve"][..], &["migrate"][..]] {
+            let (ok, out) = run_cli(verb, &cfg);
+            assert!(!ok, "{verb:?} must fail: {out}");
+            assert!(out.contains(expect), "{verb:?}: {out}");
+            assert!(!out.contains("hunter2"), "the password must not be printed: {out}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set IDSTREAM_TEST_POSTGRES_URL"]
+async fn migrate_applies_once_and_an_unreachable_nats_is_named() {
+    let b = ScaleOut::fresh("migrate").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    // A fresh database, migrated by `fresh`: up to date.
+    std::fs::write(&cfg, format!("[log]\nurl = \"nats://127.0.0.1:1\"\n[store]\nurl = \"{}\"\n", b.pg_url)).unwrap();
+    let (ok, out) = run_cli(&["migrate"], &cfg);
+    assert!(!ok && out.contains("schema is up to date"), "{out}");
+    assert!(out.contains("NATS at nats://127.0.0.1:1"), "the unreachable NATS is named: {out}");
+    // An empty database: every migration is applied once.
+    let url = idstream::pg::create_database(
+        &env_url("IDSTREAM_TEST_POSTGRES_URL"),
+        &format!("{}_empty", &b.stream.to_lowercase()),
+    )
+    .await
+    .unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "[log]\nurl = \"{}\"\nnats_stream = \"{}\"\nnats_subject_prefix = \"{}\"\n[store]\nurl = \"{url}\"\n",
+            b.nats_url, b.stream, b.prefix
+        ),
+    )
+    .unwrap();
+    let (ok, out) = run_cli(&["migrate"], &cfg);
+    assert!(ok, "{out}");
+    assert!(out.contains("applied migration 1") && out.contains("applied migration 2"), "{out}");
+    assert!(out.contains(&format!("stream `{}` ready", b.stream)), "{out}");
+    let (ok, out) = run_cli(&["migrate"], &cfg);
+    assert!(ok && out.contains("schema is up to date"), "{out}");
+}
