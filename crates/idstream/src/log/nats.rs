@@ -251,6 +251,15 @@ impl NatsLog {
                 info.config.subjects
             );
         }
+        // Retention and the dedupe window follow the config on every start.
+        let info = if info.config.max_age != opts.max_age || info.config.duplicate_window != opts.duplicate_window {
+            let mut config = info.config.clone();
+            config.max_age = opts.max_age;
+            config.duplicate_window = opts.duplicate_window;
+            js.update_stream(config).await.map_err(|e| anyhow::anyhow!("updating stream `{}`: {e}", opts.stream))?
+        } else {
+            info
+        };
         let head = info.state.last_sequence;
         let pruned = info.state.first_sequence.saturating_sub(1).min(head);
         let (head_tx, _) = watch::channel(head);
@@ -331,6 +340,11 @@ async fn batcher(core: Arc<Core>, mut rx: tokio::sync::mpsc::Receiver<AppendReq>
 }
 
 impl Core {
+    /// A pooled PostgreSQL connection.
+    async fn pg(&self) -> Result<deadpool_postgres::Object, LogError> {
+        self.pool.get().await.map_err(|e| LogError::Unavailable(format!("PostgreSQL: {}", pg::error_text(&e))))
+    }
+
     /// Appends one batch: dedupe against PostgreSQL, publish, await the acks, index.
     async fn append_now(&self, entries: Vec<NewEntry>) -> Result<Vec<Appended>, LogError> {
         if self.closed.load(Ordering::Acquire) {
@@ -339,8 +353,7 @@ impl Core {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
-        let mut client =
-            self.pool.get().await.map_err(|e| LogError::Unavailable(format!("PostgreSQL: {}", pg::error_text(&e))))?;
+        let mut client = self.pg().await?;
         // Keys already stored (the final word), and repeats within this batch.
         let keys: Vec<&str> = entries.iter().filter_map(|e| e.dedupe_key.as_deref()).collect();
         let mut known: HashMap<String, Appended> = HashMap::new();
@@ -593,12 +606,7 @@ impl EventLog for NatsLog {
     }
 
     async fn get(&self, id: &str) -> Result<Option<LogEntry>, LogError> {
-        let client = self
-            .core
-            .pool
-            .get()
-            .await
-            .map_err(|e| LogError::Unavailable(format!("PostgreSQL: {}", pg::error_text(&e))))?;
+        let client = self.core.pg().await?;
         let Some(row) =
             client.query_opt("SELECT seq FROM log_index WHERE id = $1", &[&id]).await.map_err(pg_unavailable)?
         else {
@@ -616,12 +624,7 @@ impl EventLog for NatsLog {
     }
 
     async fn checkpoint(&self, consumer: &str) -> Result<Option<u64>, LogError> {
-        let client = self
-            .core
-            .pool
-            .get()
-            .await
-            .map_err(|e| LogError::Unavailable(format!("PostgreSQL: {}", pg::error_text(&e))))?;
+        let client = self.core.pg().await?;
         let row = client
             .query_opt("SELECT position FROM checkpoints WHERE consumer = $1", &[&consumer])
             .await
@@ -630,12 +633,7 @@ impl EventLog for NatsLog {
     }
 
     async fn set_checkpoint(&self, consumer: &str, offset: u64) -> Result<(), LogError> {
-        let client = self
-            .core
-            .pool
-            .get()
-            .await
-            .map_err(|e| LogError::Unavailable(format!("PostgreSQL: {}", pg::error_text(&e))))?;
+        let client = self.core.pg().await?;
         client
             .execute(
                 "INSERT INTO checkpoints (consumer, position) VALUES ($1, $2)

@@ -14,6 +14,8 @@ pub struct ScaleOut {
     pub nats_url: String,
     pub stream: String,
     pub prefix: String,
+    /// The stream's `max_age` (zero: keep everything).
+    pub max_age: std::time::Duration,
 }
 
 impl ScaleOut {
@@ -28,7 +30,13 @@ impl ScaleOut {
             idstream::pg::create_database(&base, &format!("idstream_{tag}")).await.expect("create test database");
         let pool = idstream::pg::connect(&pg_url, 2).await.expect("connect test database");
         idstream::pg::migrate(&pool).await.expect("migrate test database");
-        ScaleOut { pg_url, nats_url, stream: format!("T_{tag}"), prefix: format!("t_{tag}") }
+        ScaleOut {
+            pg_url,
+            nats_url,
+            stream: format!("T_{tag}"),
+            prefix: format!("t_{tag}"),
+            max_age: std::time::Duration::ZERO,
+        }
     }
 
     pub async fn open_log(&self, cache_bytes: usize) -> NatsLog {
@@ -39,7 +47,7 @@ impl ScaleOut {
                 stream: self.stream.clone(),
                 subject_prefix: self.prefix.clone(),
                 replicas: 1,
-                max_age: std::time::Duration::ZERO,
+                max_age: self.max_age,
                 duplicate_window: std::time::Duration::from_secs(120),
                 cache_bytes,
             },

@@ -111,25 +111,7 @@ async fn kill_9_mid_flood_loses_no_acknowledged_event() {
 
     // Restart on the same data directory and read the whole log back.
     let proc = spawn_server(&config).await;
-    let mut events = Vec::new();
-    let mut after = 0;
-    loop {
-        let v: serde_json::Value = client
-            .get(format!("{}/v1/events?after={after}&limit=1000", proc.base))
-            .bearer_auth(KEY_ALL)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let page = v["events"].as_array().unwrap().clone();
-        if page.is_empty() {
-            break;
-        }
-        after = v["next_after"].as_u64().unwrap();
-        events.extend(page);
-    }
+    let events = events_via(&client, &proc.base).await;
     let offsets: Vec<u64> = events.iter().map(|e| e["offset"].as_u64().unwrap()).collect();
     assert_eq!(offsets, (1..=events.len() as u64).collect::<Vec<_>>(), "offsets have holes");
     let mut by_provider_id: HashMap<&str, Vec<(&str, u64)>> = HashMap::new();

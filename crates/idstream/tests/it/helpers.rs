@@ -168,18 +168,26 @@ impl TestServer {
 
     /// Every event in the log, read through the API with the all-tenant key.
     pub async fn all_events(&self) -> Vec<Value> {
-        let mut out = Vec::new();
-        let mut after = 0;
-        loop {
-            let (s, v) = self.get(&format!("/v1/events?after={after}&limit=1000"), Some(KEY_ALL)).await;
-            assert_eq!(s, 200, "{v}");
-            let page = v["events"].as_array().unwrap().clone();
-            if page.is_empty() {
-                return out;
-            }
-            after = v["next_after"].as_u64().unwrap();
-            out.extend(page);
+        events_via(&self.client, &self.base).await
+    }
+}
+
+/// Every event in the log, read through one node's API.
+pub async fn events_via(client: &reqwest::Client, base: &str) -> Vec<Value> {
+    let mut events = Vec::new();
+    let mut after = 0;
+    loop {
+        let r =
+            client.get(format!("{base}/v1/events?after={after}&limit=1000")).bearer_auth(KEY_ALL).send().await.unwrap();
+        let status = r.status().as_u16();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, 200, "{v}");
+        let page = v["events"].as_array().unwrap().clone();
+        if page.is_empty() {
+            return events;
         }
+        after = v["next_after"].as_u64().unwrap();
+        events.extend(page);
     }
 }
 

@@ -215,4 +215,12 @@ async fn nats_dedupe_survives_a_lost_index_row_and_prunes() {
     assert_eq!(before, log.head());
     assert_eq!(log.last_offset_before(0).await.unwrap(), 0);
     log.close().await;
+
+    // Retention follows the config on the next start (the stream's max_age).
+    let mut with_retention = b.clone();
+    with_retention.max_age = std::time::Duration::from_secs(86_400);
+    with_retention.open_log(1 << 20).await.close().await;
+    let js = async_nats::jetstream::new(async_nats::connect(&b.nats_url).await.unwrap());
+    let info = js.get_stream(&b.stream).await.unwrap().info().await.unwrap().clone();
+    assert_eq!(info.config.max_age, std::time::Duration::from_secs(86_400));
 }

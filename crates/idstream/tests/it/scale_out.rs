@@ -98,31 +98,20 @@ fn ws_recorder(bases: Vec<String>, stop: Arc<AtomicBool>) -> tokio::task::JoinHa
     })
 }
 
-async fn pg_count(pool: &deadpool_postgres::Pool, sql: &str) -> i64 {
-    pool.get().await.unwrap().query_one(sql, &[]).await.unwrap().get(0)
+/// provider event id → every (idstream id, offset) the log holds for it.
+fn by_provider_id(events: &[Value]) -> HashMap<&str, Vec<(&str, u64)>> {
+    let mut by_pid: HashMap<&str, Vec<(&str, u64)>> = HashMap::new();
+    for e in events.iter().filter(|e| e["kind"].as_str().unwrap().starts_with("verification.")) {
+        by_pid
+            .entry(e["provider_event_id"].as_str().unwrap())
+            .or_default()
+            .push((e["id"].as_str().unwrap(), e["offset"].as_u64().unwrap()));
+    }
+    by_pid
 }
 
-/// Every event in the log, read through one node's API.
-async fn all_events(client: &reqwest::Client, base: &str) -> Vec<Value> {
-    let mut events = Vec::new();
-    let mut after = 0;
-    loop {
-        let v: Value = client
-            .get(format!("{base}/v1/events?after={after}&limit=1000"))
-            .bearer_auth(KEY_ALL)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let page = v["events"].as_array().unwrap().clone();
-        if page.is_empty() {
-            return events;
-        }
-        after = v["next_after"].as_u64().unwrap();
-        events.extend(page);
-    }
+async fn pg_count(pool: &deadpool_postgres::Pool, sql: &str) -> i64 {
+    pool.get().await.unwrap().query_one(sql, &[]).await.unwrap().get(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,7 +203,7 @@ async fn two_nodes_share_the_work_and_survive_kill_9() {
 
     // Wait for the deciders of both nodes to catch up.
     let pool = idstream::pg::connect(&b.pg_url, 2).await.unwrap();
-    let events = all_events(&client, &node_b.base).await;
+    let events = events_via(&client, &node_b.base).await;
     let verifications: Vec<&Value> =
         events.iter().filter(|e| e["kind"].as_str().unwrap().starts_with("verification.")).collect();
     let decidable = verifications.iter().filter(|e| e["status"] != "in_progress").count() as i64;
@@ -225,18 +214,12 @@ async fn two_nodes_share_the_work_and_survive_kill_9() {
     }
     eprintln!("[{:?}] all decided", start.elapsed());
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let events = all_events(&client, &a2.base).await;
+    let events = events_via(&client, &a2.base).await;
 
     // The log: dense offsets, every acknowledged event once with its id and offset.
     let offsets: Vec<u64> = events.iter().map(|e| e["offset"].as_u64().unwrap()).collect();
     assert_eq!(offsets, (1..=events.len() as u64).collect::<Vec<_>>(), "offsets have holes");
-    let mut by_pid: HashMap<&str, Vec<(&str, u64)>> = HashMap::new();
-    for e in events.iter().filter(|e| e["kind"].as_str().unwrap().starts_with("verification.")) {
-        by_pid
-            .entry(e["provider_event_id"].as_str().unwrap())
-            .or_default()
-            .push((e["id"].as_str().unwrap(), e["offset"].as_u64().unwrap()));
-    }
+    let by_pid = by_provider_id(&events);
     for (pid, (id, offset)) in &acked {
         let stored = by_pid.get(pid.as_str()).unwrap_or_else(|| panic!("acknowledged event {pid} was lost"));
         assert_eq!(stored.len(), 1, "{pid} is in the log {} times", stored.len());
@@ -410,14 +393,8 @@ async fn nats_restart_mid_flood_answers_503_and_loses_no_acknowledged_event() {
         t.await.unwrap();
     }
     let acked = Arc::try_unwrap(acked).unwrap().into_inner().unwrap();
-    let events = all_events(&client, &node.base).await;
-    let mut by_pid: HashMap<&str, Vec<(&str, u64)>> = HashMap::new();
-    for e in events.iter().filter(|e| e["kind"].as_str().unwrap().starts_with("verification.")) {
-        by_pid
-            .entry(e["provider_event_id"].as_str().unwrap())
-            .or_default()
-            .push((e["id"].as_str().unwrap(), e["offset"].as_u64().unwrap()));
-    }
+    let events = events_via(&client, &node.base).await;
+    let by_pid = by_provider_id(&events);
     for (pid, (id, offset)) in &acked {
         let stored = by_pid.get(pid.as_str()).unwrap_or_else(|| panic!("acknowledged event {pid} was lost"));
         assert_eq!(stored, &vec![(id.as_str(), *offset)], "{pid}");
