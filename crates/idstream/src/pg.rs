@@ -159,7 +159,15 @@ pub async fn connect(url: &str, size: usize) -> anyhow::Result<Pool> {
     let pg: tokio_postgres::Config =
         url.parse().with_context(|| format!("store.url `{}`: not a PostgreSQL URL", redact(url)))?;
     let mgr = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-    let pool = Pool::builder(mgr).max_size(size.max(2)).build().context("PostgreSQL pool")?;
+    // Bounded waits: with PostgreSQL away or every connection busy, a request fails (503) after
+    // seconds instead of hanging until the TCP stack gives up.
+    let pool = Pool::builder(mgr)
+        .max_size(size.max(2))
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .create_timeout(Some(std::time::Duration::from_secs(5)))
+        .wait_timeout(Some(std::time::Duration::from_secs(10)))
+        .build()
+        .context("PostgreSQL pool")?;
     let client = tokio::time::timeout(std::time::Duration::from_secs(10), pool.get())
         .await
         .map_err(|_| anyhow::anyhow!("PostgreSQL at {}: no connection within 10 s", redact(url)))?
