@@ -232,7 +232,9 @@ pub async fn cli(a: BacktestArgs) -> anyhow::Result<()> {
     let store: Box<dyn Store> = match cfg {
         Some(cfg) if cfg.scale_out() => {
             let pool = crate::pg::connect(&cfg.store.url, 2).await?;
-            let log = crate::log::nats::NatsLog::open(crate::state::nats_options(&cfg), pool.clone()).await?;
+            // Read-only: the store needs a log handle, not a warmed cache of recent events.
+            let opts = crate::log::nats::NatsOptions { cache_bytes: 0, ..crate::state::nats_options(&cfg) };
+            let log = crate::log::nats::NatsLog::open(opts, pool.clone()).await?;
             Box::new(crate::store::postgres::PgStore::new(pool, std::sync::Arc::new(log)))
         }
         _ => Box::new(

@@ -286,7 +286,8 @@ impl Decider {
                 continue;
             };
             // A ruleset activation applies to the entries after it: a batch ends at one.
-            let entries = match entries.iter().position(|e| e.kind == "ruleset.activated") {
+            let mut entries = entries;
+            match entries.iter().position(|e| e.kind == "ruleset.activated") {
                 Some(0) => {
                     if let Err(e) = self.reload_ruleset(&entries[0]).await {
                         tracing::warn!(error = %e, "decision worker cannot load an activated ruleset; retrying");
@@ -294,18 +295,17 @@ impl Decider {
                         backoff = (backoff * 2).min(Duration::from_secs(5));
                         continue;
                     }
-                    &entries[..1]
+                    entries.truncate(1);
                 }
-                Some(i) => &entries[..i],
-                None => &entries[..],
-            };
+                Some(i) => entries.truncate(i),
+                None => {}
+            }
             let last = entries.last().map_or(last, |e| e.offset);
-            let mine: Vec<LogEntry> = match partition {
-                Some((n, count)) => {
-                    entries.iter().filter(|e| partition_of(&e.partition_key, count) == n).cloned().collect()
-                }
-                None => entries.to_vec(),
-            };
+            // This worker's sessions only (no copy: the batch is ours).
+            let mut mine = entries;
+            if let Some((n, count)) = partition {
+                mine.retain(|e| partition_of(&e.partition_key, count) == n);
+            }
             let decidable = mine.iter().any(|e| e.kind.starts_with("verification."));
             if partition.is_some() && !decidable && last - committed < IDLE_CHECKPOINT {
                 pos = last;

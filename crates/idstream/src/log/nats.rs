@@ -656,8 +656,7 @@ impl EventLog for NatsLog {
     }
 
     async fn prune(&self, through: u64, _max: usize) -> Result<u64, LogError> {
-        let r = self.core.stream.purge().sequence(through + 1).await.map_err(|e| unavailable("purging", e))?;
-        let _ = r;
+        self.core.stream.purge().sequence(through + 1).await.map_err(|e| unavailable("purging", e))?;
         let info = self.core.stream.get_info().await.map_err(|e| unavailable("stream info", e))?;
         let p = info.state.first_sequence.saturating_sub(1);
         self.core.pruned.store(p, Ordering::Relaxed);
