@@ -10,11 +10,12 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::signature::Scheme;
 
 /// Normalised verification status, shared by every provider.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     NotStarted,
@@ -52,7 +53,7 @@ impl Status {
 }
 
 /// Which provider a source speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Provider {
     Didit,
@@ -69,7 +70,7 @@ impl Provider {
 }
 
 /// One accepted webhook, normalised. The log stores it as JSON beside the original body.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct IdentityEvent {
     /// idstream's own id for the event (UUIDv7, time-ordered).
     pub id: String,
@@ -120,7 +121,7 @@ impl IdentityEvent {
 
 /// Normalised check results. Each list holds one entry per check node (Didit v3 arrays); an
 /// older v2 payload's single object becomes a one-entry list.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Checks {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub documents: Vec<DocumentCheck>,
@@ -147,7 +148,7 @@ impl Checks {
 macro_rules! check_struct {
     ($(#[$m:meta])* $name:ident { $($field:ident : $ty:ty),* $(,)? }) => {
         $(#[$m])*
-        #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
         pub struct $name {
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub node_id: Option<String>,
@@ -477,6 +478,41 @@ pub fn normalise_didit(env: Envelope<'_>, body: &Value, timestamp: i64) -> Resul
     })
 }
 
+/// Namespaces of the kinds idstream writes itself (`decision.made`, `review.opened`, ...). No
+/// provider kind may use them, so a reader can tell idstream's own entries from a provider's
+/// by the kind alone: Didit's types map onto other namespaces (`verification.*`, `user.*`, ...,
+/// or `didit.*` for types we do not know yet), and a Standard Webhooks sender's `type` in one of
+/// these namespaces is kept under `standard.` (`decision.made` → `standard.decision.made`).
+pub const OWN_NAMESPACES: &[&str] = &[
+    "decision",
+    "review",
+    "ruleset",
+    "blocklist",
+    "subject",
+    "session",
+    "access",
+    "endpoint",
+    "notification",
+    "document",
+    "idstream",
+];
+
+/// Whether `kind` is in one of idstream's own namespaces ([`OWN_NAMESPACES`]).
+pub fn is_own_kind(kind: &str) -> bool {
+    let ns = kind.split('.').next().unwrap_or(kind);
+    OWN_NAMESPACES.contains(&ns)
+}
+
+/// The kind a Standard Webhooks `type` is stored under: itself, unless it would collide with one
+/// of idstream's own kinds.
+pub fn standard_kind(webhook_type: &str) -> String {
+    if is_own_kind(webhook_type) {
+        format!("standard.{webhook_type}")
+    } else {
+        webhook_type.to_owned()
+    }
+}
+
 /// Normalises a verified Standard Webhooks body: `{"type", "timestamp"?, "data": {...}}`, the
 /// structure the specification recommends. `data` may carry `session_id` (or `id`), `subject`
 /// (or `vendor_data` / `user_id`), `status` (our snake_case vocabulary or Didit's) and a
@@ -502,7 +538,7 @@ pub fn normalise_standard(
         tenant: env.tenant.to_owned(),
         source: env.source.to_owned(),
         provider: Provider::Standard,
-        kind: kind.to_owned(),
+        kind: standard_kind(kind),
         provider_kind: kind.to_owned(),
         provider_event_id: Some(webhook_id.to_owned()),
         session_id: opt_str(data, "session_id").or_else(|| opt_str(data, "id")),
@@ -623,6 +659,30 @@ mod tests {
     }
 
     #[test]
+    fn provider_kinds_never_collide_with_own_kinds() {
+        for t in [
+            "status.updated",
+            "data.updated",
+            "user.status.updated",
+            "user.data.updated",
+            "business.status.updated",
+            "business.data.updated",
+            "activity.created",
+            "transaction.created",
+            "transaction.status.updated",
+            "session.created",
+            "decision.made",
+            "review.resolved",
+        ] {
+            assert!(!is_own_kind(&didit_kind(t)), "Didit {t} -> {}", didit_kind(t));
+            assert!(!is_own_kind(&standard_kind(t)), "Standard {t} -> {}", standard_kind(t));
+        }
+        for own in ["decision.made", "review.opened", "ruleset.activated", "subject.updated", "access.key_created"] {
+            assert!(is_own_kind(own), "{own}");
+        }
+    }
+
+    #[test]
     fn user_webhooks_need_no_session() {
         let body = json!({"webhook_type": "user.status.updated", "vendor_data": "u1", "status": "FLAGGED", "previous_status": "ACTIVE"});
         let ev = normalise_didit(env(), &body, 7).unwrap();
@@ -641,6 +701,12 @@ mod tests {
         assert_eq!(ev.status, Some(Status::Approved));
         assert_eq!(ev.session_id.as_deref(), Some("s9"));
         assert_eq!(ev.dedupe_key, "event:msg_1");
+        // A sender cannot write one of idstream's own kinds.
+        let mut e3 = env();
+        e3.scheme = Scheme::StandardV1;
+        let ev = normalise_standard(e3, "m2", &json!({"type": "decision.made", "data": {"outcome": "approve"}}), 9).unwrap();
+        assert_eq!((ev.kind.as_str(), ev.provider_kind.as_str()), ("standard.decision.made", "decision.made"));
+        assert!(!is_own_kind(&ev.kind));
         let e2 = env();
         assert_eq!(
             normalise_standard(e2, "m", &json!({"data": {}}), 1).unwrap_err(),

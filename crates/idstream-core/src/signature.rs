@@ -33,7 +33,7 @@ impl std::fmt::Debug for Secret {
 }
 
 /// Which check authenticated a webhook.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Scheme {
     /// Didit `X-Signature-V2`: HMAC of the canonical JSON; covers the whole body.

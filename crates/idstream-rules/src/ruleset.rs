@@ -57,7 +57,7 @@ use crate::yaml::{map_pos, pos, Diag};
 pub const BUILTIN_LISTS: &[&str] = &["high_risk_countries"];
 
 /// A decision outcome, ordered by strictness.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Approve,

@@ -11,7 +11,9 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use idstream_rules::{Context, Ruleset};
+use idstream_rules::Outcome;
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::log::LogError;
 use crate::store::Store;
@@ -19,17 +21,17 @@ use crate::store::Store;
 /// At most this many changed sessions are listed (all are counted).
 pub const MAX_LISTED: usize = 1000;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Change {
     pub session_id: String,
     pub decision_id: String,
     pub tenant: String,
-    pub live: String,
-    pub candidate: String,
+    pub live: Outcome,
+    pub candidate: Outcome,
     pub candidate_reasons: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
 pub struct AnalystAgreement {
     /// Live `review` decisions whose case an analyst resolved.
     pub resolved_reviews: u64,
@@ -43,7 +45,7 @@ pub struct AnalystAgreement {
     pub agreement: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Report {
     pub candidate_version: String,
     pub candidate_label: String,
@@ -97,9 +99,14 @@ pub async fn run(
                 continue;
             };
             let c = candidate.evaluate(&ctx);
-            let cand = c.outcome.as_str().to_owned();
+            let cand = c.outcome;
             report.decisions += 1;
-            *report.matrix.entry(d.outcome.clone()).or_default().entry(cand.clone()).or_default() += 1;
+            *report
+                .matrix
+                .entry(d.outcome.as_str().to_owned())
+                .or_default()
+                .entry(cand.as_str().to_owned())
+                .or_default() += 1;
             if cand != d.outcome {
                 report.changed += 1;
                 if report.changed_sessions.len() < MAX_LISTED {
@@ -107,21 +114,21 @@ pub async fn run(
                         session_id: d.session_id.clone(),
                         decision_id: d.id.clone(),
                         tenant: d.tenant.clone(),
-                        live: d.outcome.clone(),
-                        candidate: cand.clone(),
+                        live: d.outcome,
+                        candidate: cand,
                         candidate_reasons: c.reasons.clone(),
                     });
                 } else {
                     report.changed_sessions_truncated = true;
                 }
             }
-            if d.outcome == "review" {
+            if d.outcome == Outcome::Review {
                 if let Some(r) = store.resolved_review_for_session(&d.tenant, &d.session_id).await? {
                     if let Some(analyst) = r.outcome {
                         let a = &mut report.analysts;
                         a.resolved_reviews += 1;
-                        match cand.as_str() {
-                            "review" => a.candidate_reviews += 1,
+                        match cand {
+                            Outcome::Review => a.candidate_reviews += 1,
                             o if o == analyst => a.candidate_agrees += 1,
                             _ => a.candidate_disagrees += 1,
                         }

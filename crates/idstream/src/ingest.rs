@@ -11,11 +11,12 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use idstream_core::event::{normalise_didit, normalise_standard, Envelope, IdentityEvent, NormaliseError, Provider};
-use idstream_core::signature::{didit, standard, Secret, VerifyError};
+use idstream_core::event::{normalise_didit, normalise_standard, Envelope, IdentityEvent, Provider};
+use idstream_core::signature::{didit, standard, Secret};
 use serde::Serialize;
+use utoipa::ToSchema;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::log::NewEntry;
 use crate::state::AppState;
 
@@ -54,10 +55,14 @@ impl Source {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// A webhook stored in the log (or recognised as one stored before).
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Accepted {
+    /// The event's id (the original's, for a duplicate).
     pub event_id: String,
+    /// Its offset in the log.
     pub offset: u64,
+    /// True when the webhook was stored before: nothing was appended.
     pub duplicate: bool,
 }
 
@@ -74,19 +79,6 @@ fn reject(source: &str, err: ApiError) -> ApiError {
     metrics::counter!("idstream_webhooks_total", "source" => source.to_owned(), "outcome" => "rejected", "reason" => err.code)
         .increment(1);
     err
-}
-
-impl From<VerifyError> for ApiError {
-    fn from(e: VerifyError) -> Self {
-        let status = if e.is_auth() { StatusCode::UNAUTHORIZED } else { StatusCode::BAD_REQUEST };
-        ApiError::new(status, e.reason(), e.to_string())
-    }
-}
-
-impl From<NormaliseError> for ApiError {
-    fn from(e: NormaliseError) -> Self {
-        ApiError::bad_request("invalid_field", e.to_string())
-    }
 }
 
 /// Reads the body up to `limit` bytes; larger bodies are refused without reading them whole.
@@ -171,6 +163,32 @@ pub fn to_entry(event: &IdentityEvent, body: Bytes) -> NewEntry {
     }
 }
 
+/// Receives a provider's signed webhook. The answer is sent only once the event is on stable
+/// storage; anything refused is stored nowhere.
+#[utoipa::path(
+    post,
+    path = "/webhooks/{source_id}",
+    tag = "webhooks",
+    params(
+        ("source_id" = String, Path, description = "A configured source (`[[sources]] id`)"),
+        ("x-signature-v2" = Option<String>, Header, description = "Didit: HMAC-SHA256 of the canonical JSON"),
+        ("x-signature" = Option<String>, Header, description = "Didit: HMAC-SHA256 of the raw body"),
+        ("x-signature-simple" = Option<String>, Header, description = "Didit: HMAC of timestamp, session, status and type"),
+        ("x-timestamp" = Option<String>, Header, description = "Didit: Unix seconds"),
+        ("webhook-id" = Option<String>, Header, description = "Standard Webhooks: the message id"),
+        ("webhook-timestamp" = Option<String>, Header, description = "Standard Webhooks: Unix seconds"),
+        ("webhook-signature" = Option<String>, Header, description = "Standard Webhooks: `v1,<base64>` signatures"),
+    ),
+    request_body(content = Object, description = "The provider's JSON body, exactly as signed"),
+    responses(
+        (status = 200, body = Accepted, description = "Stored durably (or a duplicate of a stored one)"),
+        (status = 400, body = ErrorBody, description = "Malformed body or a missing required field (`invalid_json`, `invalid_field`, ...)"),
+        (status = 401, body = ErrorBody, description = "No valid signature, or a stale timestamp"),
+        (status = 404, body = ErrorBody, description = "No such source (`unknown_source`)"),
+        (status = 413, body = ErrorBody, description = "Over `server.max_body_bytes` (`body_too_large`)"),
+        crate::http::responses::Unavailable,
+    )
+)]
 pub async fn webhook(
     State(st): State<Arc<AppState>>,
     Path(source_id): Path<String>,

@@ -19,7 +19,6 @@
 //! The meaning of a webhook (canonical JSON, signatures, normalisation) lives in the pure
 //! `idstream-core` crate; this crate does the I/O around it.
 
-pub mod api;
 pub mod backtest;
 pub mod bench;
 pub mod bench_decide;
@@ -27,7 +26,10 @@ pub mod bench_stream;
 pub mod cluster;
 pub mod config;
 pub mod decide;
+pub mod domain;
 pub mod error;
+pub mod events;
+pub mod http;
 pub mod ingest;
 pub mod log;
 pub mod pg;

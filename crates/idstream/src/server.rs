@@ -1,4 +1,5 @@
-//! The HTTP server: the router and `serve(listener, state, shutdown)`.
+//! The server: `serve(listener, state, shutdown)` runs the HTTP edge ([`crate::http`]) and the
+//! background work (stream tailer, decision worker, retention, outbox relay) until shutdown.
 //!
 //! `serve` takes its socket and its shutdown signal as arguments, so tests bind
 //! `127.0.0.1:0` and run as many servers as they like in one process.
@@ -8,19 +9,11 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::decide::api as decide;
-use crate::error::ApiError;
 use crate::state::AppState;
-use crate::{api, ingest, stream};
 
 /// The process-wide Prometheus recorder, installed on first use (one per process, however many
 /// servers a test starts).
@@ -44,46 +37,6 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
     })
 }
 
-pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/webhooks/{source_id}", post(ingest::webhook))
-        .route("/v1/events", get(api::list_events))
-        .route("/v1/events/{id}", get(api::get_event))
-        .route("/v1/events/{id}/body", get(api::get_event_body))
-        .route("/v1/decisions/{id}", get(decide::get_decision))
-        .route("/v1/sessions/{id}", get(decide::get_session))
-        .route("/v1/subjects/{id}", get(decide::get_subject).put(decide::put_subject))
-        .route("/v1/rulesets", get(decide::list_rulesets).post(decide::post_ruleset))
-        .route("/v1/rulesets/{version}", get(decide::get_ruleset))
-        .route("/v1/rulesets/{version}/activate", post(decide::activate_ruleset))
-        .route("/v1/blocklists/{kind}", get(decide::list_blocks).post(decide::add_block))
-        .route("/v1/blocklists/{kind}/{id}", axum::routing::delete(decide::remove_block))
-        .route("/v1/reviews", get(decide::list_reviews))
-        .route("/v1/reviews/{id}", get(decide::get_review))
-        .route("/v1/reviews/{id}/claim", post(decide::claim_review))
-        .route("/v1/reviews/{id}/resolve", post(decide::resolve_review))
-        .route("/v1/backtests", post(decide::post_backtest))
-        .route("/v1/stream", get(stream::ws::handler))
-        .route("/v1/stream/sse", get(stream::sse::handler))
-        .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .fallback(|| async { ApiError::not_found("not_found", "no such endpoint") })
-        .with_state(state)
-}
-
-async fn readyz(State(st): State<Arc<AppState>>) -> impl IntoResponse {
-    if st.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, Json(serde_json::json!({"status": "ready", "log_head": st.log.head()})))
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"status": "shutting_down"})))
-    }
-}
-
-async fn metrics() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics_handle().render())
-}
-
 /// Serves until `shutdown` is cancelled, then stops accepting, lets in-flight requests finish
 /// (at most `grace`), and closes the log so every acknowledged append is flushed.
 pub async fn serve(
@@ -93,7 +46,7 @@ pub async fn serve(
     grace: Duration,
 ) -> std::io::Result<()> {
     metrics_handle();
-    let app = router(state.clone());
+    let app = crate::http::router(state.clone());
     // The stream tailer stops with the server; its stop closes every open stream (1001) so
     // graceful shutdown is not held up by long-lived connections.
     let tailer_stop = shutdown.child_token();

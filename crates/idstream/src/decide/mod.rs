@@ -13,8 +13,8 @@
 //! batch, later events see the earlier ones' effects (history, velocity) through an overlay of
 //! what the batch has not committed yet.
 
-pub mod api;
 pub mod normalize;
+pub mod review;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
@@ -26,7 +26,9 @@ use idstream_rules::{Context, Decision, Enrichment, Outcome, Ruleset};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::log::{EventLog, LogEntry, NewEntry, ReadFilter};
+use crate::domain::SessionState;
+use crate::events::{DecisionMade, LogEvent, OwnEvent};
+use crate::log::{EventLog, LogEntry, ReadFilter};
 use crate::store::*;
 use normalize::HashKey;
 
@@ -140,74 +142,45 @@ pub struct Decider {
 struct Overlay {
     observations: Vec<Observation>,
     /// (tenant, session) → (subject, latest outcome)
-    sessions: HashMap<(String, String), (String, Option<String>)>,
+    sessions: HashMap<(String, String), (String, Option<Outcome>)>,
     /// (tenant, session) → index in the txn's ops of the session's latest update.
     last_update: HashMap<(String, String), usize>,
     /// (tenant, session) → the review case the batch opened (`None`: it closed one).
     reviews: HashMap<(String, String), Option<ReviewRecord>>,
 }
 
-/// An internal log entry (not from a webhook).
-pub fn internal_entry(tenant: &str, kind: &str, partition: &str, dedupe: Option<String>, event: &Value) -> NewEntry {
-    NewEntry {
-        id: event["id"].as_str().map(str::to_owned).unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
-        tenant: tenant.to_owned(),
-        source: "idstream".to_owned(),
-        kind: kind.to_owned(),
-        partition_key: partition.to_owned(),
-        dedupe_key: dedupe,
-        event: serde_json::to_vec(event).expect("JSON values serialise"),
-        body: None,
-    }
-}
-
-/// The `decision.made` log event of a decision (compact: the full inputs are in the store).
-pub fn decision_event(d: &DecisionRecord, review_id: Option<&str>) -> NewEntry {
-    let fired: Vec<&str> = d.detail["fired"]
+/// The `decision.made` event of a decision (compact: the full inputs are in the store).
+pub fn decision_made(d: &DecisionRecord, review_id: Option<&str>) -> OwnEvent {
+    let fired: Vec<String> = d.detail["fired"]
         .as_array()
-        .map(|a| a.iter().filter_map(|f| f["rule_id"].as_str()).collect())
+        .map(|a| a.iter().filter_map(|f| f["rule_id"].as_str().map(str::to_owned)).collect())
         .unwrap_or_default();
-    let ev = json!({
-        "id": uuid::Uuid::now_v7().to_string(),
-        "kind": "decision.made",
-        "tenant": d.tenant,
-        "decision_id": d.id,
-        "session_id": d.session_id,
-        "subject": d.subject,
-        "outcome": d.outcome,
-        "score": d.score,
-        "reasons": d.reasons,
-        "fired": fired,
-        "ruleset_version": d.ruleset_version,
-        "event_id": d.event_id,
-        "event_offset": d.event_offset,
-        "decided_by": d.decided_by,
-        "decided_at": idstream_core::event::rfc3339_us(d.decided_at_us),
-        "review_id": review_id,
-    });
-    // One decision per event: a replayed batch cannot append a second `decision.made`.
-    let dedupe = Some(match &d.event_id {
-        Some(event) => format!("decision/{event}"),
-        None => format!("decision/{}", d.id),
-    });
-    internal_entry(&d.tenant, "decision.made", &d.session_id, dedupe, &ev)
-}
-
-fn state_of(outcome: Outcome) -> &'static str {
-    match outcome {
-        Outcome::Approve => "approved",
-        Outcome::Review => "review",
-        Outcome::Decline => "declined",
-    }
+    OwnEvent::DecisionMade(DecisionMade {
+        id: uuid::Uuid::now_v7().to_string(),
+        tenant: d.tenant.clone(),
+        decision_id: d.id.clone(),
+        session_id: d.session_id.clone(),
+        subject: d.subject.clone(),
+        outcome: d.outcome,
+        score: d.score,
+        reasons: d.reasons.clone(),
+        fired,
+        ruleset_version: d.ruleset_version.clone(),
+        event_id: d.event_id.clone(),
+        event_offset: d.event_offset,
+        decided_by: d.decided_by.clone(),
+        decided_at: idstream_core::event::rfc3339_us(d.decided_at_us),
+        review_id: review_id.map(str::to_owned),
+    })
 }
 
 /// idstream's session state for a provider status that does not call for a decision.
-fn undecided_state(s: Status) -> Option<&'static str> {
+fn undecided_state(s: Status) -> Option<SessionState> {
     Some(match s {
-        Status::NotStarted | Status::InProgress | Status::AwaitingUser => "in_progress",
-        Status::Resubmitted => "resubmitted",
-        Status::Abandoned => "abandoned",
-        Status::Expired => "expired",
+        Status::NotStarted | Status::InProgress | Status::AwaitingUser => SessionState::InProgress,
+        Status::Resubmitted => SessionState::Resubmitted,
+        Status::Abandoned => SessionState::Abandoned,
+        Status::Expired => SessionState::Expired,
         Status::Approved | Status::Declined | Status::InReview => return None,
     })
 }
@@ -336,10 +309,10 @@ impl Decider {
     /// Makes the ruleset a `ruleset.activated` entry names the tenant's active one (also when
     /// another node activated it).
     async fn reload_ruleset(&self, e: &LogEntry) -> anyhow::Result<()> {
-        let ev: Value = serde_json::from_slice(&e.event)?;
-        let Some(version) = ev["version"].as_str().or(ev["ruleset_version"].as_str()) else {
-            anyhow::bail!("ruleset.activated entry {} names no version", e.id)
+        let LogEvent::Own(OwnEvent::RulesetActivated(activated)) = LogEvent::from_entry(e)? else {
+            anyhow::bail!("entry {} is not a ruleset.activated event", e.offset)
         };
+        let version = activated.version.as_str();
         let rec = self
             .store
             .ruleset(&e.tenant, version)
@@ -389,7 +362,7 @@ impl Decider {
                     session_id,
                     subject: event.subject.clone(),
                     provider_status: event.provider_status.clone(),
-                    state: state.to_owned(),
+                    state,
                     decision: None,
                     now_us: now_us(),
                 });
@@ -424,13 +397,11 @@ impl Decider {
         // Velocity counts subjects; a session without one stands for its own subject.
         let subject = event.subject.clone().unwrap_or_else(|| format!("session:{session_id}"));
         let values = self.identity_values(event);
-        let block_hashes: Vec<(String, String)> = values
-            .iter()
-            .flat_map(|(kind, hashes)| hashes.iter().map(move |h| (kind.to_string(), h.clone())))
-            .collect();
+        let block_hashes: Vec<(BlocklistKind, String)> =
+            values.iter().flat_map(|(kind, hashes)| hashes.iter().map(move |h| (*kind, h.clone()))).collect();
         // Velocity uses one hash per kind: for documents, the country-independent one.
-        let velocity_hashes: Vec<(String, String)> =
-            values.iter().filter_map(|(kind, hashes)| hashes.last().map(|h| (kind.to_string(), h.clone()))).collect();
+        let velocity_hashes: Vec<(BlocklistKind, String)> =
+            values.iter().filter_map(|(kind, hashes)| hashes.last().map(|h| (*kind, h.clone()))).collect();
         LookupRequest {
             tenant: event.tenant.clone(),
             session_id: session_id.to_owned(),
@@ -460,17 +431,17 @@ impl Decider {
         let now = now_us();
 
         // History: stored sessions, overridden by this batch's.
-        let mut others: HashMap<String, Option<String>> = found.other_sessions.into_iter().collect();
+        let mut others: HashMap<String, Option<Outcome>> = found.other_sessions.into_iter().collect();
         for ((t, s), (subj, outcome)) in &overlay.sessions {
             if t == tenant && subj == &subject && s != session_id {
                 others.insert(s.clone(), outcome.clone());
             }
         }
-        let count = |o: &str| others.values().filter(|x| x.as_deref() == Some(o)).count() as i64;
+        let count = |o: Outcome| others.values().filter(|x| **x == Some(o)).count() as i64;
         let history = History {
             previous_sessions: others.len() as i64,
-            previous_declines: count("decline"),
-            previous_approvals: count("approve"),
+            previous_declines: count(Outcome::Decline),
+            previous_approvals: count(Outcome::Approve),
         };
         let mut velocity = Velocity::default();
         for (kind, subjects) in &found.velocity {
@@ -482,14 +453,14 @@ impl Decider {
                 }
             }
             let n = set.len() as i64;
-            match kind.as_str() {
-                "document" => velocity.document_subjects = n,
-                "phone" => velocity.phone_subjects = n,
-                "email" => velocity.email_subjects = n,
-                _ => velocity.face_subjects = n,
+            match kind {
+                BlocklistKind::Document => velocity.document_subjects = n,
+                BlocklistKind::Phone => velocity.phone_subjects = n,
+                BlocklistKind::Email => velocity.email_subjects = n,
+                BlocklistKind::Face => velocity.face_subjects = n,
             }
         }
-        let hit = |k: &str| found.blocked.iter().any(|b| b == k);
+        let hit = |k: BlocklistKind| found.blocked.contains(&k);
         let enrichment = Enrichment {
             subject: match found.subject_attributes {
                 Some(Value::Object(m)) => m.into_iter().collect(),
@@ -498,10 +469,10 @@ impl Decider {
             history,
             velocity,
             blocklist: BlocklistHits {
-                document: hit("document"),
-                phone: hit("phone"),
-                email: hit("email"),
-                face: hit("face"),
+                document: hit(BlocklistKind::Document),
+                phone: hit(BlocklistKind::Phone),
+                email: hit(BlocklistKind::Email),
+                face: hit(BlocklistKind::Face),
             },
             lists: self.opts.lists.clone(),
         };
@@ -525,17 +496,15 @@ impl Decider {
             .collect();
         overlay.observations.extend(observed.iter().cloned());
         txn.ops.push(Op::Observe(observed));
-        overlay
-            .sessions
-            .insert((tenant.clone(), session_id.to_owned()), (subject.clone(), Some(outcome.as_str().to_owned())));
+        overlay.sessions.insert((tenant.clone(), session_id.to_owned()), (subject.clone(), Some(outcome)));
         overlay.last_update.insert((tenant.clone(), session_id.to_owned()), txn.ops.len());
         txn.ops.push(Op::UpsertSession(SessionUpdate {
             tenant: tenant.clone(),
             session_id: session_id.to_owned(),
             subject: Some(subject),
             provider_status: event.provider_status.clone(),
-            state: state_of(outcome).to_owned(),
-            decision: Some((outcome.as_str().to_owned(), record.id.clone())),
+            state: SessionState::of(outcome),
+            decision: Some((outcome, record.id.clone())),
             now_us: now,
         }));
         // One open case per session: a later `review` keeps the open case; a later approve or
@@ -556,7 +525,7 @@ impl Decider {
                     subject: record.subject.clone(),
                     decision_id: record.id.clone(),
                     reasons: record.reasons.clone(),
-                    status: "open".into(),
+                    status: ReviewStatus::Open,
                     opened_at_us: now,
                     claimed_by: None,
                     claimed_at_us: None,
@@ -565,7 +534,7 @@ impl Decider {
                     outcome: None,
                     note: None,
                 };
-                review_entries.push(review_event("review.opened", &review, None));
+                review_entries.push(review::changed(&review, None));
                 txn.ops.push(Op::OpenReview(review.clone()));
                 let id = review.id.clone();
                 overlay.reviews.insert(key, Some(review));
@@ -573,20 +542,20 @@ impl Decider {
             }
             // An analyst is working on it: their resolution stands; the new decision is recorded
             // and the case stays with them.
-            (_, Some(r)) if r.status == "claimed" => Some(r.id),
+            (_, Some(r)) if r.status == ReviewStatus::Claimed => Some(r.id),
             (_, Some(mut r)) => {
                 let note = format!("superseded by decision {} ({})", record.id, outcome.as_str());
-                r.status = "resolved".into();
+                r.status = ReviewStatus::Resolved;
                 r.resolved_by = Some("rules".into());
                 r.resolved_at_us = Some(now);
-                r.outcome = Some(outcome.as_str().to_owned());
+                r.outcome = Some(outcome);
                 r.note = Some(note.clone());
-                review_entries.push(review_event("review.resolved", &r, Some("rules")));
+                review_entries.push(review::changed(&r, Some("rules")));
                 txn.ops.push(Op::ResolveReview {
                     tenant: tenant.clone(),
                     id: r.id.clone(),
                     actor: "rules".into(),
-                    outcome: outcome.as_str().to_owned(),
+                    outcome,
                     note,
                     now_us: now,
                     force: true,
@@ -596,15 +565,15 @@ impl Decider {
             }
             (_, None) => None,
         };
-        txn.entries.push(decision_event(&record, review_id.as_deref()));
-        txn.entries.extend(review_entries);
+        txn.entries.push(decision_made(&record, review_id.as_deref()).to_entry());
+        txn.entries.extend(review_entries.iter().map(OwnEvent::to_entry));
         txn.ops.push(Op::PutDecision(record));
         outcome.as_str()
     }
 
     /// The keyed hashes of the session's identity values, per kind. For documents: the
     /// country-specific hash (when the country is known) and then the any-country one.
-    fn identity_values(&self, event: &IdentityEvent) -> Vec<(&'static str, Vec<String>)> {
+    fn identity_values(&self, event: &IdentityEvent) -> Vec<(BlocklistKind, Vec<String>)> {
         let mut out = Vec::new();
         let c = &event.checks;
         if let Some(doc) = c.documents.iter().find(|d| d.document_number.is_some()) {
@@ -619,17 +588,17 @@ impl Decider {
                 hashes.push(h);
             }
             if !hashes.is_empty() {
-                out.push(("document", hashes));
+                out.push((BlocklistKind::Document, hashes));
             }
         }
-        let mut one = |kind: &'static str, value: Option<&str>| {
-            if let Some(h) = value.and_then(|v| self.key.value_hash(kind, v, None).ok()) {
+        let mut one = |kind: BlocklistKind, value: Option<&str>| {
+            if let Some(h) = value.and_then(|v| self.key.value_hash(kind.as_str(), v, None).ok()) {
                 out.push((kind, vec![h]));
             }
         };
-        one("phone", c.phone.iter().find_map(|p| p.phone_number.as_deref()));
-        one("email", c.email.iter().find_map(|e| e.email.as_deref()));
-        one("face", c.liveness.iter().find_map(|l| l.face_id.as_deref()));
+        one(BlocklistKind::Phone, c.phone.iter().find_map(|p| p.phone_number.as_deref()));
+        one(BlocklistKind::Email, c.email.iter().find_map(|e| e.email.as_deref()));
+        one(BlocklistKind::Face, c.liveness.iter().find_map(|l| l.face_id.as_deref()));
         out
     }
 }
@@ -650,7 +619,7 @@ fn decision_record(
         subject: event.subject.clone(),
         event_id: Some(e.id.clone()),
         event_offset: Some(e.offset),
-        outcome: decision.outcome.as_str().to_owned(),
+        outcome: decision.outcome,
         score: decision.score,
         ruleset_version: Some(decision.ruleset_version.clone()),
         reasons: decision.reasons.clone(),
@@ -662,24 +631,4 @@ fn decision_record(
             "inputs": ctx,
         }),
     }
-}
-
-/// A `review.*` log event.
-pub fn review_event(kind: &str, r: &ReviewRecord, actor: Option<&str>) -> NewEntry {
-    let ev = json!({
-        "id": uuid::Uuid::now_v7().to_string(),
-        "kind": kind,
-        "tenant": r.tenant,
-        "review_id": r.id,
-        "session_id": r.session_id,
-        "subject": r.subject,
-        "decision_id": r.decision_id,
-        "reasons": r.reasons,
-        "status": r.status,
-        "outcome": r.outcome,
-        "note": r.note,
-        "actor": actor,
-        "at": idstream_core::event::rfc3339_us(now_us()),
-    });
-    internal_entry(&r.tenant, kind, &r.session_id, None, &ev)
 }

@@ -8,6 +8,7 @@ use tokio::sync::oneshot;
 
 use super::sqlite::{Cmd, SqliteLog};
 use super::{Appended, LogError};
+use crate::store::sql_types::{JsonCol, OutcomeCol};
 use crate::store::*;
 
 pub(super) const SCHEMA: &str = "
@@ -130,7 +131,7 @@ pub(super) fn apply(tx: &Transaction<'_>, op: &Op) -> rusqlite::Result<Result<()
                 d.subject,
                 d.event_id,
                 d.event_offset.map(|o| o as i64),
-                d.outcome,
+                d.outcome.as_str(),
                 d.score,
                 d.ruleset_version,
                 json_text(&d.reasons),
@@ -141,6 +142,7 @@ pub(super) fn apply(tx: &Transaction<'_>, op: &Op) -> rusqlite::Result<Result<()
         }
         Op::UpsertSession(s) => {
             let (outcome, decision_id) = s.decision.clone().unzip();
+            let outcome = outcome.map(Outcome::as_str);
             tx.prepare_cached(
                 "INSERT INTO sessions (tenant, session_id, subject, provider_status, state, outcome, decision_id,
                     created_at, updated_at)
@@ -206,7 +208,7 @@ pub(super) fn apply(tx: &Transaction<'_>, op: &Op) -> rusqlite::Result<Result<()
                      WHERE tenant = ?1 AND id = ?2
                        AND (status = 'claimed' AND claimed_by = ?3 OR ?7 AND status != 'resolved')",
                 )?
-                .execute(params![tenant, id, actor, now_us, outcome, note, force])?;
+                .execute(params![tenant, id, actor, now_us, outcome.as_str(), note, force])?;
             if n == 0 {
                 return review_conflict(tx, tenant, id);
             }
@@ -254,7 +256,7 @@ pub(super) fn apply(tx: &Transaction<'_>, op: &Op) -> rusqlite::Result<Result<()
                 .prepare_cached("DELETE FROM blocklist WHERE tenant = ?1 AND kind = ?2 AND hash = ?3")?
                 .execute(params![tenant, kind, hash])?;
             if n == 0 {
-                return Ok(Err(TxnError::NotFound(format!("no {kind} blocklist entry `{hash}`"))));
+                return Ok(Err(TxnError::NotFound(format!("no {} blocklist entry `{hash}`", kind.as_str()))));
             }
         }
     }
@@ -283,7 +285,7 @@ fn lookup_one(c: &rusqlite::Connection, req: &LookupRequest) -> rusqlite::Result
         if block.query_row(params![req.tenant, kind, hash], |_| Ok(())).optional()?.is_some()
             && !out.blocked.contains(kind)
         {
-            out.blocked.push(kind.clone());
+            out.blocked.push(*kind);
         }
     }
     let mut vel = c.prepare_cached(
@@ -294,12 +296,12 @@ fn lookup_one(c: &rusqlite::Connection, req: &LookupRequest) -> rusqlite::Result
         let subjects = vel
             .query_map(params![req.tenant, kind, hash, req.velocity_since_us, req.subject], |r| r.get(0))?
             .collect::<rusqlite::Result<Vec<String>>>()?;
-        out.velocity.push((kind.clone(), subjects));
+        out.velocity.push((*kind, subjects));
     }
     // (`session_id != ?` in SQL would make the planner scan the tenant's sessions by primary key.)
     out.other_sessions = c
         .prepare_cached("SELECT session_id, outcome FROM sessions INDEXED BY sessions_by_subject WHERE tenant = ?1 AND subject = ?2")?
-        .query_map(params![req.tenant, req.subject], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))?
+        .query_map(params![req.tenant, req.subject], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<OutcomeCol>>(1)?.map(|o| o.0))))?
         .filter(|r| r.as_ref().map_or(true, |(s, _)| *s != req.session_id))
         .collect::<rusqlite::Result<_>>()?;
     out.open_review = c
@@ -312,19 +314,15 @@ fn lookup_one(c: &rusqlite::Connection, req: &LookupRequest) -> rusqlite::Result
     if let Some(id) = &req.subject_id {
         out.subject_attributes = c
             .prepare_cached("SELECT attributes FROM subjects WHERE tenant = ?1 AND id = ?2")?
-            .query_row(params![req.tenant, id], |r| r.get::<_, String>(0))
+            .query_row(params![req.tenant, id], |r| r.get::<_, JsonCol<Value>>(0))
             .optional()?
-            .map(json_col::<Value>);
+            .map(|j| j.0);
     }
     Ok(out)
 }
 
 const DECISION_COLS: &str = "id, tenant, session_id, subject, event_id, event_offset, outcome, score, ruleset_version,
     reasons, decided_by, decided_at, detail";
-
-fn json_col<T: serde::de::DeserializeOwned + Default>(s: String) -> T {
-    serde_json::from_str(&s).unwrap_or_default()
-}
 
 fn row_decision(r: &rusqlite::Row<'_>) -> rusqlite::Result<DecisionRecord> {
     Ok(DecisionRecord {
@@ -334,13 +332,13 @@ fn row_decision(r: &rusqlite::Row<'_>) -> rusqlite::Result<DecisionRecord> {
         subject: r.get(3)?,
         event_id: r.get(4)?,
         event_offset: r.get::<_, Option<i64>>(5)?.map(|o| o as u64),
-        outcome: r.get(6)?,
+        outcome: r.get::<_, OutcomeCol>(6)?.0,
         score: r.get(7)?,
         ruleset_version: r.get(8)?,
-        reasons: json_col(r.get(9)?),
+        reasons: r.get::<_, JsonCol<_>>(9)?.0,
         decided_by: r.get(10)?,
         decided_at_us: r.get(11)?,
-        detail: json_col::<Value>(r.get(12)?),
+        detail: r.get::<_, JsonCol<_>>(12)?.0,
     })
 }
 
@@ -354,14 +352,14 @@ fn row_review(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReviewRecord> {
         session_id: r.get(2)?,
         subject: r.get(3)?,
         decision_id: r.get(4)?,
-        reasons: json_col(r.get(5)?),
+        reasons: r.get::<_, JsonCol<_>>(5)?.0,
         status: r.get(6)?,
         opened_at_us: r.get(7)?,
         claimed_by: r.get(8)?,
         claimed_at_us: r.get(9)?,
         resolved_by: r.get(10)?,
         resolved_at_us: r.get(11)?,
-        outcome: r.get(12)?,
+        outcome: r.get::<_, Option<OutcomeCol>>(12)?.map(|o| o.0),
         note: r.get(13)?,
     })
 }
@@ -445,7 +443,7 @@ impl Store for SqliteLog {
                     subject: r.get(2)?,
                     provider_status: r.get(3)?,
                     state: r.get(4)?,
-                    outcome: r.get(5)?,
+                    outcome: r.get::<_, Option<OutcomeCol>>(5)?.map(|o| o.0),
                     decision_id: r.get(6)?,
                     created_at_us: r.get(7)?,
                     updated_at_us: r.get(8)?,
@@ -468,8 +466,13 @@ impl Store for SqliteLog {
         .await
     }
 
-    async fn open_sessions_with(&self, tenant: &str, kind: &str, hash: &str) -> Result<Vec<ReviewRecord>, LogError> {
-        let (tenant, kind, hash) = (tenant.to_owned(), kind.to_owned(), hash.to_owned());
+    async fn open_sessions_with(
+        &self,
+        tenant: &str,
+        kind: BlocklistKind,
+        hash: &str,
+    ) -> Result<Vec<ReviewRecord>, LogError> {
+        let (tenant, hash) = (tenant.to_owned(), hash.to_owned());
         self.with_reader(move |c| {
             c.prepare_cached(&format!(
                 "SELECT {REVIEW_COLS} FROM reviews WHERE tenant = ?1 AND status != 'resolved' AND session_id IN
@@ -527,8 +530,8 @@ impl Store for SqliteLog {
         .await
     }
 
-    async fn blocks(&self, tenant: &str, kind: &str, limit: usize) -> Result<Vec<BlockRecord>, LogError> {
-        let (tenant, kind) = (tenant.to_owned(), kind.to_owned());
+    async fn blocks(&self, tenant: &str, kind: BlocklistKind, limit: usize) -> Result<Vec<BlockRecord>, LogError> {
+        let tenant = tenant.to_owned();
         self.with_reader(move |c| {
             c.prepare_cached(
                 "SELECT tenant, kind, hash, reason, added_by, added_at FROM blocklist WHERE tenant = ?1 AND kind = ?2
@@ -559,7 +562,7 @@ impl Store for SqliteLog {
                 Ok(SubjectRecord {
                     tenant: r.get(0)?,
                     id: r.get(1)?,
-                    attributes: json_col::<Value>(r.get(2)?),
+                    attributes: r.get::<_, JsonCol<_>>(2)?.0,
                     updated_by: r.get(3)?,
                     updated_at_us: r.get(4)?,
                 })

@@ -16,11 +16,14 @@
 //! (`decide::normalize`); nothing here sees them in clear text.
 
 pub mod postgres;
+pub(crate) mod sql_types;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 
+pub use crate::domain::{BlocklistKind, Outcome, ReviewStatus, SessionState};
 use crate::log::{Appended, LogError, NewEntry};
 
 /// Log entries and state changes committed together, or not at all.
@@ -55,7 +58,7 @@ pub enum Op {
         tenant: String,
         id: String,
         actor: String,
-        outcome: String,
+        outcome: Outcome,
         note: String,
         now_us: i64,
         force: bool,
@@ -78,7 +81,7 @@ pub enum Op {
     /// Fails with `NotFound` when the entry does not exist.
     RemoveBlock {
         tenant: String,
-        kind: String,
+        kind: BlocklistKind,
         hash: String,
     },
 }
@@ -105,7 +108,7 @@ pub enum TxnError {
 }
 
 /// A decision, as stored and as `GET /v1/decisions/{id}` shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct DecisionRecord {
     pub id: String,
     pub tenant: String,
@@ -114,7 +117,7 @@ pub struct DecisionRecord {
     /// The verification event decided (none for an analyst's or a re-check's decision).
     pub event_id: Option<String>,
     pub event_offset: Option<u64>,
-    pub outcome: String,
+    pub outcome: Outcome,
     pub score: f64,
     pub ruleset_version: Option<String>,
     pub reasons: Vec<String>,
@@ -134,27 +137,27 @@ pub struct SessionUpdate {
     pub subject: Option<String>,
     /// The provider's latest status (kept when `None`).
     pub provider_status: Option<String>,
-    /// idstream's state: `in_progress`, `approved`, `declined`, `review`, `abandoned`, ...
-    pub state: String,
-    /// The decision that set this state, if any (kept when `None`).
-    pub decision: Option<(String, String)>,
+    pub state: SessionState,
+    /// The decision that set this state: its outcome and id (both kept when `None`).
+    pub decision: Option<(Outcome, String)>,
     pub now_us: i64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct SessionRecord {
     pub tenant: String,
     pub session_id: String,
     pub subject: Option<String>,
     pub provider_status: Option<String>,
-    pub state: String,
-    pub outcome: Option<String>,
+    pub state: SessionState,
+    /// The latest decision's outcome (kept when a later event only moved the state).
+    pub outcome: Option<Outcome>,
     pub decision_id: Option<String>,
     pub created_at_us: i64,
     pub updated_at_us: i64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct ReviewRecord {
     pub id: String,
     pub tenant: String,
@@ -163,22 +166,20 @@ pub struct ReviewRecord {
     /// The decision that asked for the review.
     pub decision_id: String,
     pub reasons: Vec<String>,
-    /// `open`, `claimed` or `resolved`.
-    pub status: String,
+    pub status: ReviewStatus,
     pub opened_at_us: i64,
     pub claimed_by: Option<String>,
     pub claimed_at_us: Option<i64>,
     pub resolved_by: Option<String>,
     pub resolved_at_us: Option<i64>,
-    pub outcome: Option<String>,
+    pub outcome: Option<Outcome>,
     pub note: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct BlockRecord {
     pub tenant: String,
-    /// `document`, `phone`, `email` or `face`.
-    pub kind: String,
+    pub kind: BlocklistKind,
     /// Hex keyed hash of the normalised value; also the entry's id in the API.
     pub hash: String,
     pub reason: Option<String>,
@@ -189,14 +190,14 @@ pub struct BlockRecord {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Observation {
     pub tenant: String,
-    pub kind: String,
+    pub kind: BlocklistKind,
     pub hash: String,
     pub subject: String,
     pub session_id: String,
     pub seen_at_us: i64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct SubjectRecord {
     pub tenant: String,
     pub id: String,
@@ -205,7 +206,7 @@ pub struct SubjectRecord {
     pub updated_at_us: i64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct RulesetRecord {
     pub tenant: String,
     /// Hex SHA-256 of the canonical content.
@@ -216,7 +217,7 @@ pub struct RulesetRecord {
     pub created_at_us: i64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct ActiveRuleset {
     pub version: String,
     pub activated_by: String,
@@ -231,9 +232,9 @@ pub struct LookupRequest {
     /// The subject (or a per-session stand-in when the event names none).
     pub subject: String,
     /// `(kind, hash)` pairs to check against the blocklist.
-    pub block_hashes: Vec<(String, String)>,
+    pub block_hashes: Vec<(BlocklistKind, String)>,
     /// `(kind, hash)` pairs whose other users are counted (velocity).
-    pub velocity_hashes: Vec<(String, String)>,
+    pub velocity_hashes: Vec<(BlocklistKind, String)>,
     /// Velocity only counts observations at or after this time.
     pub velocity_since_us: i64,
     /// The subject id as the company knows it, for `subjects` attributes.
@@ -243,11 +244,11 @@ pub struct LookupRequest {
 #[derive(Debug, Clone, Default)]
 pub struct LookupResult {
     /// Kinds with a blocklist hit.
-    pub blocked: Vec<String>,
+    pub blocked: Vec<BlocklistKind>,
     /// Per velocity kind, the distinct *other* subjects seen with the same value (at most 1000).
-    pub velocity: Vec<(String, Vec<String>)>,
+    pub velocity: Vec<(BlocklistKind, Vec<String>)>,
     /// The subject's other sessions: `(session_id, latest outcome)`.
-    pub other_sessions: Vec<(String, Option<String>)>,
+    pub other_sessions: Vec<(String, Option<Outcome>)>,
     pub subject_attributes: Option<Value>,
     /// The session's open (or claimed) review case, if any.
     pub open_review: Option<ReviewRecord>,
@@ -257,7 +258,8 @@ pub struct LookupResult {
 #[derive(Debug, Clone, Default)]
 pub struct ReviewFilter {
     pub tenant: Option<String>,
-    pub status: Option<String>,
+    /// `None`: every status.
+    pub status: Option<ReviewStatus>,
     pub reason: Option<String>,
     pub opened_before_us: Option<i64>,
     pub session_id: Option<String>,
@@ -284,12 +286,12 @@ pub trait Store: Send + Sync + 'static {
     async fn session(&self, tenant: &str, id: &str) -> Result<Option<SessionRecord>, LogError>;
     async fn session_decisions(&self, tenant: &str, id: &str) -> Result<Vec<DecisionRecord>, LogError>;
     /// Sessions with an open or claimed review in which a value with this hash was seen.
-    async fn open_sessions_with(&self, tenant: &str, kind: &str, hash: &str) -> Result<Vec<ReviewRecord>, LogError>;
+    async fn open_sessions_with(&self, tenant: &str, kind: BlocklistKind, hash: &str) -> Result<Vec<ReviewRecord>, LogError>;
     async fn review(&self, tenant: Option<&str>, id: &str) -> Result<Option<ReviewRecord>, LogError>;
     async fn reviews(&self, filter: ReviewFilter) -> Result<Vec<ReviewRecord>, LogError>;
     /// The review resolved for a session, latest first (backtest's analyst agreement).
     async fn resolved_review_for_session(&self, tenant: &str, id: &str) -> Result<Option<ReviewRecord>, LogError>;
-    async fn blocks(&self, tenant: &str, kind: &str, limit: usize) -> Result<Vec<BlockRecord>, LogError>;
+    async fn blocks(&self, tenant: &str, kind: BlocklistKind, limit: usize) -> Result<Vec<BlockRecord>, LogError>;
     async fn subject(&self, tenant: &str, id: &str) -> Result<Option<SubjectRecord>, LogError>;
     async fn ruleset(&self, tenant: &str, version: &str) -> Result<Option<RulesetRecord>, LogError>;
     async fn rulesets(&self, tenant: &str) -> Result<Vec<RulesetRecord>, LogError>;

@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::log::{Appended, EventLog, LogError, NewEntry};
 use crate::pg;
+use crate::store::sql_types::{JsonCol, OutcomeCol};
 use crate::store::*;
 
 type PgResult<T> = Result<T, tokio_postgres::Error>;
@@ -153,10 +154,6 @@ fn unavailable(e: tokio_postgres::Error) -> LogError {
 
 fn json_text<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("store records always serialise")
-}
-
-fn json_col<T: serde::de::DeserializeOwned + Default>(s: String) -> T {
-    serde_json::from_str(&s).unwrap_or_default()
 }
 
 fn limit_param(limit: usize) -> i64 {
@@ -306,7 +303,7 @@ async fn send_op<'a>(tx: &'a Transaction<'_>, pipe: &mut Pipeline<'a>, op: &'a O
                         &d.subject,
                         &d.event_id,
                         &offset,
-                        &d.outcome,
+                        &d.outcome.as_str(),
                         &d.score,
                         &d.ruleset_version,
                         &reasons,
@@ -335,7 +332,7 @@ async fn send_op<'a>(tx: &'a Transaction<'_>, pipe: &mut Pipeline<'a>, op: &'a O
                 )
                 .await?;
             pipe.send(Box::pin(async move {
-                let (outcome, decision_id) = u.decision.as_ref().map(|(o, d)| (o, d)).unzip();
+                let (outcome, decision_id) = u.decision.as_ref().map(|(o, d)| (o.as_str(), d)).unzip();
                 tx.execute(
                     &s,
                     &[
@@ -458,6 +455,7 @@ async fn apply_conditional(tx: &Transaction<'_>, op: &Op) -> PgResult<Result<(),
             };
             let (status, claimed_by, _) = &state;
             let holds_claim = status == "claimed" && claimed_by.as_ref() == Some(actor);
+            let outcome = outcome.as_str();
             if !(holds_claim || (*force && status != "resolved")) {
                 return Ok(Err(review_conflict(id, Some(state))));
             }
@@ -467,7 +465,7 @@ async fn apply_conditional(tx: &Transaction<'_>, op: &Op) -> PgResult<Result<(),
                      WHERE tenant = $1 AND id = $2",
                 )
                 .await?;
-            tx.execute(&s, &[tenant, id, actor, now_us, outcome, note]).await?;
+            tx.execute(&s, &[tenant, id, actor, now_us, &outcome, note]).await?;
         }
         Op::ActivateRuleset { tenant, version, actor, now_us } => {
             let exists =
@@ -487,7 +485,7 @@ async fn apply_conditional(tx: &Transaction<'_>, op: &Op) -> PgResult<Result<(),
         Op::RemoveBlock { tenant, kind, hash } => {
             let s = tx.prepare_cached("DELETE FROM blocklist WHERE tenant = $1 AND kind = $2 AND hash = $3").await?;
             if tx.execute(&s, &[tenant, kind, hash]).await? == 0 {
-                return Ok(Err(TxnError::NotFound(format!("no {kind} blocklist entry `{hash}`"))));
+                return Ok(Err(TxnError::NotFound(format!("no {} blocklist entry `{hash}`", kind.as_str()))));
             }
         }
         _ => unreachable!("not a conditional op: {op:?}"),
@@ -587,7 +585,7 @@ async fn lookup_batch(tx: &Transaction<'_>, reqs: &[LookupRequest]) -> PgResult<
     let mut out: Vec<LookupResult> = reqs
         .iter()
         .map(|r| LookupResult {
-            velocity: r.velocity_hashes.iter().map(|(kind, _)| (kind.clone(), Vec::new())).collect(),
+            velocity: r.velocity_hashes.iter().map(|(kind, _)| (*kind, Vec::new())).collect(),
             ..LookupResult::default()
         })
         .collect();
@@ -597,9 +595,9 @@ async fn lookup_batch(tx: &Transaction<'_>, reqs: &[LookupRequest]) -> PgResult<
     }
     // Each blocked kind once, in the order asked.
     for (j, _) in hit.iter().enumerate().filter(|(_, &h)| h) {
-        let (i, kind) = (b.req[j], b.kind[j]);
-        if !out[i].blocked.iter().any(|k| k == kind) {
-            out[i].blocked.push(kind.to_owned());
+        let (i, kind) = (b.req[j], b.kinds[j]);
+        if !out[i].blocked.contains(&kind) {
+            out[i].blocked.push(kind);
         }
     }
     for r in &velocity {
@@ -607,13 +605,14 @@ async fn lookup_batch(tx: &Transaction<'_>, reqs: &[LookupRequest]) -> PgResult<
         out[v.req[j]].velocity[v.position[j]].1.push(r.try_get(1)?);
     }
     for r in &others {
-        out[r.try_get::<_, i64>(0)? as usize].other_sessions.push((r.try_get(1)?, r.try_get(2)?));
+        let outcome = r.try_get::<_, Option<OutcomeCol>>(2)?.map(|o| o.0);
+        out[r.try_get::<_, i64>(0)? as usize].other_sessions.push((r.try_get(1)?, outcome));
     }
     for r in &open_review {
         out[r.try_get::<_, i64>(14)? as usize].open_review = Some(row_review(r)?);
     }
     for r in &subject {
-        out[r.try_get::<_, i64>(0)? as usize].subject_attributes = Some(json_col::<Value>(r.try_get(1)?));
+        out[r.try_get::<_, i64>(0)? as usize].subject_attributes = Some(r.try_get::<_, JsonCol<Value>>(1)?.0);
     }
     Ok(out)
 }
@@ -627,14 +626,15 @@ struct Asked<'a> {
     req: Vec<usize>,
     position: Vec<usize>,
     tenant: Vec<&'a str>,
-    kind: Vec<&'a str>,
+    kind: Vec<&'static str>,
+    kinds: Vec<BlocklistKind>,
     hash: Vec<&'a str>,
     since: Vec<i64>,
     subject: Vec<&'a str>,
 }
 
 impl<'a> Asked<'a> {
-    fn of(reqs: &'a [LookupRequest], values: fn(&LookupRequest) -> &Vec<(String, String)>) -> Asked<'a> {
+    fn of(reqs: &'a [LookupRequest], values: fn(&LookupRequest) -> &Vec<(BlocklistKind, String)>) -> Asked<'a> {
         let mut a = Asked::default();
         for (i, r) in reqs.iter().enumerate() {
             for (p, (kind, hash)) in values(r).iter().enumerate() {
@@ -642,7 +642,8 @@ impl<'a> Asked<'a> {
                 a.req.push(i);
                 a.position.push(p);
                 a.tenant.push(&r.tenant);
-                a.kind.push(kind);
+                a.kind.push(kind.as_str());
+                a.kinds.push(*kind);
                 a.hash.push(hash);
                 a.since.push(r.velocity_since_us);
                 a.subject.push(&r.subject);
@@ -660,13 +661,13 @@ fn row_decision(r: &Row) -> PgResult<DecisionRecord> {
         subject: r.try_get(3)?,
         event_id: r.try_get(4)?,
         event_offset: r.try_get::<_, Option<i64>>(5)?.map(|o| o as u64),
-        outcome: r.try_get(6)?,
+        outcome: r.try_get::<_, OutcomeCol>(6)?.0,
         score: r.try_get(7)?,
         ruleset_version: r.try_get(8)?,
-        reasons: json_col(r.try_get(9)?),
+        reasons: r.try_get::<_, JsonCol<_>>(9)?.0,
         decided_by: r.try_get(10)?,
         decided_at_us: r.try_get(11)?,
-        detail: json_col::<Value>(r.try_get(12)?),
+        detail: r.try_get::<_, JsonCol<_>>(12)?.0,
     })
 }
 
@@ -677,14 +678,14 @@ fn row_review(r: &Row) -> PgResult<ReviewRecord> {
         session_id: r.try_get(2)?,
         subject: r.try_get(3)?,
         decision_id: r.try_get(4)?,
-        reasons: json_col(r.try_get(5)?),
+        reasons: r.try_get::<_, JsonCol<_>>(5)?.0,
         status: r.try_get(6)?,
         opened_at_us: r.try_get(7)?,
         claimed_by: r.try_get(8)?,
         claimed_at_us: r.try_get(9)?,
         resolved_by: r.try_get(10)?,
         resolved_at_us: r.try_get(11)?,
-        outcome: r.try_get(12)?,
+        outcome: r.try_get::<_, Option<OutcomeCol>>(12)?.map(|o| o.0),
         note: r.try_get(13)?,
     })
 }
@@ -696,7 +697,7 @@ fn row_session(r: &Row) -> PgResult<SessionRecord> {
         subject: r.try_get(2)?,
         provider_status: r.try_get(3)?,
         state: r.try_get(4)?,
-        outcome: r.try_get(5)?,
+        outcome: r.try_get::<_, Option<OutcomeCol>>(5)?.map(|o| o.0),
         decision_id: r.try_get(6)?,
         created_at_us: r.try_get(7)?,
         updated_at_us: r.try_get(8)?,
@@ -718,7 +719,7 @@ fn row_subject(r: &Row) -> PgResult<SubjectRecord> {
     Ok(SubjectRecord {
         tenant: r.try_get(0)?,
         id: r.try_get(1)?,
-        attributes: json_col::<Value>(r.try_get(2)?),
+        attributes: r.try_get::<_, JsonCol<_>>(2)?.0,
         updated_by: r.try_get(3)?,
         updated_at_us: r.try_get(4)?,
     })
@@ -882,7 +883,12 @@ impl Store for PgStore {
         all(rows, row_decision)
     }
 
-    async fn open_sessions_with(&self, tenant: &str, kind: &str, hash: &str) -> Result<Vec<ReviewRecord>, LogError> {
+    async fn open_sessions_with(
+        &self,
+        tenant: &str,
+        kind: BlocklistKind,
+        hash: &str,
+    ) -> Result<Vec<ReviewRecord>, LogError> {
         let rows = self
             .query(
                 concat!(
@@ -946,7 +952,7 @@ impl Store for PgStore {
         first(rows, row_review)
     }
 
-    async fn blocks(&self, tenant: &str, kind: &str, limit: usize) -> Result<Vec<BlockRecord>, LogError> {
+    async fn blocks(&self, tenant: &str, kind: BlocklistKind, limit: usize) -> Result<Vec<BlockRecord>, LogError> {
         let rows = self
             .query(
                 "SELECT tenant, kind, hash, reason, added_by, added_at FROM blocklist WHERE tenant = $1 AND kind = $2

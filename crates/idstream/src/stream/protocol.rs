@@ -8,7 +8,7 @@
 //! [`Filter::matches`] is always applied *in addition to* the token's scope by the hub.
 
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::auth::{any_matches, KindPattern};
 
@@ -152,21 +152,16 @@ pub struct StreamEntry {
 
 impl StreamEntry {
     pub fn from_log(e: &crate::log::LogEntry) -> StreamEntry {
-        let mut v: Value = serde_json::from_slice(&e.event).unwrap_or(Value::Null);
-        let field = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
-        let (session_id, subject, outcome) = (field(&v, "session_id"), field(&v, "subject"), field(&v, "outcome"));
-        if let Value::Object(m) = &mut v {
-            m.insert("offset".into(), e.offset.into());
-        }
+        let shown = crate::events::Shown::of(e, false);
         StreamEntry {
             offset: e.offset,
             tenant: e.tenant.clone(),
             kind: e.kind.clone(),
-            session_id,
-            subject,
-            outcome,
+            session_id: shown.session_id().map(str::to_owned),
+            subject: shown.subject().map(str::to_owned),
+            outcome: shown.outcome().map(str::to_owned),
             appended_at_us: e.appended_at_us,
-            json: v.to_string(),
+            json: serde_json::to_string(&shown).expect("events serialise"),
         }
     }
 }
@@ -257,7 +252,7 @@ mod tests {
         let mut e = entry("k", None, None);
         e.json = r#"{"id":"x","offset":7}"#.into();
         let id = serde_json::to_string("s\"1").unwrap();
-        let v: Value = serde_json::from_str(&event_message(&id, &e)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&event_message(&id, &e)).unwrap();
         assert_eq!(v["subscription"], "s\"1");
         assert_eq!(v["event"]["offset"], 7);
     }

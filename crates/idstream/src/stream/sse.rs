@@ -7,20 +7,21 @@
 //!
 //! This module must never log a token.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
 use tokio::sync::mpsc;
+use utoipa::IntoParams;
 
 use super::protocol::{error_message, Filter, FilterSpec};
 use super::session::{End, Outgoing, Output, Session};
 use super::{until_exp, ws::bearer};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 
 struct SseOut {
@@ -47,28 +48,60 @@ fn bad(message: String) -> ApiError {
     ApiError::bad_request("invalid_parameter", message)
 }
 
+/// The subscription of an SSE request.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SseParams {
+    /// Kind patterns, comma-separated (`verification.*,decision.made`); default: all the token allows.
+    kinds: Option<String>,
+    session_id: Option<String>,
+    subject: Option<String>,
+    /// `decision.made` events with this outcome only.
+    outcome: Option<String>,
+    /// Resume after this offset (`Last-Event-ID` wins); default: from now.
+    after: Option<u64>,
+    /// The stream token, for clients that cannot set `Authorization`. (Read before the other
+    /// parameters are parsed: the token is checked first.)
+    #[allow(dead_code)]
+    token: Option<String>,
+}
+
+/// A live stream of the log as Server-Sent Events: `id: <offset>` + `data: <event>`, resumable
+/// with `Last-Event-ID`.
+#[utoipa::path(
+    get,
+    path = "/v1/stream/sse",
+    tag = "streams",
+    params(SseParams, ("last-event-id" = Option<u64>, Header, description = "Resume after this offset")),
+    security(("stream_token" = [])),
+    responses(
+        (status = 200, description = "The event stream", content_type = "text/event-stream", body = String),
+        (status = 400, body = ErrorBody, description = "A bad parameter (`invalid_parameter`) or an offset beyond the head (`offset_in_future`)"),
+        (status = 401, body = ErrorBody, description = "No valid stream token"),
+        (status = 410, body = ErrorBody, description = "The offset was removed by retention (`offset_expired`)"),
+        (status = 503, body = ErrorBody, description = "Streams are not configured (`stream_not_configured`) or the connection limit is reached (`too_many_connections`)")
+    )
+)]
 pub async fn handler(
     State(st): State<Arc<AppState>>,
     headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let hub = st.stream.clone();
     let auth =
         hub.authenticator().map_err(|m| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stream_not_configured", m))?;
-    let token = bearer(&headers).or_else(|| q.get("token").cloned()).unwrap_or_default();
+    // The token is checked before the parameters: an unauthenticated caller learns nothing.
+    let raw: Vec<(String, String)> = serde_urlencoded::from_str(query.as_deref().unwrap_or("")).unwrap_or_default();
+    let query_token = raw.iter().find(|(k, _)| k == "token").map(|(_, v)| v.clone());
+    let token = bearer(&headers).or(query_token).unwrap_or_default();
     let who = auth.verify(&token).map_err(|e| ApiError::unauthorized(e.code(), e.to_string()))?;
-    for k in q.keys() {
-        if !matches!(k.as_str(), "kinds" | "session_id" | "subject" | "outcome" | "after" | "token") {
-            return Err(bad(format!(
-                "unknown parameter `{k}` (expected kinds, session_id, subject, outcome, after, token)"
-            )));
-        }
-    }
+    let q: SseParams = crate::http::extract::parse_query(query.as_deref().unwrap_or(""))?;
     let spec = FilterSpec {
-        kinds: q.get("kinds").map(|k| k.split(',').map(|s| s.trim().to_owned()).collect()),
-        session_id: q.get("session_id").cloned(),
-        subject: q.get("subject").cloned(),
-        outcome: q.get("outcome").cloned(),
+        kinds: q.kinds.map(|k| k.split(',').map(|s| s.trim().to_owned()).collect()),
+        session_id: q.session_id,
+        subject: q.subject,
+        outcome: q.outcome,
     };
     let filter = Arc::new(Filter::parse(spec).map_err(bad)?);
     // `Last-Event-ID` is what a reconnecting EventSource sends; it wins over the original URL.
@@ -79,10 +112,7 @@ pub async fn handler(
                 .and_then(|s| s.trim().parse::<u64>().ok())
                 .ok_or_else(|| bad("`Last-Event-ID` must be the offset of the last event received".into()))?,
         ),
-        None => match q.get("after") {
-            Some(a) => Some(a.parse::<u64>().map_err(|_| bad(format!("`after` must be an offset, got `{a}`")))?),
-            None => None,
-        },
+        None => q.after,
     };
     let head = hub.log().head();
     let start = match resume {

@@ -8,13 +8,13 @@
 //!
 //! This module must never log a token or echo one back.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{SplitSink, SplitStream};
@@ -25,7 +25,7 @@ use super::auth::AuthError;
 use super::protocol::{close, event_message, ClientMsg};
 use super::session::{Command, End, Outgoing, Output, Session};
 use super::{now_ms, until_exp, Hub, Permit};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 
 /// How long a closed connection waits for the client's Close frame.
@@ -39,12 +39,37 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<String> {
     v.strip_prefix("Bearer ").map(|t| t.trim().to_owned())
 }
 
+/// The live stream over a WebSocket. A refused token upgrades and closes with 4401 (browsers
+/// cannot read a failed upgrade's status); README "Live streams" documents the messages.
+#[utoipa::path(
+    get,
+    path = "/v1/stream",
+    tag = "streams",
+    params(("token" = Option<String>, Query, description = "The stream token, for clients that cannot set `Authorization` (or send it as the first message)")),
+    security(("stream_token" = [])),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol"),
+        (status = 426, body = ErrorBody, description = "Not a WebSocket upgrade request (`upgrade_required`)"),
+        (status = 503, body = ErrorBody, description = "Streams are not configured (`stream_not_configured`) or the connection limit is reached (`too_many_connections`)")
+    )
+)]
 pub async fn handler(
     State(st): State<Arc<AppState>>,
     headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-    ws: WebSocketUpgrade,
+    RawQuery(query): RawQuery,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(e) => {
+            return ApiError::new(
+                StatusCode::UPGRADE_REQUIRED,
+                "upgrade_required",
+                format!("this endpoint speaks WebSocket: {e} (or use GET /v1/stream/sse)"),
+            )
+            .into_response()
+        }
+    };
     let hub = st.stream.clone();
     if let Err(m) = hub.authenticator() {
         return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stream_not_configured", m).into_response();
@@ -53,7 +78,8 @@ pub async fn handler(
         let m = format!("the server holds its maximum of {} stream connections", hub.limits.max_connections);
         return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "too_many_connections", m).into_response();
     };
-    let token = bearer(&headers).or_else(|| q.get("token").cloned());
+    let query: Vec<(String, String)> = serde_urlencoded::from_str(query.as_deref().unwrap_or("")).unwrap_or_default();
+    let token = bearer(&headers).or_else(|| query.into_iter().find(|(k, _)| k == "token").map(|(_, v)| v));
     let max = hub.limits.max_message_bytes;
     let tasks = hub.tasks().clone();
     // tungstenite allocates its read buffer per connection up front (128 KiB by default): with

@@ -14,6 +14,20 @@ use idstream::log::{Appended, EventLog, NewEntry, ReadFilter};
 use idstream::store::postgres::PgStore;
 use idstream::store::*;
 use serde_json::json;
+
+// The domain words as the suite writes them.
+fn oc(s: &str) -> Outcome {
+    Outcome::parse(s).unwrap()
+}
+fn st(s: &str) -> SessionState {
+    SessionState::parse(s).unwrap()
+}
+fn rs(s: &str) -> ReviewStatus {
+    ReviewStatus::parse(s).unwrap()
+}
+fn bk(s: &str) -> BlocklistKind {
+    BlocklistKind::parse(s).unwrap()
+}
 use tokio_util::sync::CancellationToken;
 
 /// A store under test, with what the suite needs to see its effects.
@@ -48,7 +62,7 @@ fn decision(id: &str, tenant: &str, session: &str, event_id: Option<&str>, by: &
         subject: Some(format!("subject-of-{session}")),
         event_id: event_id.map(str::to_owned),
         event_offset: event_id.map(|_| 4_000_000_000),
-        outcome: "approve".into(),
+        outcome: oc("approve"),
         score: 0.125,
         ruleset_version: event_id.map(|_| "v1".to_owned()),
         reasons: vec!["velocity.document".into(), "ok \"quoted\" ü".into()],
@@ -66,7 +80,7 @@ fn review(id: &str, tenant: &str, session: &str, reasons: &[&str], opened_at: i6
         subject: Some(format!("subject-of-{session}")),
         decision_id: format!("decision-of-{id}"),
         reasons: reasons.iter().map(|r| r.to_string()).collect(),
-        status: "open".into(),
+        status: rs("open"),
         opened_at_us: opened_at,
         claimed_by: None,
         claimed_at_us: None,
@@ -91,8 +105,8 @@ fn upsert(
         session_id: session.into(),
         subject: subject.map(str::to_owned),
         provider_status: provider_status.map(str::to_owned),
-        state: state.into(),
-        decision: decision.map(|(o, d)| (o.to_owned(), d.to_owned())),
+        state: st(state),
+        decision: decision.map(|(o, d)| (oc(o), d.to_owned())),
         now_us: now,
     })
 }
@@ -106,7 +120,7 @@ fn resolve(tenant: &str, id: &str, actor: &str, outcome: &str, now: i64, force: 
         tenant: tenant.into(),
         id: id.into(),
         actor: actor.into(),
-        outcome: outcome.into(),
+        outcome: oc(outcome),
         note: format!("{actor} says {outcome}"),
         now_us: now,
         force,
@@ -116,7 +130,7 @@ fn resolve(tenant: &str, id: &str, actor: &str, outcome: &str, now: i64, force: 
 fn observation(tenant: &str, kind: &str, hash: &str, subject: &str, session: &str, at: i64) -> Observation {
     Observation {
         tenant: tenant.into(),
-        kind: kind.into(),
+        kind: bk(kind),
         hash: hash.into(),
         subject: subject.into(),
         session_id: session.into(),
@@ -127,7 +141,7 @@ fn observation(tenant: &str, kind: &str, hash: &str, subject: &str, session: &st
 fn block(tenant: &str, kind: &str, hash: &str, reason: Option<&str>, by: &str, at: i64) -> BlockRecord {
     BlockRecord {
         tenant: tenant.into(),
-        kind: kind.into(),
+        kind: bk(kind),
         hash: hash.into(),
         reason: reason.map(str::to_owned),
         added_by: by.into(),
@@ -286,7 +300,7 @@ async fn suite(b: &Backend) {
         session_id: "sess-1".into(),
         subject: Some("u1".into()),
         provider_status: Some("pending".into()),
-        state: "in_progress".into(),
+        state: st("in_progress"),
         outcome: None,
         decision_id: None,
         created_at_us: 100,
@@ -295,11 +309,11 @@ async fn suite(b: &Backend) {
     assert_eq!(store.session("t1", "sess-1").await.unwrap(), Some(want.clone()));
     apply(store, vec![upsert("t1", "sess-1", None, None, "approved", Some(("approve", "dec-x")), 200)]).await;
     (want.state, want.outcome, want.decision_id, want.updated_at_us) =
-        ("approved".into(), Some("approve".into()), Some("dec-x".into()), 200);
+        (st("approved"), Some(oc("approve")), Some("dec-x".into()), 200);
     assert_eq!(store.session("t1", "sess-1").await.unwrap(), Some(want.clone()));
     apply(store, vec![upsert("t1", "sess-1", Some("u2"), Some("done"), "review", None, 300)]).await;
     (want.subject, want.provider_status, want.state, want.updated_at_us) =
-        (Some("u2".into()), Some("done".into()), "review".into(), 300);
+        (Some("u2".into()), Some("done".into()), st("review"), 300);
     assert_eq!(store.session("t1", "sess-1").await.unwrap(), Some(want));
     assert_eq!(store.session("t2", "sess-1").await.unwrap(), None);
 
@@ -332,7 +346,7 @@ async fn suite(b: &Backend) {
     );
     assert_eq!(
         claimed(&store.review(None, "rv-1").await.unwrap().unwrap()),
-        ("claimed".into(), Some("alice".into()), None)
+        (rs("claimed"), Some("alice".into()), None)
     );
     let txn = |op: Op| Txn { entries: vec![], ops: vec![op] };
     assert_eq!(not_found(store.commit(txn(claim("r1t", "rv-nope", "bob", 160))).await), "no review `rv-nope`");
@@ -358,12 +372,12 @@ async fn suite(b: &Backend) {
     assert_eq!(
         got,
         ReviewRecord {
-            status: "resolved".into(),
+            status: rs("resolved"),
             claimed_by: Some("alice".into()),
             claimed_at_us: Some(150),
             resolved_by: Some("alice".into()),
             resolved_at_us: Some(250),
-            outcome: Some("decline".into()),
+            outcome: Some(oc("decline")),
             note: Some("alice says decline".into()),
             ..rv1.clone()
         }
@@ -380,7 +394,7 @@ async fn suite(b: &Backend) {
     apply(store, vec![resolve("r1t", "rv-2", "rules", "approve", 260, true)]).await;
     assert_eq!(
         claimed(&store.review(None, "rv-2").await.unwrap().unwrap()),
-        ("resolved".into(), None, Some("rules".into()))
+        (rs("resolved"), None, Some("rules".into()))
     );
     apply(
         store,
@@ -414,7 +428,7 @@ async fn suite(b: &Backend) {
              session: Option<&str>,
              limit| ReviewFilter {
         tenant: tenant.map(str::to_owned),
-        status: status.map(str::to_owned),
+        status: status.map(rs),
         reason: reason.map(str::to_owned),
         opened_before_us: before,
         session_id: session.map(str::to_owned),
@@ -466,8 +480,8 @@ async fn suite(b: &Backend) {
     assert_eq!(store.decision("dec-f").await.unwrap(), None);
     assert_eq!(store.session("t1", "sess-f").await.unwrap(), None);
     assert_eq!(store.review(None, "rv-f").await.unwrap(), None);
-    assert!(store.blocks("t1", "document", 100).await.unwrap().is_empty());
-    assert!(store.open_sessions_with("r1t", "document", "h-f").await.unwrap().is_empty());
+    assert!(store.blocks("t1", bk("document"), 100).await.unwrap().is_empty());
+    assert!(store.open_sessions_with("r1t", bk("document"), "h-f").await.unwrap().is_empty());
     assert_eq!(store.subject("t1", "u-f").await.unwrap(), None);
     assert_eq!(store.ruleset("t1", "v-f").await.unwrap(), None);
     assert_eq!((b.checkpoint)("decisions").await, Some(5));
@@ -501,12 +515,12 @@ async fn suite(b: &Backend) {
         v.sort_by(|a, b| a.id.cmp(&b.id));
         v.into_iter().map(|r| r.id).collect::<Vec<_>>()
     };
-    assert_eq!(sorted_ids(store.open_sessions_with("o1", "document", "hd").await.unwrap()), ["rv-o1", "rv-o2"]);
-    assert_eq!(sorted_ids(store.open_sessions_with("o1", "phone", "hp").await.unwrap()), ["rv-o1"]);
-    assert!(store.open_sessions_with("o1", "email", "hd").await.unwrap().is_empty());
-    assert_eq!(sorted_ids(store.open_sessions_with("o2", "document", "hd").await.unwrap()), ["rv-o9"]);
+    assert_eq!(sorted_ids(store.open_sessions_with("o1", bk("document"), "hd").await.unwrap()), ["rv-o1", "rv-o2"]);
+    assert_eq!(sorted_ids(store.open_sessions_with("o1", bk("phone"), "hp").await.unwrap()), ["rv-o1"]);
+    assert!(store.open_sessions_with("o1", bk("email"), "hd").await.unwrap().is_empty());
+    assert_eq!(sorted_ids(store.open_sessions_with("o2", bk("document"), "hd").await.unwrap()), ["rv-o9"]);
     let o2 =
-        store.open_sessions_with("o1", "document", "hd").await.unwrap().into_iter().find(|r| r.id == "rv-o2").unwrap();
+        store.open_sessions_with("o1", bk("document"), "hd").await.unwrap().into_iter().find(|r| r.id == "rv-o2").unwrap();
     assert_eq!((o2.status.as_str(), o2.claimed_by.as_deref()), ("claimed", Some("ann")));
 
     // --- Blocklist: newest first, re-adding updates, removing a missing entry is not-found.
@@ -521,30 +535,30 @@ async fn suite(b: &Backend) {
     )
     .await;
     assert_eq!(
-        store.blocks("b1", "document", 10).await.unwrap(),
+        store.blocks("b1", bk("document"), 10).await.unwrap(),
         [block("b1", "document", "h2", None, "bob", 200), block("b1", "document", "h1", Some("fraud"), "alice", 100)]
     );
-    assert_eq!(store.blocks("b1", "document", 1).await.unwrap(), [block("b1", "document", "h2", None, "bob", 200)]);
-    assert!(store.blocks("b1", "email", 10).await.unwrap().is_empty());
-    assert!(store.blocks("b1", "document", 0).await.unwrap().is_empty());
+    assert_eq!(store.blocks("b1", bk("document"), 1).await.unwrap(), [block("b1", "document", "h2", None, "bob", 200)]);
+    assert!(store.blocks("b1", bk("email"), 10).await.unwrap().is_empty());
+    assert!(store.blocks("b1", bk("document"), 0).await.unwrap().is_empty());
     apply(store, vec![Op::AddBlock(block("b1", "document", "h1", Some("again"), "carol", 500))]).await;
     assert_eq!(
-        store.blocks("b1", "document", 10).await.unwrap()[0],
+        store.blocks("b1", bk("document"), 10).await.unwrap()[0],
         block("b1", "document", "h1", Some("again"), "carol", 500)
     );
     let remove = |tenant: &str, kind: &str, hash: &str| Txn {
         entries: vec![],
-        ops: vec![Op::RemoveBlock { tenant: tenant.into(), kind: kind.into(), hash: hash.into() }],
+        ops: vec![Op::RemoveBlock { tenant: tenant.into(), kind: bk(kind), hash: hash.into() }],
     };
     store.commit(remove("b1", "document", "h2")).await.unwrap();
     assert_eq!(not_found(store.commit(remove("b1", "document", "h2")).await), "no document blocklist entry `h2`");
     assert_eq!(not_found(store.commit(remove("b1", "email", "h1")).await), "no email blocklist entry `h1`");
     assert_eq!(not_found(store.commit(remove("b3", "document", "h1")).await), "no document blocklist entry `h1`");
     assert_eq!(
-        store.blocks("b1", "document", 10).await.unwrap(),
+        store.blocks("b1", bk("document"), 10).await.unwrap(),
         [block("b1", "document", "h1", Some("again"), "carol", 500)]
     );
-    assert_eq!(store.blocks("b2", "document", 10).await.unwrap().len(), 1);
+    assert_eq!(store.blocks("b2", bk("document"), 10).await.unwrap().len(), 1);
 
     // --- Subjects: attributes replaced as a whole, JSON kept exactly.
     let attrs = json!({"tier": "gold", "score": 0.5, "tags": ["a", "b"], "nested": {"n": null, "ü": "✓"}});
@@ -648,7 +662,7 @@ async fn suite(b: &Backend) {
         ],
     )
     .await;
-    let pairs = |v: &[(&str, &str)]| v.iter().map(|(k, h)| (k.to_string(), h.to_string())).collect::<Vec<_>>();
+    let pairs = |v: &[(&str, &str)]| v.iter().map(|(k, h)| (bk(k), h.to_string())).collect::<Vec<_>>();
     let req = |tenant: &str, session: &str, subject: &str, since: i64, subject_id: Option<&str>| LookupRequest {
         tenant: tenant.into(),
         session_id: session.into(),
@@ -690,12 +704,13 @@ async fn suite(b: &Backend) {
             .map(|(k, s)| {
                 let mut s = s.clone();
                 s.sort();
-                (k.clone(), s)
+                (k.as_str().to_owned(), s)
             })
             .collect::<Vec<_>>()
     };
     let v = |k: &str, s: &[&str]| (k.to_owned(), s.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-    assert_eq!(found[0].blocked, ["document", "email"], "each blocked kind once, in asking order");
+    let kinds = |ks: &[BlocklistKind]| ks.iter().map(|k| k.as_str()).collect::<Vec<_>>();
+    assert_eq!(kinds(&found[0].blocked), ["document", "email"], "each blocked kind once, in asking order");
     assert_eq!(
         velocity(&found[0]),
         [v("document", &["y"]), v("phone", &[]), v("phone", &["z"])],
@@ -703,7 +718,7 @@ async fn suite(b: &Backend) {
     );
     assert_eq!(
         found[0].other_sessions,
-        [("l-other-B".to_owned(), Some("decline".to_owned())), ("l-other-a".to_owned(), None)]
+        [("l-other-B".to_owned(), Some(oc("decline"))), ("l-other-a".to_owned(), None)]
     );
     assert_eq!(found[0].subject_attributes, Some(json!({"vip": true, "since": 2019})));
     let open = found[0].open_review.clone().expect("the session's open case");
@@ -712,7 +727,7 @@ async fn suite(b: &Backend) {
     assert_eq!(velocity(&found[1]), [v("document", &["x", "y"]), v("document", &["new"])]);
     assert_eq!(found[1].subject_attributes, None, "no subject id asked");
     assert_eq!(found[1].open_review.as_ref().map(|r| r.id.as_str()), Some("rv-l2"));
-    assert_eq!(found[2].blocked, ["phone"]);
+    assert_eq!(kinds(&found[2].blocked), ["phone"]);
     assert_eq!(velocity(&found[2]), [v("document", &["w"])]);
     assert!(found[2].other_sessions.is_empty(), "its own session is not another");
     assert_eq!((found[2].subject_attributes.clone(), found[2].open_review.clone()), (None, None));

@@ -1,0 +1,148 @@
+//! The domain's vocabulary as types: decision outcomes, session states, review statuses,
+//! blocklist kinds. Stored records, log events and API answers all use these, so a value outside
+//! the vocabulary cannot be written, and each serialises as the snake_case word the API shows.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+pub use idstream_rules::Outcome;
+
+/// idstream's state of a verification session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionState {
+    /// The provider reported `not_started`, `in_progress` or `awaiting_user`.
+    InProgress,
+    /// Decided `approve` (by the rules, an analyst or a re-check).
+    Approved,
+    /// Decided `review`: a case is open.
+    Review,
+    /// Decided `decline`.
+    Declined,
+    /// The provider asked the user to resubmit.
+    Resubmitted,
+    Abandoned,
+    Expired,
+}
+
+impl SessionState {
+    pub const ALL: [SessionState; 7] = [
+        SessionState::InProgress,
+        SessionState::Approved,
+        SessionState::Review,
+        SessionState::Declined,
+        SessionState::Resubmitted,
+        SessionState::Abandoned,
+        SessionState::Expired,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionState::InProgress => "in_progress",
+            SessionState::Approved => "approved",
+            SessionState::Review => "review",
+            SessionState::Declined => "declined",
+            SessionState::Resubmitted => "resubmitted",
+            SessionState::Abandoned => "abandoned",
+            SessionState::Expired => "expired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SessionState> {
+        SessionState::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// The state a decision's outcome puts a session in.
+    pub fn of(outcome: Outcome) -> SessionState {
+        match outcome {
+            Outcome::Approve => SessionState::Approved,
+            Outcome::Review => SessionState::Review,
+            Outcome::Decline => SessionState::Declined,
+        }
+    }
+
+    /// Whether the session can produce no further result (its review cases are moot).
+    pub fn is_final_without_result(self) -> bool {
+        matches!(self, SessionState::Abandoned | SessionState::Expired)
+    }
+}
+
+/// A review case's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReviewStatus {
+    /// Waiting for an analyst.
+    Open,
+    /// An analyst holds it; only they can resolve it.
+    Claimed,
+    /// Closed with a final outcome (by an analyst, a blocklist re-check or the rules).
+    Resolved,
+}
+
+impl ReviewStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReviewStatus::Open => "open",
+            ReviewStatus::Claimed => "claimed",
+            ReviewStatus::Resolved => "resolved",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ReviewStatus> {
+        Some(match s {
+            "open" => ReviewStatus::Open,
+            "claimed" => ReviewStatus::Claimed,
+            "resolved" => ReviewStatus::Resolved,
+            _ => return None,
+        })
+    }
+}
+
+/// The identity values blocklists and velocity work on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BlocklistKind {
+    /// An identity document number (optionally per issuing country).
+    Document,
+    Phone,
+    Email,
+    /// The provider's face id (or image hash).
+    Face,
+}
+
+impl BlocklistKind {
+    pub const ALL: [BlocklistKind; 4] =
+        [BlocklistKind::Document, BlocklistKind::Phone, BlocklistKind::Email, BlocklistKind::Face];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BlocklistKind::Document => "document",
+            BlocklistKind::Phone => "phone",
+            BlocklistKind::Email => "email",
+            BlocklistKind::Face => "face",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<BlocklistKind> {
+        BlocklistKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_parse_by_name() {
+        for s in SessionState::ALL {
+            assert_eq!(SessionState::parse(s.as_str()), Some(s));
+        }
+        for k in BlocklistKind::ALL {
+            assert_eq!(BlocklistKind::parse(k.as_str()), Some(k));
+        }
+        for s in [ReviewStatus::Open, ReviewStatus::Claimed, ReviewStatus::Resolved] {
+            assert_eq!(ReviewStatus::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(BlocklistKind::parse("passport"), None);
+    }
+}

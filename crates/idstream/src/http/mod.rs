@@ -1,0 +1,212 @@
+//! The HTTP edge: the router, the OpenAPI contract generated from the handlers, and what every
+//! request goes through (request ids, JSON errors for unknown routes and methods).
+//!
+//! Handlers are grouped by resource, one module each; every route is registered through
+//! [`api_router`] with its `#[utoipa::path]`, so a route cannot exist without its entry in the
+//! contract (`GET /openapi.json`, committed as `docs/openapi.json`).
+
+pub mod backtests;
+pub mod blocklists;
+pub mod decisions;
+pub mod events;
+pub mod extract;
+pub mod reviews;
+pub mod rulesets;
+pub mod sessions;
+pub mod subjects;
+pub mod system;
+
+use std::sync::Arc;
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::Router;
+use tracing::Instrument as _;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{IntoResponses, Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::{ApiError, ErrorBody};
+use crate::state::AppState;
+
+/// The header carrying a request's id, in both directions.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "idstream",
+        description = "Self-hosted real-time identity event platform: signed webhook ingest, a durable \
+            event log, decisions, review cases, blocklists, live streams. Every answer carries \
+            `x-request-id`; every error is `{\"error\": code, \"message\": text}`. Events in the log \
+            are documented by `docs/events.schema.json`.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0")
+    ),
+    modifiers(&Security),
+    components(schemas(ErrorBody, crate::events::LogEvent)),
+    tags(
+        (name = "webhooks", description = "Provider webhooks (signed by the provider, not by an API key)"),
+        (name = "events", description = "The event log"),
+        (name = "decisions", description = "Decisions and sessions"),
+        (name = "subjects", description = "The company's own data about its users, read by rules"),
+        (name = "rulesets", description = "Decision rulesets and backtests"),
+        (name = "blocklists", description = "Blocked documents, phones, emails and faces (keyed hashes)"),
+        (name = "reviews", description = "Manual review cases"),
+        (name = "streams", description = "Live WebSocket and Server-Sent Events streams (JWT)"),
+        (name = "system", description = "Health, readiness, metrics and this contract")
+    )
+)]
+struct ApiDoc;
+
+/// The security schemes: API keys for the REST API, JWTs for streams.
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        let components = api.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                Http::builder()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API key: `Authorization: Bearer <key>` (`idstream apikey new`)"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "stream_token",
+            SecurityScheme::Http(
+                Http::builder()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "A stream token (JWT with `tenant` and `kinds` claims) as `Authorization: Bearer`, \
+                         the `token` query parameter, or the WebSocket's first message",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// Error answers shared by many endpoints, each a documented response with the error body.
+/// (Only their OpenAPI description is used; handlers answer with [`ApiError`].)
+#[allow(dead_code)]
+pub mod responses {
+    use super::*;
+
+    #[derive(IntoResponses)]
+    #[response(status = 400, description = "A bad or unknown parameter or body field (`invalid_parameter`, `invalid_body`, `tenant_required`, ...); the message names it")]
+    pub struct BadRequest(ErrorBody);
+
+    #[derive(IntoResponses)]
+    #[response(status = 401, description = "No API key (`missing_api_key`) or an unknown one (`invalid_api_key`)")]
+    pub struct Unauthorized(ErrorBody);
+
+    #[derive(IntoResponses)]
+    #[response(status = 403, description = "The key acts for another tenant (`wrong_tenant`)")]
+    pub struct Forbidden(ErrorBody);
+
+    #[derive(IntoResponses)]
+    #[response(status = 404, description = "No such object for this tenant (another tenant's answers the same)")]
+    pub struct NotFound(ErrorBody);
+
+    #[derive(IntoResponses)]
+    #[response(status = 409, description = "The change conflicts with the object's state (`conflict`); the message says why")]
+    pub struct Conflict(ErrorBody);
+
+    #[derive(IntoResponses)]
+    #[response(status = 422, description = "The ruleset does not validate (`invalid_ruleset`); `errors` lists each at its line and column")]
+    pub struct InvalidRuleset(ErrorBody);
+
+    #[derive(IntoResponses)]
+    #[response(status = 503, description = "The event log cannot store now (`log_unavailable`); nothing was stored, retry later")]
+    pub struct Unavailable(ErrorBody);
+}
+
+/// Every documented route, with its handler.
+pub fn api_router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(crate::ingest::webhook))
+        .routes(routes!(events::list))
+        .routes(routes!(events::get))
+        .routes(routes!(events::body))
+        .routes(routes!(decisions::get))
+        .routes(routes!(sessions::get))
+        .routes(routes!(subjects::get, subjects::put))
+        .routes(routes!(rulesets::list, rulesets::upload))
+        .routes(routes!(rulesets::get))
+        .routes(routes!(rulesets::activate))
+        .routes(routes!(blocklists::list, blocklists::add))
+        .routes(routes!(blocklists::remove))
+        .routes(routes!(reviews::list))
+        .routes(routes!(reviews::get))
+        .routes(routes!(reviews::claim))
+        .routes(routes!(reviews::resolve))
+        .routes(routes!(backtests::run))
+        .routes(routes!(crate::stream::ws::handler))
+        .routes(routes!(crate::stream::sse::handler))
+        .routes(routes!(system::healthz))
+        .routes(routes!(system::readyz))
+        .routes(routes!(system::metrics))
+        .routes(routes!(system::openapi_json))
+}
+
+/// The OpenAPI document of every route.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_router().into_openapi()
+}
+
+/// The router of every route, with request ids and JSON answers for unknown routes and methods.
+pub fn router(state: Arc<AppState>) -> Router {
+    let (router, _) = api_router().split_for_parts();
+    router
+        .fallback(|| async { ApiError::not_found("not_found", "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not take that method")
+        })
+        .layer(axum::middleware::from_fn(request_id))
+        .with_state(state)
+}
+
+/// Whether a caller's request id is safe to adopt (it ends up in our logs and answers).
+fn sane_request_id(id: &str) -> bool {
+    (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+}
+
+/// Gives every request an id (the caller's `x-request-id` when present and sane, else a new
+/// UUIDv7), runs it inside a span carrying that id (so every log line of the request names it),
+/// and echoes the id on the answer.
+async fn request_id(req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| sane_request_id(v))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    // The route's template, never the path itself (paths carry subject and session ids).
+    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_default();
+    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), route = %route);
+    let mut resp = next.run(req).instrument(span).await;
+    resp.headers_mut().insert(REQUEST_ID, HeaderValue::from_str(&id).expect("sane ids are valid header values"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_adopted_only_when_sane() {
+        for ok in ["abc", "0193-ab_cd.ef:1", &"a".repeat(128)] {
+            assert!(sane_request_id(ok), "{ok}");
+        }
+        for bad in ["", "a b", "a\nb", "é", &"a".repeat(129), "<script>"] {
+            assert!(!sane_request_id(bad), "{bad:?}");
+        }
+    }
+}
