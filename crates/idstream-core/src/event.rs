@@ -704,7 +704,8 @@ mod tests {
         // A sender cannot write one of idstream's own kinds.
         let mut e3 = env();
         e3.scheme = Scheme::StandardV1;
-        let ev = normalise_standard(e3, "m2", &json!({"type": "decision.made", "data": {"outcome": "approve"}}), 9).unwrap();
+        let ev =
+            normalise_standard(e3, "m2", &json!({"type": "decision.made", "data": {"outcome": "approve"}}), 9).unwrap();
         assert_eq!((ev.kind.as_str(), ev.provider_kind.as_str()), ("standard.decision.made", "decision.made"));
         assert!(!is_own_kind(&ev.kind));
         let e2 = env();

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use idstream_rules::{Context, Ruleset};
 use idstream_rules::Outcome;
+use idstream_rules::{Context, Ruleset};
 use serde::Serialize;
 use utoipa::ToSchema;
 

@@ -214,9 +214,7 @@ impl OwnEvent {
     pub fn session_id(&self) -> Option<&str> {
         match self {
             OwnEvent::DecisionMade(e) => Some(&e.session_id),
-            OwnEvent::ReviewOpened(e) | OwnEvent::ReviewClaimed(e) | OwnEvent::ReviewResolved(e) => {
-                Some(&e.session_id)
-            }
+            OwnEvent::ReviewOpened(e) | OwnEvent::ReviewClaimed(e) | OwnEvent::ReviewResolved(e) => Some(&e.session_id),
             _ => None,
         }
     }
@@ -254,7 +252,7 @@ pub enum LogEvent {
     /// One of idstream's own events.
     Own(OwnEvent),
     /// A provider's result, normalised.
-    Provider(Box<IdentityEvent>),
+    Provider(IdentityEvent),
 }
 
 /// A stored entry that is not a valid event of its kind.
@@ -274,7 +272,7 @@ impl LogEvent {
         if e.source == OWN_SOURCE {
             serde_json::from_slice(&e.event).map(LogEvent::Own).map_err(invalid)
         } else {
-            serde_json::from_slice(&e.event).map(|ev| LogEvent::Provider(Box::new(ev))).map_err(invalid)
+            serde_json::from_slice(&e.event).map(LogEvent::Provider).map_err(invalid)
         }
     }
 
@@ -344,14 +342,14 @@ fn body_text(e: &LogEntry) -> Option<String> {
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum Shown {
-    Event(EventView),
+    Event(Box<EventView>),
     AsStored(serde_json::Value),
 }
 
 impl Shown {
     pub fn of(e: &LogEntry, with_body: bool) -> Shown {
         match EventView::of(e, with_body) {
-            Ok(v) => Shown::Event(v),
+            Ok(v) => Shown::Event(Box::new(v)),
             Err(err) => {
                 tracing::warn!(error = %err, "showing a log entry that is not a valid event as stored");
                 let mut v: serde_json::Value = serde_json::from_slice(&e.event).unwrap_or_default();
@@ -396,9 +394,134 @@ impl Shown {
     }
 }
 
+/// The JSON Schema (2020-12) of every log entry, generated from these types: the published
+/// contract of the log (`docs/events.schema.json`, `idstream schema events`).
+pub fn json_schema() -> serde_json::Value {
+    #[derive(utoipa::OpenApi)]
+    #[openapi(components(schemas(LogEvent, EventView)))]
+    struct Events;
+    let doc = serde_json::to_value(<Events as utoipa::OpenApi>::openapi()).expect("schemas serialise");
+    let mut defs = doc["components"]["schemas"].clone();
+    rewrite_refs(&mut defs);
+    serde_json::json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://github.com/idstream/idstream/docs/events.schema.json",
+        "title": "idstream log event",
+        "description": "An entry of idstream's event log, as the read API (`GET /v1/events`), live streams and notifications show it: `EventView` (the event with its `offset`). Stored events are `LogEvent`s: a provider's normalised result (`IdentityEvent`) or one of idstream's own events (`OwnEvent`, tagged by `kind`). Own kinds are in namespaces no provider kind uses.",
+        "$ref": "#/$defs/EventView",
+        "$defs": defs,
+    })
+}
+
+/// `#/components/schemas/X` → `#/$defs/X`.
+fn rewrite_refs(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m.iter_mut() {
+                match (k.as_str(), v) {
+                    ("$ref", serde_json::Value::String(r)) => {
+                        *r = r.replace("#/components/schemas/", "#/$defs/");
+                    }
+                    (_, v) => rewrite_refs(v),
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(rewrite_refs),
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every reference in the published schema resolves: the generator collected every type.
+    #[test]
+    fn the_schema_is_complete() {
+        fn refs(v: &serde_json::Value, out: &mut Vec<String>) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    for (k, v) in m {
+                        match (k.as_str(), v) {
+                            ("$ref", serde_json::Value::String(r)) => out.push(r.clone()),
+                            (_, v) => refs(v, out),
+                        }
+                    }
+                }
+                serde_json::Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+                _ => {}
+            }
+        }
+        let schema = json_schema();
+        let mut all = Vec::new();
+        refs(&schema, &mut all);
+        assert!(all.len() > 10, "{all:?}");
+        for r in all {
+            let name = r.strip_prefix("#/$defs/").unwrap_or_else(|| panic!("foreign reference {r}"));
+            assert!(schema["$defs"][name].is_object(), "{r} is not defined");
+        }
+        for own in
+            ["DecisionMade", "ReviewChanged", "RulesetChanged", "BlocklistChanged", "SubjectUpdated", "IdentityEvent"]
+        {
+            assert!(schema["$defs"][own].is_object(), "{own}");
+        }
+    }
+
+    /// Entries written before the schema was typed (by the JSON builders of the previous
+    /// version, in `tests/it/data/v0-events.json`) parse as their types and serialise back to
+    /// exactly the same JSON: the wire format did not change.
+    #[test]
+    fn entries_written_before_the_types_parse_and_round_trip() {
+        let fixture: Vec<serde_json::Value> =
+            serde_json::from_str(include_str!("../tests/it/data/v0-events.json")).unwrap();
+        let mut kinds = std::collections::BTreeSet::new();
+        for f in &fixture {
+            let entry = LogEntry {
+                offset: f["offset"].as_u64().unwrap(),
+                id: f["event"]["id"].as_str().unwrap().to_owned(),
+                tenant: f["event"]["tenant"].as_str().unwrap().to_owned(),
+                source: f["source"].as_str().unwrap().to_owned(),
+                kind: f["kind"].as_str().unwrap().to_owned(),
+                partition_key: String::new(),
+                appended_at_us: 0,
+                event: serde_json::to_vec(&f["event"]).unwrap(),
+                body: None,
+            };
+            let parsed = LogEvent::from_entry(&entry).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(parsed.kind(), entry.kind);
+            assert_eq!(serde_json::to_value(&parsed).unwrap(), f["event"], "{} changed on the wire", entry.kind);
+            kinds.insert(entry.kind);
+        }
+        for own in OWN_KINDS {
+            assert!(kinds.contains(*own), "the fixture has no {own}");
+        }
+        assert!(kinds.iter().any(|k| k.starts_with("verification.")));
+    }
+
+    /// A provider entry whose kind looks like one of ours (a Standard Webhooks sender's
+    /// `decision.made`, stored before such kinds were renamed) is still read as a provider event.
+    #[test]
+    fn provider_entries_are_read_as_provider_events_whatever_their_kind() {
+        let ev = serde_json::json!({
+            "id": "e1", "offset": 0, "tenant": "beta", "source": "std-main", "provider": "standard",
+            "kind": "decision.made", "provider_kind": "decision.made", "occurred_at": "2026-01-01T00:00:00Z",
+            "received_at": "2026-01-01T00:00:00Z", "signature": "standard_v1", "unauthenticated_decision": false,
+            "dedupe_key": "event:m1", "checks": {}
+        });
+        let entry = LogEntry {
+            offset: 9,
+            id: "e1".into(),
+            tenant: "beta".into(),
+            source: "std-main".into(),
+            kind: "decision.made".into(),
+            partition_key: "p".into(),
+            appended_at_us: 0,
+            event: serde_json::to_vec(&ev).unwrap(),
+            body: None,
+        };
+        assert!(matches!(LogEvent::from_entry(&entry).unwrap(), LogEvent::Provider(_)));
+        assert_eq!(EventView::of(&entry, false).unwrap().offset, 9);
+    }
 
     #[test]
     fn own_kinds_are_in_own_namespaces_and_match_the_enum() {

@@ -168,6 +168,7 @@ pub fn to_entry(event: &IdentityEvent, body: Bytes) -> NewEntry {
 #[utoipa::path(
     post,
     path = "/webhooks/{source_id}",
+    operation_id = "receive_webhook",
     tag = "webhooks",
     params(
         ("source_id" = String, Path, description = "A configured source (`[[sources]] id`)"),

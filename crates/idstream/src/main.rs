@@ -49,6 +49,12 @@ enum Command {
     },
     /// Print the compiled-in default configuration (commented).
     DefaultConfig,
+    /// Print a published contract: the REST API's OpenAPI document, or the JSON Schema of the
+    /// log's events (what `docs/openapi.json` and `docs/events.schema.json` hold).
+    Schema {
+        #[arg(value_enum)]
+        which: SchemaKind,
+    },
     /// Mint an HS256 stream token (JWT) for `GET /v1/stream`.
     Token(TokenArgs),
     /// Print a live event stream, one JSON line per event; resumes after disconnects.
@@ -60,6 +66,12 @@ enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SchemaKind {
+    Openapi,
+    Events,
 }
 
 #[derive(Subcommand)]
@@ -348,6 +360,14 @@ fn run() -> anyhow::Result<()> {
         Command::Watch(args) => rt.block_on(idstream::stream::watch::run(args)),
         Command::Rules { command } => rules(command),
         Command::Backtest(args) => rt.block_on(idstream::backtest::cli(args)),
+        Command::Schema { which } => {
+            let doc = match which {
+                SchemaKind::Openapi => serde_json::to_value(idstream::http::openapi())?,
+                SchemaKind::Events => idstream::events::json_schema(),
+            };
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+            Ok(())
+        }
         Command::DefaultConfig => {
             print!("{}", idstream::config::DEFAULT_TOML);
             Ok(())

@@ -434,7 +434,7 @@ impl Decider {
         let mut others: HashMap<String, Option<Outcome>> = found.other_sessions.into_iter().collect();
         for ((t, s), (subj, outcome)) in &overlay.sessions {
             if t == tenant && subj == &subject && s != session_id {
-                others.insert(s.clone(), outcome.clone());
+                others.insert(s.clone(), *outcome);
             }
         }
         let count = |o: Outcome| others.values().filter(|x| **x == Some(o)).count() as i64;

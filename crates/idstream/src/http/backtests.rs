@@ -33,6 +33,7 @@ pub struct BacktestBody {
 #[utoipa::path(
     post,
     path = "/v1/backtests",
+    operation_id = "run_backtest",
     tag = "rulesets",
     params(TenantParam),
     request_body = BacktestBody,

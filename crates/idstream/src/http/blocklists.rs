@@ -92,7 +92,10 @@ pub struct ListParams {
 
 fn kind_of(kind: &str) -> Result<BlocklistKind, ApiError> {
     BlocklistKind::parse(kind).ok_or_else(|| {
-        ApiError::not_found("unknown_blocklist", format!("no blocklist `{kind}` (there are: document, phone, email, face)"))
+        ApiError::not_found(
+            "unknown_blocklist",
+            format!("no blocklist `{kind}` (there are: document, phone, email, face)"),
+        )
     })
 }
 
@@ -114,6 +117,7 @@ const KIND: &str = "`document`, `phone`, `email` or `face`";
 #[utoipa::path(
     get,
     path = "/v1/blocklists/{kind}",
+    operation_id = "list_blocklist",
     tag = "blocklists",
     params(("kind" = String, Path, description = KIND), ListParams),
     security(("api_key" = [])),
@@ -139,6 +143,7 @@ pub async fn list(
 #[utoipa::path(
     post,
     path = "/v1/blocklists/{kind}",
+    operation_id = "add_to_blocklist",
     tag = "blocklists",
     params(("kind" = String, Path, description = KIND), TenantParam),
     request_body = NewBlock,
@@ -213,6 +218,7 @@ pub async fn add(
 #[utoipa::path(
     delete,
     path = "/v1/blocklists/{kind}/{id}",
+    operation_id = "remove_from_blocklist",
     tag = "blocklists",
     params(("kind" = String, Path, description = KIND), ("id" = String, Path, description = "The entry's id"), TenantParam),
     security(("api_key" = [])),

@@ -33,6 +33,7 @@ impl From<DecisionRecord> for DecisionView {
 #[utoipa::path(
     get,
     path = "/v1/decisions/{id}",
+    operation_id = "get_decision",
     tag = "decisions",
     params(("id" = String, Path, description = "The decision's id")),
     security(("api_key" = [])),

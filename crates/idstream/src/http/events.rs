@@ -50,6 +50,7 @@ pub struct EventPage {
 #[utoipa::path(
     get,
     path = "/v1/events",
+    operation_id = "list_events",
     tag = "events",
     params(ListEvents),
     security(("api_key" = [])),
@@ -98,6 +99,7 @@ async fn visible_entry(st: &AppState, caller: &Caller, id: &str) -> Result<LogEn
 #[utoipa::path(
     get,
     path = "/v1/events/{id}",
+    operation_id = "get_event",
     tag = "events",
     params(("id" = String, Path, description = "The event's id")),
     security(("api_key" = [])),
@@ -115,6 +117,7 @@ pub async fn get(
 #[utoipa::path(
     get,
     path = "/v1/events/{id}/body",
+    operation_id = "get_event_body",
     tag = "events",
     params(("id" = String, Path, description = "The event's id")),
     security(("api_key" = [])),
@@ -124,7 +127,11 @@ pub async fn get(
         (status = 404, body = ErrorBody, description = "No such event (`event_not_found`), or it did not come from a webhook (`no_body`)")
     )
 )]
-pub async fn body(State(st): State<Arc<AppState>>, caller: Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn body(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let e = visible_entry(&st, &caller, &id).await?;
     let body =
         e.body.ok_or_else(|| ApiError::not_found("no_body", format!("event `{id}` did not come from a webhook")))?;

@@ -38,9 +38,12 @@ fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
     let value = headers
         .get(header::AUTHORIZATION)
         .ok_or_else(|| ApiError::unauthorized("missing_api_key", "send `Authorization: Bearer <api key>`"))?;
-    value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(str::trim).ok_or_else(|| {
-        ApiError::unauthorized("invalid_api_key", "the Authorization header must be `Bearer <api key>`")
-    })
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| ApiError::unauthorized("invalid_api_key", "the Authorization header must be `Bearer <api key>`"))
 }
 
 impl Caller {
@@ -127,7 +130,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
         let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let path = e.path().to_string();
             let inner = redact(&e.into_inner().to_string());
-            invalid(if path == "." { format!("invalid JSON body: {inner}") } else { format!("invalid JSON body: `{path}`: {inner}") })
+            invalid(if path == "." {
+                format!("invalid JSON body: {inner}")
+            } else {
+                format!("invalid JSON body: `{path}`: {inner}")
+            })
         })?;
         de.end().map_err(|e| invalid(format!("invalid JSON body: {e}")))?;
         Ok(ApiJson(value))

@@ -99,7 +99,10 @@ pub mod responses {
     use super::*;
 
     #[derive(IntoResponses)]
-    #[response(status = 400, description = "A bad or unknown parameter or body field (`invalid_parameter`, `invalid_body`, `tenant_required`, ...); the message names it")]
+    #[response(
+        status = 400,
+        description = "A bad or unknown parameter or body field (`invalid_parameter`, `invalid_body`, `tenant_required`, ...); the message names it"
+    )]
     pub struct BadRequest(ErrorBody);
 
     #[derive(IntoResponses)]
@@ -115,15 +118,24 @@ pub mod responses {
     pub struct NotFound(ErrorBody);
 
     #[derive(IntoResponses)]
-    #[response(status = 409, description = "The change conflicts with the object's state (`conflict`); the message says why")]
+    #[response(
+        status = 409,
+        description = "The change conflicts with the object's state (`conflict`); the message says why"
+    )]
     pub struct Conflict(ErrorBody);
 
     #[derive(IntoResponses)]
-    #[response(status = 422, description = "The ruleset does not validate (`invalid_ruleset`); `errors` lists each at its line and column")]
+    #[response(
+        status = 422,
+        description = "The ruleset does not validate (`invalid_ruleset`); `errors` lists each at its line and column"
+    )]
     pub struct InvalidRuleset(ErrorBody);
 
     #[derive(IntoResponses)]
-    #[response(status = 503, description = "The event log cannot store now (`log_unavailable`); nothing was stored, retry later")]
+    #[response(
+        status = 503,
+        description = "The event log cannot store now (`log_unavailable`); nothing was stored, retry later"
+    )]
     pub struct Unavailable(ErrorBody);
 }
 
@@ -166,7 +178,11 @@ pub fn router(state: Arc<AppState>) -> Router {
     router
         .fallback(|| async { ApiError::not_found("not_found", "no such endpoint") })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not take that method")
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method",
+            )
         })
         .layer(axum::middleware::from_fn(request_id))
         .with_state(state)

@@ -131,6 +131,7 @@ async fn visible(st: &AppState, caller: &Caller, id: &str) -> Result<ReviewRecor
 #[utoipa::path(
     get,
     path = "/v1/reviews",
+    operation_id = "list_reviews",
     tag = "reviews",
     params(ListParams),
     security(("api_key" = [])),
@@ -152,7 +153,8 @@ pub async fn list(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad_request("invalid_parameter", "`limit` must be an integer from 1 to 1000"));
     }
-    let opened_before_us = q.older_than_secs.map(|s| now_us() - (s.min(i64::MAX as u64 / 1_000_000) as i64) * 1_000_000);
+    let opened_before_us =
+        q.older_than_secs.map(|s| now_us() - (s.min(i64::MAX as u64 / 1_000_000) as i64) * 1_000_000);
     let filter = ReviewFilter { tenant, status, reason: q.reason, opened_before_us, session_id: q.session_id, limit };
     let reviews = st.store.reviews(filter).await?;
     Ok(Json(ReviewList { reviews: reviews.into_iter().map(ReviewView::from).collect() }))
@@ -162,6 +164,7 @@ pub async fn list(
 #[utoipa::path(
     get,
     path = "/v1/reviews/{id}",
+    operation_id = "get_review",
     tag = "reviews",
     params(("id" = String, Path, description = "The case's id")),
     security(("api_key" = [])),
@@ -179,6 +182,7 @@ pub async fn get(
 #[utoipa::path(
     post,
     path = "/v1/reviews/{id}/claim",
+    operation_id = "claim_review",
     tag = "reviews",
     params(("id" = String, Path, description = "The case's id")),
     request_body(content = ClaimBody, description = "Optional"),
@@ -210,6 +214,7 @@ pub async fn claim(
 #[utoipa::path(
     post,
     path = "/v1/reviews/{id}/resolve",
+    operation_id = "resolve_review",
     tag = "reviews",
     params(("id" = String, Path, description = "The case's id")),
     request_body = ResolveBody,

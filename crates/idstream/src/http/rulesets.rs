@@ -118,6 +118,7 @@ fn changed(tenant: &str, version: &str, label: &str, actor: &str, now: i64) -> R
 #[utoipa::path(
     get,
     path = "/v1/rulesets",
+    operation_id = "list_rulesets",
     tag = "rulesets",
     params(TenantParam),
     security(("api_key" = [])),
@@ -163,6 +164,7 @@ pub async fn list(
 #[utoipa::path(
     post,
     path = "/v1/rulesets",
+    operation_id = "upload_ruleset",
     tag = "rulesets",
     params(UploadParams),
     request_body(content = String, content_type = "application/yaml", description = "The ruleset document"),
@@ -220,6 +222,7 @@ pub async fn upload(
 #[utoipa::path(
     get,
     path = "/v1/rulesets/{version}",
+    operation_id = "get_ruleset",
     tag = "rulesets",
     params(("version" = String, Path, description = "A version (hex SHA-256), or `default`"), TenantParam),
     security(("api_key" = [])),
@@ -260,6 +263,7 @@ pub async fn get(
 #[utoipa::path(
     post,
     path = "/v1/rulesets/{version}/activate",
+    operation_id = "activate_ruleset",
     tag = "rulesets",
     params(("version" = String, Path, description = "The version to activate"), TenantParam),
     security(("api_key" = [])),
@@ -290,11 +294,5 @@ pub async fn activate(
         })
         .await?;
     st.rulesets.set(&tenant, Arc::new(ruleset));
-    Ok(Json(RulesetActivation {
-        tenant,
-        version,
-        label: r.label,
-        activated_by: caller.name,
-        activated_at: time(now),
-    }))
+    Ok(Json(RulesetActivation { tenant, version, label: r.label, activated_by: caller.name, activated_at: time(now) }))
 }

@@ -46,6 +46,7 @@ pub struct SessionView {
 #[utoipa::path(
     get,
     path = "/v1/sessions/{id}",
+    operation_id = "get_session",
     tag = "decisions",
     params(("id" = String, Path, description = "The provider's session id"), TenantParam),
     security(("api_key" = [])),

@@ -37,6 +37,7 @@ impl From<SubjectRecord> for SubjectView {
 #[utoipa::path(
     get,
     path = "/v1/subjects/{id}",
+    operation_id = "get_subject",
     tag = "subjects",
     params(("id" = String, Path, description = "Your user id (Didit `vendor_data`)"), TenantParam),
     security(("api_key" = [])),
@@ -62,6 +63,7 @@ pub async fn get(
 #[utoipa::path(
     put,
     path = "/v1/subjects/{id}",
+    operation_id = "put_subject",
     tag = "subjects",
     params(("id" = String, Path, description = "Your user id (Didit `vendor_data`)"), TenantParam),
     request_body(content = Object, description = "Attributes: names of letters, digits and `_`; any JSON values"),
@@ -100,13 +102,8 @@ pub async fn put(
         actor: caller.name.clone(),
         at: idstream_core::event::rfc3339_us(now),
     });
-    let op = Op::PutSubject {
-        tenant,
-        id,
-        attributes: record.attributes.clone(),
-        actor: caller.name.clone(),
-        now_us: now,
-    };
+    let op =
+        Op::PutSubject { tenant, id, attributes: record.attributes.clone(), actor: caller.name.clone(), now_us: now };
     st.store.commit(Txn { entries: vec![event.to_entry()], ops: vec![op] }).await?;
     Ok(Json(record.into()))
 }

@@ -286,7 +286,12 @@ pub trait Store: Send + Sync + 'static {
     async fn session(&self, tenant: &str, id: &str) -> Result<Option<SessionRecord>, LogError>;
     async fn session_decisions(&self, tenant: &str, id: &str) -> Result<Vec<DecisionRecord>, LogError>;
     /// Sessions with an open or claimed review in which a value with this hash was seen.
-    async fn open_sessions_with(&self, tenant: &str, kind: BlocklistKind, hash: &str) -> Result<Vec<ReviewRecord>, LogError>;
+    async fn open_sessions_with(
+        &self,
+        tenant: &str,
+        kind: BlocklistKind,
+        hash: &str,
+    ) -> Result<Vec<ReviewRecord>, LogError>;
     async fn review(&self, tenant: Option<&str>, id: &str) -> Result<Option<ReviewRecord>, LogError>;
     async fn reviews(&self, filter: ReviewFilter) -> Result<Vec<ReviewRecord>, LogError>;
     /// The review resolved for a session, latest first (backtest's analyst agreement).

@@ -72,6 +72,7 @@ pub struct SseParams {
 #[utoipa::path(
     get,
     path = "/v1/stream/sse",
+    operation_id = "stream_sse",
     tag = "streams",
     params(SseParams, ("last-event-id" = Option<u64>, Header, description = "Resume after this offset")),
     security(("stream_token" = [])),

@@ -44,6 +44,7 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<String> {
 #[utoipa::path(
     get,
     path = "/v1/stream",
+    operation_id = "stream_websocket",
     tag = "streams",
     params(("token" = Option<String>, Query, description = "The stream token, for clients that cannot set `Authorization` (or send it as the first message)")),
     security(("stream_token" = [])),

@@ -103,7 +103,7 @@ async fn simulated_personas_get_the_expected_outcomes(backend: String) {
         }
     }
     let only = |p: &str, allowed: &[&str]| {
-        let Some(row) = table.get(p) else { return };
+        let row = table.get(p).unwrap_or_else(|| panic!("no session of persona {p} was simulated: {table:#?}"));
         for (state, n) in row {
             assert!(allowed.contains(&state.as_str()), "{p}: {n} session(s) ended `{state}`; table: {table:#?}");
         }

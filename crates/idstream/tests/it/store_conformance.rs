@@ -339,7 +339,7 @@ async fn suite(b: &Backend) {
         (got.status.as_str(), got.claimed_by.as_deref(), got.claimed_at_us),
         ("claimed", Some("alice"), Some(150))
     );
-    let claimed = |r: &ReviewRecord| (r.status.clone(), r.claimed_by.clone(), r.resolved_by.clone());
+    let claimed = |r: &ReviewRecord| (r.status, r.claimed_by.clone(), r.resolved_by.clone());
     assert_eq!(
         conflict(store.commit(Txn { entries: vec![], ops: vec![claim("r1t", "rv-1", "bob", 160)] }).await),
         "review `rv-1` is claimed by `alice`"
@@ -519,8 +519,13 @@ async fn suite(b: &Backend) {
     assert_eq!(sorted_ids(store.open_sessions_with("o1", bk("phone"), "hp").await.unwrap()), ["rv-o1"]);
     assert!(store.open_sessions_with("o1", bk("email"), "hd").await.unwrap().is_empty());
     assert_eq!(sorted_ids(store.open_sessions_with("o2", bk("document"), "hd").await.unwrap()), ["rv-o9"]);
-    let o2 =
-        store.open_sessions_with("o1", bk("document"), "hd").await.unwrap().into_iter().find(|r| r.id == "rv-o2").unwrap();
+    let o2 = store
+        .open_sessions_with("o1", bk("document"), "hd")
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.id == "rv-o2")
+        .unwrap();
     assert_eq!((o2.status.as_str(), o2.claimed_by.as_deref()), ("claimed", Some("ann")));
 
     // --- Blocklist: newest first, re-adding updates, removing a missing entry is not-found.

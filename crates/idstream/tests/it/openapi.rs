@@ -1,0 +1,543 @@
+//! The OpenAPI contract against the running server: every endpoint is called with every status
+//! the contract documents for it, each answer's body is validated against the contract's schema
+//! for that status, and an answer with a status the contract does not document fails the test.
+//! At the end, every documented (method, path, status) must have been seen.
+
+use std::collections::BTreeSet;
+
+use serde_json::{json, Value};
+
+use crate::decisions::kyc_body;
+use crate::helpers::*;
+
+const JWT_SECRET: &str = "openapi-test-hs256-secret-0123456789abcdef";
+
+/// The contract, and which of its answers the test has seen.
+struct Contract {
+    doc: Value,
+    seen: std::sync::Mutex<BTreeSet<(String, String, String)>>,
+}
+
+/// One call: method, the path template as documented, and the concrete path (with query).
+struct Call<'a> {
+    method: &'a str,
+    template: &'a str,
+    path: String,
+    key: Option<&'a str>,
+    body: Option<Vec<u8>>,
+    headers: Vec<(&'static str, String)>,
+}
+
+fn call<'a>(method: &'a str, template: &'a str, path: impl Into<String>, key: Option<&'a str>) -> Call<'a> {
+    Call { method, template, path: path.into(), key, body: None, headers: Vec::new() }
+}
+
+impl Call<'_> {
+    fn json(mut self, v: Value) -> Self {
+        self.body = Some(serde_json::to_vec(&v).unwrap());
+        self
+    }
+    fn raw(mut self, b: impl Into<Vec<u8>>) -> Self {
+        self.body = Some(b.into());
+        self
+    }
+    fn header(mut self, k: &'static str, v: impl Into<String>) -> Self {
+        self.headers.push((k, v.into()));
+        self
+    }
+    fn headers_from(mut self, h: Vec<(&'static str, String)>) -> Self {
+        self.headers.extend(h);
+        self
+    }
+}
+
+impl Contract {
+    fn new(doc: Value) -> Contract {
+        Contract { doc, seen: Default::default() }
+    }
+
+    /// The documented answer of `method template` for `status`.
+    fn response(&self, method: &str, template: &str, status: u16) -> (String, &Value) {
+        let op = &self.doc["paths"][template][method.to_ascii_lowercase()];
+        assert!(op.is_object(), "{method} {template} is not in the contract");
+        let key = status.to_string();
+        let r = &op["responses"][&key];
+        assert!(r.is_object(), "{method} {template} answered {status}, which the contract does not document");
+        (key, r)
+    }
+
+    /// Checks an answer against the contract and records it.
+    fn check(&self, method: &str, template: &str, status: u16, content_type: &str, body: &[u8]) {
+        let (key, r) = self.response(method, template, status);
+        if let Some(content) = r["content"].as_object() {
+            let media = content.keys().next().expect("a documented media type").clone();
+            assert!(
+                content_type.starts_with(media.split(';').next().unwrap()),
+                "{method} {template} {status}: content type {content_type:?}, documented {media:?}"
+            );
+            if media == "application/json" {
+                let instance: Value = serde_json::from_slice(body)
+                    .unwrap_or_else(|e| panic!("{method} {template} {status}: body is not JSON ({e})"));
+                let errors = self.errors(r, &media, &instance);
+                assert!(
+                    errors.is_empty(),
+                    "{method} {template} {status}: body does not match the contract: {errors:#?}\n{instance}"
+                );
+            }
+        } else {
+            assert!(body.is_empty() || status == 101, "{method} {template} {status}: undocumented body");
+        }
+        self.seen.lock().unwrap().insert((method.to_ascii_lowercase(), template.to_owned(), key));
+    }
+
+    /// Where `instance` breaks the schema of response `r` for `media`.
+    fn errors(&self, r: &Value, media: &str, instance: &Value) -> Vec<String> {
+        // The response schema with the document's components beside it, so
+        // `#/components/...` references resolve.
+        let mut root = json!({"allOf": [r["content"][media]["schema"].clone()]});
+        root["components"] = self.doc["components"].clone();
+        let validator = jsonschema::validator_for(&root).expect("the contract's schemas compile");
+        validator.iter_errors(instance).map(|e| format!("{e} at {}", e.instance_path)).collect()
+    }
+
+    async fn send(&self, srv: &TestServer, c: Call<'_>) -> (u16, Value) {
+        let mut req = srv.client.request(c.method.parse().unwrap(), srv.url(&c.path));
+        if let Some(k) = c.key {
+            req = req.bearer_auth(k);
+        }
+        for (k, v) in &c.headers {
+            req = req.header(*k, v);
+        }
+        if let Some(b) = c.body {
+            req = req.body(b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        assert!(resp.headers().contains_key("x-request-id"), "{} {}: no x-request-id", c.method, c.path);
+        let ct = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let bytes = if ct.starts_with("text/event-stream") { Vec::new() } else { resp.bytes().await.unwrap().to_vec() };
+        self.check(c.method, c.template, status, &ct, &bytes);
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    /// Sends and asserts the status.
+    async fn expect(&self, srv: &TestServer, status: u16, c: Call<'_>) -> Value {
+        let what = format!("{} {}", c.method, c.path);
+        let (s, v) = self.send(srv, c).await;
+        assert_eq!(s, status, "{what}: {v}");
+        v
+    }
+
+    /// Every documented answer that was never seen.
+    fn unseen(&self) -> Vec<String> {
+        let seen = self.seen.lock().unwrap();
+        let mut missing = Vec::new();
+        for (path, ops) in self.doc["paths"].as_object().unwrap() {
+            for (method, op) in ops.as_object().unwrap() {
+                for status in op["responses"].as_object().unwrap().keys() {
+                    if !seen.contains(&(method.clone(), path.clone(), status.clone())) {
+                        missing.push(format!("{method} {path} {status}"));
+                    }
+                }
+            }
+        }
+        missing
+    }
+}
+
+fn signed(body: &[u8]) -> Vec<(&'static str, String)> {
+    didit_headers(body, SECRET_NEW, Sig::All)
+}
+
+const RULESET: &str = "version_label: openapi-test\nthresholds: {review_score: 50, decline_score: 100}\nrules:\n  \
+  - id: aml\n    when: has(aml.hits) && aml.hits > 0\n    outcome: review\n    reason: aml.hits\n    message: AML hits.\n";
+
+#[tokio::test]
+async fn every_endpoint_answers_as_the_contract_says() {
+    let stream = format!("[stream]\nhs256_secrets = [\"{JWT_SECRET}\"]\n");
+    let srv = TestServer::start_with(&base_config(&[SECRET_NEW], &stream)).await;
+    // The contract the server serves is the one the code generates.
+    let (s, served) = srv.get("/openapi.json", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(served, serde_json::to_value(idstream::http::openapi()).unwrap());
+    assert_eq!(served["openapi"], "3.1.0");
+    let c = Contract::new(served);
+    c.check("get", "/openapi.json", 200, "application/json", b"{}");
+    // The validation has teeth: bodies that break the contract are caught.
+    let (_, page) = c.response("get", "/v1/events", 200);
+    for bad in [
+        json!({"events": [{"kind": "decision.made", "offset": 1}], "next_after": 1, "head": 1}),
+        json!({"events": [], "next_after": -1, "head": 1}),
+        json!({"events": []}),
+    ] {
+        assert!(!c.errors(page, "application/json", &bad).is_empty(), "{bad} passed");
+    }
+
+    // --- Webhooks.
+    let approve = kyc_body("oa-1", "oa-s1", "oa-u1", "Approved", |_| {});
+    let v = c
+        .expect(
+            &srv,
+            200,
+            call("POST", "/webhooks/{source_id}", "/webhooks/didit-main", None)
+                .raw(approve.clone())
+                .headers_from(signed(&approve)),
+        )
+        .await;
+    let event_id = v["event_id"].as_str().unwrap().to_owned();
+    let review_body =
+        kyc_body("oa-2", "oa-s2", "oa-u2", "Approved", |v| v["decision"]["aml_screenings"][0]["total_hits"] = 2.into());
+    c.expect(
+        &srv,
+        200,
+        call("POST", "/webhooks/{source_id}", "/webhooks/didit-main", None)
+            .raw(review_body.clone())
+            .headers_from(signed(&review_body)),
+    )
+    .await;
+    let review2 =
+        kyc_body("oa-3", "oa-s3", "oa-u3", "Approved", |v| v["decision"]["aml_screenings"][0]["total_hits"] = 3.into());
+    c.expect(
+        &srv,
+        200,
+        call("POST", "/webhooks/{source_id}", "/webhooks/didit-main", None)
+            .raw(review2.clone())
+            .headers_from(signed(&review2)),
+    )
+    .await;
+    c.expect(
+        &srv,
+        400,
+        call("POST", "/webhooks/{source_id}", "/webhooks/didit-main", None)
+            .raw(&b"not json"[..])
+            .headers_from(raw_only(b"not json", SECRET_NEW)),
+    )
+    .await;
+    c.expect(
+        &srv,
+        401,
+        call("POST", "/webhooks/{source_id}", "/webhooks/didit-main", None)
+            .raw(approve.clone())
+            .headers_from(didit_headers(&approve, "wrong-secret-0123456789", Sig::All)),
+    )
+    .await;
+    c.expect(&srv, 404, call("POST", "/webhooks/{source_id}", "/webhooks/nope", None).raw(approve.clone())).await;
+    c.expect(&srv, 413, call("POST", "/webhooks/{source_id}", "/webhooks/didit-main", None).raw(vec![b' '; 2 << 20]))
+        .await;
+    srv.decided().await;
+
+    // --- Events.
+    c.expect(&srv, 200, call("GET", "/v1/events", "/v1/events?limit=10", Some(KEY_ACME))).await;
+    c.expect(&srv, 400, call("GET", "/v1/events", "/v1/events?bogus=1", Some(KEY_ACME))).await;
+    c.expect(&srv, 401, call("GET", "/v1/events", "/v1/events", None)).await;
+    c.expect(&srv, 200, call("GET", "/v1/events/{id}", format!("/v1/events/{event_id}"), Some(KEY_ACME))).await;
+    c.expect(&srv, 401, call("GET", "/v1/events/{id}", format!("/v1/events/{event_id}"), Some("nope"))).await;
+    c.expect(&srv, 404, call("GET", "/v1/events/{id}", format!("/v1/events/{event_id}"), Some(KEY_BETA))).await;
+    c.expect(&srv, 200, call("GET", "/v1/events/{id}/body", format!("/v1/events/{event_id}/body"), Some(KEY_ACME)))
+        .await;
+    c.expect(&srv, 401, call("GET", "/v1/events/{id}/body", format!("/v1/events/{event_id}/body"), None)).await;
+    c.expect(&srv, 404, call("GET", "/v1/events/{id}/body", "/v1/events/nope/body", Some(KEY_ACME))).await;
+
+    // --- Decisions and sessions.
+    let sess = c.expect(&srv, 200, call("GET", "/v1/sessions/{id}", "/v1/sessions/oa-s1", Some(KEY_ACME))).await;
+    let decision_id = sess["decisions"][0]["id"].as_str().unwrap().to_owned();
+    c.expect(&srv, 200, call("GET", "/v1/sessions/{id}", "/v1/sessions/oa-s2?tenant=acme", Some(KEY_ALL))).await;
+    c.expect(&srv, 400, call("GET", "/v1/sessions/{id}", "/v1/sessions/oa-s1", Some(KEY_ALL))).await;
+    c.expect(&srv, 401, call("GET", "/v1/sessions/{id}", "/v1/sessions/oa-s1", None)).await;
+    c.expect(&srv, 403, call("GET", "/v1/sessions/{id}", "/v1/sessions/oa-s1?tenant=beta", Some(KEY_ACME))).await;
+    c.expect(&srv, 404, call("GET", "/v1/sessions/{id}", "/v1/sessions/nope", Some(KEY_ACME))).await;
+    c.expect(&srv, 200, call("GET", "/v1/decisions/{id}", format!("/v1/decisions/{decision_id}"), Some(KEY_ACME)))
+        .await;
+    c.expect(&srv, 401, call("GET", "/v1/decisions/{id}", format!("/v1/decisions/{decision_id}"), None)).await;
+    c.expect(&srv, 404, call("GET", "/v1/decisions/{id}", format!("/v1/decisions/{decision_id}"), Some(KEY_BETA)))
+        .await;
+
+    // --- Subjects.
+    let t = "/v1/subjects/{id}";
+    c.expect(
+        &srv,
+        200,
+        call("PUT", t, "/v1/subjects/oa-u1", Some(KEY_ACME)).json(json!({"expected_first_name": "Ana"})),
+    )
+    .await;
+    c.expect(&srv, 400, call("PUT", t, "/v1/subjects/oa-u1", Some(KEY_ACME)).json(json!({"bad-name": 1}))).await;
+    c.expect(&srv, 401, call("PUT", t, "/v1/subjects/oa-u1", None).json(json!({}))).await;
+    c.expect(&srv, 403, call("PUT", t, "/v1/subjects/oa-u1?tenant=beta", Some(KEY_ACME)).json(json!({}))).await;
+    c.expect(&srv, 200, call("GET", t, "/v1/subjects/oa-u1", Some(KEY_ACME))).await;
+    c.expect(&srv, 400, call("GET", t, "/v1/subjects/oa-u1?tenant=", Some(KEY_ALL))).await;
+    c.expect(&srv, 401, call("GET", t, "/v1/subjects/oa-u1", None)).await;
+    c.expect(&srv, 403, call("GET", t, "/v1/subjects/oa-u1?tenant=beta", Some(KEY_ACME))).await;
+    c.expect(&srv, 404, call("GET", t, "/v1/subjects/nobody", Some(KEY_ACME))).await;
+
+    // --- Rulesets and backtests.
+    let t = "/v1/rulesets";
+    let up = c.expect(&srv, 201, call("POST", t, "/v1/rulesets", Some(KEY_ACME)).raw(RULESET)).await;
+    let version = up["version"].as_str().unwrap().to_owned();
+    c.expect(&srv, 400, call("POST", t, "/v1/rulesets?activate=maybe", Some(KEY_ACME)).raw(RULESET)).await;
+    c.expect(&srv, 401, call("POST", t, "/v1/rulesets", None).raw(RULESET)).await;
+    c.expect(&srv, 403, call("POST", t, "/v1/rulesets?tenant=beta", Some(KEY_ACME)).raw(RULESET)).await;
+    let bad = c
+        .expect(
+            &srv,
+            422,
+            call("POST", t, "/v1/rulesets", Some(KEY_ACME)).raw("version: x\nrules:\n  - id: a\n    when: nope >\n"),
+        )
+        .await;
+    assert!(bad["errors"][0]["line"].is_u64(), "{bad}");
+    c.expect(&srv, 200, call("GET", t, "/v1/rulesets", Some(KEY_ACME))).await;
+    c.expect(&srv, 200, call("GET", t, "/v1/rulesets?tenant=beta", Some(KEY_ALL))).await;
+    c.expect(&srv, 400, call("GET", t, "/v1/rulesets", Some(KEY_ALL))).await;
+    c.expect(&srv, 401, call("GET", t, "/v1/rulesets", None)).await;
+    c.expect(&srv, 403, call("GET", t, "/v1/rulesets?tenant=beta", Some(KEY_ACME))).await;
+    let t = "/v1/rulesets/{version}";
+    c.expect(&srv, 200, call("GET", t, format!("/v1/rulesets/{version}"), Some(KEY_ACME))).await;
+    c.expect(&srv, 200, call("GET", t, "/v1/rulesets/default", Some(KEY_ACME))).await;
+    c.expect(&srv, 400, call("GET", t, format!("/v1/rulesets/{version}?x=1"), Some(KEY_ACME))).await;
+    c.expect(&srv, 401, call("GET", t, format!("/v1/rulesets/{version}"), None)).await;
+    c.expect(&srv, 403, call("GET", t, format!("/v1/rulesets/{version}?tenant=beta"), Some(KEY_ACME))).await;
+    c.expect(&srv, 404, call("GET", t, format!("/v1/rulesets/{version}"), Some(KEY_BETA))).await;
+    let t = "/v1/rulesets/{version}/activate";
+    c.expect(&srv, 200, call("POST", t, format!("/v1/rulesets/{version}/activate"), Some(KEY_ACME))).await;
+    c.expect(&srv, 400, call("POST", t, format!("/v1/rulesets/{version}/activate"), Some(KEY_ALL))).await;
+    c.expect(&srv, 401, call("POST", t, format!("/v1/rulesets/{version}/activate"), None)).await;
+    c.expect(&srv, 403, call("POST", t, format!("/v1/rulesets/{version}/activate?tenant=beta"), Some(KEY_ACME))).await;
+    c.expect(&srv, 404, call("POST", t, "/v1/rulesets/nope/activate", Some(KEY_ACME))).await;
+    let t = "/v1/backtests";
+    c.expect(&srv, 200, call("POST", t, "/v1/backtests", Some(KEY_ACME)).json(json!({"ruleset": RULESET}))).await;
+    c.expect(
+        &srv,
+        400,
+        call("POST", t, "/v1/backtests", Some(KEY_ACME)).json(json!({"ruleset": RULESET, "since": "yesterday"})),
+    )
+    .await;
+    c.expect(&srv, 401, call("POST", t, "/v1/backtests", None).json(json!({"ruleset": RULESET}))).await;
+    c.expect(&srv, 403, call("POST", t, "/v1/backtests?tenant=beta", Some(KEY_ACME)).json(json!({"ruleset": RULESET})))
+        .await;
+    c.expect(&srv, 422, call("POST", t, "/v1/backtests", Some(KEY_ACME)).json(json!({"ruleset": "rules: 5"}))).await;
+
+    // --- Blocklists.
+    let t = "/v1/blocklists/{kind}";
+    let added = c
+        .expect(
+            &srv,
+            201,
+            call("POST", t, "/v1/blocklists/email", Some(KEY_ACME))
+                .json(json!({"value": "x@example.com", "reason": "test"})),
+        )
+        .await;
+    let entry = added["id"].as_str().unwrap().to_owned();
+    c.expect(&srv, 400, call("POST", t, "/v1/blocklists/phone", Some(KEY_ACME)).json(json!({"value": "12"}))).await;
+    c.expect(&srv, 401, call("POST", t, "/v1/blocklists/email", None).json(json!({"value": "a@b.c"}))).await;
+    c.expect(
+        &srv,
+        403,
+        call("POST", t, "/v1/blocklists/email?tenant=beta", Some(KEY_ACME)).json(json!({"value": "a@b.c"})),
+    )
+    .await;
+    c.expect(&srv, 404, call("POST", t, "/v1/blocklists/passport", Some(KEY_ACME)).json(json!({"value": "a"}))).await;
+    c.expect(&srv, 200, call("GET", t, "/v1/blocklists/email", Some(KEY_ACME))).await;
+    c.expect(&srv, 400, call("GET", t, "/v1/blocklists/email?limit=0", Some(KEY_ACME))).await;
+    c.expect(&srv, 401, call("GET", t, "/v1/blocklists/email", None)).await;
+    c.expect(&srv, 403, call("GET", t, "/v1/blocklists/email?tenant=beta", Some(KEY_ACME))).await;
+    c.expect(&srv, 404, call("GET", t, "/v1/blocklists/passport", Some(KEY_ACME))).await;
+    let t = "/v1/blocklists/{kind}/{id}";
+    c.expect(&srv, 400, call("DELETE", t, format!("/v1/blocklists/email/{entry}"), Some(KEY_ALL))).await;
+    c.expect(&srv, 401, call("DELETE", t, format!("/v1/blocklists/email/{entry}"), None)).await;
+    c.expect(&srv, 403, call("DELETE", t, format!("/v1/blocklists/email/{entry}?tenant=beta"), Some(KEY_ACME))).await;
+    c.expect(&srv, 200, call("DELETE", t, format!("/v1/blocklists/email/{entry}"), Some(KEY_ACME))).await;
+    c.expect(&srv, 404, call("DELETE", t, format!("/v1/blocklists/email/{entry}"), Some(KEY_ACME))).await;
+
+    // --- Reviews.
+    let list = c.expect(&srv, 200, call("GET", "/v1/reviews", "/v1/reviews", Some(KEY_ACME))).await;
+    let ids: Vec<String> =
+        list["reviews"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(ids.len(), 2, "{list}");
+    c.expect(&srv, 400, call("GET", "/v1/reviews", "/v1/reviews?status=paused", Some(KEY_ACME))).await;
+    c.expect(&srv, 401, call("GET", "/v1/reviews", "/v1/reviews", None)).await;
+    c.expect(&srv, 403, call("GET", "/v1/reviews", "/v1/reviews?tenant=beta", Some(KEY_ACME))).await;
+    let t = "/v1/reviews/{id}";
+    c.expect(&srv, 200, call("GET", t, format!("/v1/reviews/{}", ids[0]), Some(KEY_ACME))).await;
+    c.expect(&srv, 401, call("GET", t, format!("/v1/reviews/{}", ids[0]), None)).await;
+    c.expect(&srv, 404, call("GET", t, format!("/v1/reviews/{}", ids[0]), Some(KEY_BETA))).await;
+    let t = "/v1/reviews/{id}/claim";
+    c.expect(
+        &srv,
+        200,
+        call("POST", t, format!("/v1/reviews/{}/claim", ids[0]), Some(KEY_ACME)).json(json!({"analyst": "ana"})),
+    )
+    .await;
+    c.expect(
+        &srv,
+        400,
+        call("POST", t, format!("/v1/reviews/{}/claim", ids[0]), Some(KEY_ACME)).json(json!({"analyst": " "})),
+    )
+    .await;
+    c.expect(&srv, 401, call("POST", t, format!("/v1/reviews/{}/claim", ids[0]), None)).await;
+    c.expect(&srv, 404, call("POST", t, "/v1/reviews/nope/claim", Some(KEY_ACME))).await;
+    c.expect(
+        &srv,
+        409,
+        call("POST", t, format!("/v1/reviews/{}/claim", ids[0]), Some(KEY_ACME)).json(json!({"analyst": "bo"})),
+    )
+    .await;
+    let t = "/v1/reviews/{id}/resolve";
+    let resolve = |analyst: &str| json!({"outcome": "approve", "note": "documents fine", "analyst": analyst});
+    c.expect(
+        &srv,
+        400,
+        call("POST", t, format!("/v1/reviews/{}/resolve", ids[0]), Some(KEY_ACME)).json(json!({"outcome": "review"})),
+    )
+    .await;
+    c.expect(&srv, 401, call("POST", t, format!("/v1/reviews/{}/resolve", ids[0]), None).json(resolve("ana"))).await;
+    c.expect(&srv, 404, call("POST", t, "/v1/reviews/nope/resolve", Some(KEY_ACME)).json(resolve("ana"))).await;
+    c.expect(&srv, 409, call("POST", t, format!("/v1/reviews/{}/resolve", ids[0]), Some(KEY_ACME)).json(resolve("bo")))
+        .await;
+    c.expect(
+        &srv,
+        200,
+        call("POST", t, format!("/v1/reviews/{}/resolve", ids[0]), Some(KEY_ACME)).json(resolve("ana")),
+    )
+    .await;
+
+    // --- Streams.
+    let tok = idstream::stream::auth::mint_hs256(
+        JWT_SECRET.as_bytes(),
+        &idstream::stream::auth::Claims {
+            sub: "t".into(),
+            tenant: "acme".into(),
+            kinds: vec!["*".into()],
+            exp: (now() + 300) as u64,
+            nbf: None,
+            iat: None,
+        },
+    );
+    let t = "/v1/stream/sse";
+    let mut open = srv.client.get(srv.url(&format!("/v1/stream/sse?token={tok}"))).send().await.unwrap();
+    let ct = open.headers()["content-type"].to_str().unwrap().to_owned();
+    c.check("get", t, open.status().as_u16(), &ct, b"");
+    assert_eq!(open.status(), 200);
+    assert!(open.chunk().await.unwrap().is_some(), "the stream sends its subscription first");
+    drop(open);
+    c.expect(&srv, 400, call("GET", t, format!("/v1/stream/sse?token={tok}&tenant=beta"), None)).await;
+    c.expect(&srv, 401, call("GET", t, "/v1/stream/sse", None)).await;
+    let t = "/v1/stream";
+    c.expect(&srv, 426, call("GET", t, "/v1/stream", None)).await;
+    let ws = format!("{}/v1/stream?token={tok}", srv.base.replacen("http://", "ws://", 1));
+    let (_, resp) = tokio_tungstenite::connect_async(ws).await.expect("websocket handshake");
+    c.check("get", t, resp.status().as_u16(), "", b"");
+
+    // --- System.
+    c.expect(&srv, 200, call("GET", "/healthz", "/healthz", None)).await;
+    c.expect(&srv, 200, call("GET", "/readyz", "/readyz", None)).await;
+    let metrics = srv.client.get(srv.url("/metrics")).send().await.unwrap();
+    let ct = metrics.headers()["content-type"].to_str().unwrap().to_owned();
+    c.check("get", "/metrics", metrics.status().as_u16(), &ct, b"");
+
+    // --- Retention: an offset that was removed is 410 on the read API and on SSE.
+    let head = srv.state.log.head();
+    srv.state.log.prune(2, 10).await.unwrap();
+    assert!(head > 2);
+    c.expect(&srv, 410, call("GET", "/v1/events", "/v1/events?after=1", Some(KEY_ACME))).await;
+    c.expect(&srv, 410, call("GET", "/v1/stream/sse", format!("/v1/stream/sse?token={tok}&after=1"), None)).await;
+
+    // --- A second server without stream keys: streams are 503.
+    let plain = TestServer::start().await;
+    c.expect(&plain, 503, call("GET", "/v1/stream/sse", "/v1/stream/sse", None)).await;
+    c.expect(
+        &plain,
+        503,
+        call("GET", "/v1/stream", "/v1/stream", None)
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    )
+    .await;
+
+    // --- The log closed (what a failed disk looks like to a caller): every write is 503 with a
+    // generic message, after the call's own checks passed.
+    let more = kyc_body("oa-9", "oa-s9", "oa-u9", "Approved", |_| {});
+    srv.state.log.close().await;
+    let v = c
+        .expect(
+            &srv,
+            503,
+            call("POST", "/webhooks/{source_id}", "/webhooks/didit-main", None)
+                .raw(more.clone())
+                .headers_from(signed(&more)),
+        )
+        .await;
+    assert_eq!(v["error"], "log_unavailable");
+    c.expect(&srv, 503, call("PUT", "/v1/subjects/{id}", "/v1/subjects/oa-u1", Some(KEY_ACME)).json(json!({"a": 1})))
+        .await;
+    c.expect(&srv, 503, call("POST", "/v1/rulesets", "/v1/rulesets", Some(KEY_ACME)).raw(RULESET)).await;
+    c.expect(
+        &srv,
+        503,
+        call("POST", "/v1/rulesets/{version}/activate", format!("/v1/rulesets/{version}/activate"), Some(KEY_ACME)),
+    )
+    .await;
+    c.expect(
+        &srv,
+        503,
+        call("POST", "/v1/blocklists/{kind}", "/v1/blocklists/email", Some(KEY_ACME))
+            .json(json!({"value": "y@example.com"})),
+    )
+    .await;
+    c.expect(
+        &srv,
+        503,
+        call("DELETE", "/v1/blocklists/{kind}/{id}", format!("/v1/blocklists/email/{entry}"), Some(KEY_ACME)),
+    )
+    .await;
+    c.expect(
+        &srv,
+        503,
+        call("POST", "/v1/reviews/{id}/claim", format!("/v1/reviews/{}/claim", ids[1]), Some(KEY_ACME)),
+    )
+    .await;
+    c.expect(
+        &srv,
+        503,
+        call("POST", "/v1/reviews/{id}/resolve", format!("/v1/reviews/{}/resolve", ids[1]), Some(KEY_ACME))
+            .json(resolve("acme")),
+    )
+    .await;
+    srv.state.ready.store(false, std::sync::atomic::Ordering::Relaxed);
+    c.expect(&srv, 503, call("GET", "/readyz", "/readyz", None)).await;
+    let missing = c.unseen();
+    assert!(missing.is_empty(), "documented answers never exercised: {missing:#?}");
+}
+
+/// Every answer carries a request id: the caller's when sane, else a new one; unknown methods
+/// answer JSON; an internal failure's message says nothing internal.
+#[tokio::test]
+async fn request_ids_are_echoed_and_internal_errors_stay_internal() {
+    let srv = TestServer::start().await;
+    let get = |id: Option<&'static str>| {
+        let mut r = srv.client.get(srv.url("/v1/events")).bearer_auth(KEY_ACME);
+        if let Some(id) = id {
+            r = r.header("x-request-id", id);
+        }
+        r.send()
+    };
+    let r = get(Some("req-123.abc")).await.unwrap();
+    assert_eq!(r.headers()["x-request-id"], "req-123.abc");
+    let r = get(Some("bad id with spaces")).await.unwrap();
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_ne!(id, "bad id with spaces");
+    assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+    let r = get(None).await.unwrap();
+    assert!(uuid::Uuid::parse_str(r.headers()["x-request-id"].to_str().unwrap()).is_ok());
+    // Unknown routes and methods answer JSON errors too.
+    let (s, v) = srv.call("DELETE", "/v1/events", Some(KEY_ACME), None).await;
+    assert_eq!((s, v["error"].as_str()), (405, Some("method_not_allowed")), "{v}");
+
+    let body = kyc_body("ri-1", "ri-s1", "ri-u1", "Approved", |_| {});
+    srv.state.log.close().await;
+    let (s, v) = srv.post("didit-main", &body, &didit_headers(&body, SECRET_NEW, Sig::All)).await;
+    assert_eq!(s, 503);
+    let text = v.to_string();
+    assert!(!text.contains("closed") && !text.contains("SQLite") && !text.contains("database"), "{text}");
+    assert_eq!(v["message"], "the server is shutting down; nothing was stored, retry later");
+}
