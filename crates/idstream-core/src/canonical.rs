@@ -303,7 +303,7 @@ impl Parser<'_> {
 /// form): only `"`, `\` and control characters below U+0020 are escaped (`/` and U+007F are
 /// not). `ensure_ascii=True` (how Didit's sender writes bodies): additionally everything
 /// outside printable ASCII becomes `\uXXXX`, astral characters as a surrogate pair.
-pub(crate) fn write_json_string(out: &mut String, s: &str, ensure_ascii: bool) {
+pub fn write_json_string(out: &mut String, s: &str, ensure_ascii: bool) {
     out.push('"');
     for c in s.chars() {
         match c {

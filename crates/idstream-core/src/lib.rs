@@ -5,8 +5,6 @@
 //! - [`signature`]: Didit (`X-Signature-V2`, `X-Signature`, `X-Signature-Simple`) and Standard
 //!   Webhooks verification; secrets that never print.
 //! - [`event`]: the normalised [`event::IdentityEvent`] and the provider normalisers.
-//! - [`sim`]: a deterministic generator of realistic Didit traffic (the sandbox behind
-//!   `idstream simulate`).
 //!
 //! # Invariant
 //! Nothing in this crate reads a clock, a file, a socket or the environment: time and secrets
@@ -15,4 +13,3 @@
 pub mod canonical;
 pub mod event;
 pub mod signature;
-pub mod sim;

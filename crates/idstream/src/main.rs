@@ -1,4 +1,8 @@
-//! The `idstream` command line: `serve`, `simulate`, `bench`, `apikey`, `token`, `watch`.
+//! The `idstream` command: the server (`serve`, `migrate`) from `idstream-server`, the tools
+//! (`simulate`, `bench`, `watch`) from `idstream-tools`, and the small CLI verbs (`apikey`,
+//! `token`, `rules`, `backtest`, `schema`).
+
+mod backtest;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -6,8 +10,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use idstream::config::{ApiKeyConfig, Config, LogFormat, SourceConfig};
-use idstream::state::{hash_api_key, AppState};
+use idstream_server::config::{ApiKeyConfig, Config, LogFormat, SourceConfig};
+use idstream_server::state::{hash_api_key, AppState};
 use idstream_core::event::Provider;
 use idstream_core::signature::Secret;
 use tokio_util::sync::CancellationToken;
@@ -32,16 +36,17 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
-    /// Create or upgrade the PostgreSQL schema named by `store.url` (`serve` also does this at
-    /// start-up) and check the NATS stream.
+    /// Create or upgrade the schema of the configured backend (`serve` also does this at
+    /// start-up): the embedded database in `server.data_dir`, or PostgreSQL (`store.url`) and
+    /// the NATS stream.
     Migrate {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
     /// Send realistic signed Didit v3 webhooks from synthetic personas to a server.
-    Simulate(idstream::simulate::SimulateArgs),
+    Simulate(idstream_tools::simulate::SimulateArgs),
     /// Load harness behind BENCHMARKS.md.
-    Bench(idstream::bench::BenchArgs),
+    Bench(idstream_tools::bench::BenchArgs),
     /// Manage read-API keys.
     Apikey {
         #[command(subcommand)]
@@ -58,9 +63,9 @@ enum Command {
     /// Mint an HS256 stream token (JWT) for `GET /v1/stream`.
     Token(TokenArgs),
     /// Print a live event stream, one JSON line per event; resumes after disconnects.
-    Watch(idstream::stream::watch::WatchArgs),
+    Watch(idstream_tools::watch::WatchArgs),
     /// Replay past decisions through a candidate ruleset and report what would change.
-    Backtest(idstream::backtest::BacktestArgs),
+    Backtest(backtest::BacktestArgs),
     /// Check and test decision rulesets (the policy compliance teams own).
     Rules {
         #[command(subcommand)]
@@ -146,12 +151,12 @@ fn mint_token(a: TokenArgs) -> anyhow::Result<()> {
     anyhow::ensure!(secret.len() >= 32, "the HS256 secret must be at least 32 bytes (stream.hs256_secrets)");
     let kinds: Vec<String> = a.kinds.split(',').map(|k| k.trim().to_owned()).filter(|k| !k.is_empty()).collect();
     for k in &kinds {
-        idstream::stream::auth::KindPattern::parse(k).map_err(anyhow::Error::msg)?;
+        idstream_server::stream::auth::KindPattern::parse(k).map_err(anyhow::Error::msg)?;
     }
     anyhow::ensure!(!kinds.is_empty(), "--kinds must list at least one pattern");
     anyhow::ensure!(!a.tenant.is_empty() && a.tenant != "*", "--tenant must name one tenant");
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
-    let claims = idstream::stream::auth::Claims {
+    let claims = idstream_server::stream::auth::Claims {
         sub: a.sub,
         tenant: a.tenant,
         kinds,
@@ -159,7 +164,7 @@ fn mint_token(a: TokenArgs) -> anyhow::Result<()> {
         nbf: None,
         iat: Some(now),
     };
-    println!("{}", idstream::stream::auth::mint_hs256(secret.as_bytes(), &claims));
+    println!("{}", idstream_server::stream::auth::mint_hs256(secret.as_bytes(), &claims));
     Ok(())
 }
 
@@ -204,14 +209,8 @@ fn read_or_create_token(path: &Path) -> anyhow::Result<String> {
         return Ok(s.trim().to_owned());
     }
     let token = random_token(32);
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    use std::io::Write as _;
-    let mut f = opts.open(path).with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(token.as_bytes())?;
-    f.sync_all()?;
+    idstream_server::util::create_private_file(path, token.as_bytes())
+        .with_context(|| format!("creating {}", path.display()))?;
     Ok(token)
 }
 
@@ -270,34 +269,22 @@ async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
     );
     let shutdown = CancellationToken::new();
     tokio::spawn(shutdown_on_signal(shutdown.clone()));
-    idstream::server::serve(listener, state, shutdown, Duration::from_secs(cfg.server.shutdown_grace_secs)).await?;
+    idstream_server::server::serve(listener, state, shutdown, Duration::from_secs(cfg.server.shutdown_grace_secs)).await?;
     tracing::info!("stopped cleanly");
     Ok(())
 }
 
 async fn migrate(config: Option<PathBuf>) -> anyhow::Result<()> {
-    use idstream::log::EventLog as _;
     let cfg = Config::load(config.as_deref())?;
-    if cfg.store.url.is_empty() {
-        anyhow::bail!(
-            "store.url is empty: the embedded store migrates itself when it opens; `migrate` is for PostgreSQL"
-        );
-    }
-    let pool = idstream::pg::connect(&cfg.store.url, 2).await?;
-    let applied = idstream::pg::migrate(&pool).await?;
-    let latest = idstream::pg::MIGRATIONS.last().map_or(0, |m| m.0);
-    if applied.is_empty() {
-        println!("PostgreSQL {}: schema is up to date (version {latest})", idstream::pg::redact(&cfg.store.url));
-    } else {
-        for v in &applied {
-            let (_, what, _) = idstream::pg::MIGRATIONS.iter().find(|m| m.0 == *v).expect("applied migration exists");
-            println!("applied migration {v}: {what}");
+    let done = idstream_server::backend::migrate(&idstream_server::backend::Backend::from_config(&cfg)).await?;
+    for (database, applied, latest) in &done.databases {
+        if applied.is_empty() {
+            println!("{database}: schema is up to date (version {latest})");
+        } else {
+            println!("{database}: applied migrations {applied:?}; schema at version {latest}");
         }
-        println!("PostgreSQL {}: schema at version {latest}", idstream::pg::redact(&cfg.store.url));
     }
-    let log = idstream::log::nats::NatsLog::open(idstream::state::nats_options(&cfg), pool).await?;
-    println!("NATS {}: stream `{}` ready, head offset {}", cfg.log.url, cfg.log.nats_stream, log.head());
-    log.close().await;
+    println!("event log ready, head offset {}", done.head);
     Ok(())
 }
 
@@ -336,8 +323,8 @@ fn run() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => rt.block_on(serve(config)),
         Command::Migrate { config } => rt.block_on(migrate(config)),
-        Command::Simulate(args) => rt.block_on(idstream::simulate::run(args)),
-        Command::Bench(args) => rt.block_on(idstream::bench::run(args)),
+        Command::Simulate(args) => rt.block_on(idstream_tools::simulate::run(args)),
+        Command::Bench(args) => rt.block_on(idstream_tools::bench::run(args)),
         Command::Apikey { command } => {
             match command {
                 ApikeyCommand::New { tenant, name } => {
@@ -357,19 +344,19 @@ fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Token(args) => mint_token(args),
-        Command::Watch(args) => rt.block_on(idstream::stream::watch::run(args)),
+        Command::Watch(args) => rt.block_on(idstream_tools::watch::run(args)),
         Command::Rules { command } => rules(command),
-        Command::Backtest(args) => rt.block_on(idstream::backtest::cli(args)),
+        Command::Backtest(args) => rt.block_on(backtest::cli(args)),
         Command::Schema { which } => {
             let doc = match which {
-                SchemaKind::Openapi => serde_json::to_value(idstream::http::openapi())?,
-                SchemaKind::Events => idstream::events::json_schema(),
+                SchemaKind::Openapi => serde_json::to_value(idstream_server::http::openapi())?,
+                SchemaKind::Events => idstream_server::events::json_schema(),
             };
             println!("{}", serde_json::to_string_pretty(&doc)?);
             Ok(())
         }
         Command::DefaultConfig => {
-            print!("{}", idstream::config::DEFAULT_TOML);
+            print!("{}", idstream_server::config::DEFAULT_TOML);
             Ok(())
         }
     }

@@ -2,7 +2,7 @@
 //! `IDSTREAM_TEST_POSTGRES_URL` and `IDSTREAM_TEST_NATS_URL`. Each test gets its own database,
 //! stream and subject prefix, so tests never see each other's data.
 
-use idstream::log::nats::{NatsLog, NatsOptions};
+use idstream_server::log::nats::{NatsLog, NatsOptions};
 
 pub fn env_url(var: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| panic!("{var} is not set: this test needs the real service (see .ci/run)"))
@@ -27,9 +27,9 @@ impl ScaleOut {
         let what: String = what.chars().take(24).collect();
         let tag = format!("{what}_{}", &unique[unique.len() - 12..]);
         let pg_url =
-            idstream::pg::create_database(&base, &format!("idstream_{tag}")).await.expect("create test database");
-        let pool = idstream::pg::connect(&pg_url, 2).await.expect("connect test database");
-        idstream::pg::migrate(&pool).await.expect("migrate test database");
+            idstream_server::store::pg::create_database(&base, &format!("idstream_{tag}")).await.expect("create test database");
+        let pool = idstream_server::store::pg::connect(&pg_url, 2).await.expect("connect test database");
+        idstream_server::store::pg::migrate(&pool).await.expect("migrate test database");
         ScaleOut {
             pg_url,
             nats_url,
@@ -40,7 +40,7 @@ impl ScaleOut {
     }
 
     pub async fn open_log(&self, cache_bytes: usize) -> NatsLog {
-        let pool = idstream::pg::connect(&self.pg_url, 4).await.expect("connect test database");
+        let pool = idstream_server::store::pg::connect(&self.pg_url, 4).await.expect("connect test database");
         NatsLog::open(
             NatsOptions {
                 url: self.nats_url.clone(),

@@ -196,7 +196,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_cleanly() {
 /// event has exactly one decision and one `decision.made` entry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_stream_leaves_exactly_one_decision_per_event() {
-    use idstream::store::Store as _;
+    use idstream_server::store::Store as _;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path());
     let data = dir.path().join("data");
@@ -239,7 +239,7 @@ async fn kill_9_mid_stream_leaves_exactly_one_decision_per_event() {
     for t in tasks {
         t.await.unwrap();
     }
-    let store = idstream::log::sqlite::SqliteLog::open_read_only(&data).unwrap();
+    let store = idstream_server::log::sqlite::SqliteLog::open_read_only(&data).unwrap();
     let decided_before = store.decisions_between(0, i64::MAX, None, None, 1_000_000).await.unwrap().len();
     drop(store);
 
@@ -249,10 +249,10 @@ async fn kill_9_mid_stream_leaves_exactly_one_decision_per_event() {
     for t in flood(proc.base.clone(), "after") {
         t.await.unwrap();
     }
-    use idstream::log::EventLog as _;
+    use idstream_server::log::EventLog as _;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let log = loop {
-        let log = idstream::log::sqlite::SqliteLog::open_read_only(&data).unwrap();
+        let log = idstream_server::log::sqlite::SqliteLog::open_read_only(&data).unwrap();
         if log.checkpoint("decisions").await.unwrap() == Some(log.head()) {
             break log;
         }

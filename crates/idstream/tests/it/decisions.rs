@@ -52,7 +52,7 @@ fn json_body(v: Value) -> Option<Vec<u8>> {
 }
 
 async fn simulated_personas_get_the_expected_outcomes(backend: String) {
-    use idstream::simulate::{simulate, SimulateArgs};
+    use idstream_tools::simulate::{simulate, SimulateArgs};
     let srv = TestServer::start_with(&base_config(&[SECRET_NEW, SECRET_OLD], &backend)).await;
     let args = SimulateArgs {
         target: srv.url("/webhooks/didit-main"),

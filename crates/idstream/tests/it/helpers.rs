@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use idstream::config::Config;
-use idstream::state::{hash_api_key, AppState};
+use idstream_server::config::Config;
+use idstream_server::state::{hash_api_key, AppState};
 use idstream_core::signature::{didit, standard, Secret};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -98,7 +98,7 @@ impl TestServer {
         let task = tokio::spawn({
             let (state, stop) = (state.clone(), stop.clone());
             async move {
-                idstream::server::serve(listener, state, stop, Duration::from_secs(5)).await.unwrap();
+                idstream_server::server::serve(listener, state, stop, Duration::from_secs(5)).await.unwrap();
             }
         });
         TestServer { base, state, client: reqwest::Client::new(), stop, task: Some(task), dir }

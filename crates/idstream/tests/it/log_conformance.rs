@@ -8,8 +8,8 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use idstream::log::sqlite::{SqliteLog, SqliteOptions};
-use idstream::log::{EventLog, LogError, NewEntry, ReadFilter};
+use idstream_server::log::sqlite::{SqliteLog, SqliteOptions};
+use idstream_server::log::{EventLog, LogError, NewEntry, ReadFilter};
 
 type Opener = dyn Fn(&Path) -> Pin<Box<dyn Future<Output = Arc<dyn EventLog>>>>;
 
@@ -138,7 +138,7 @@ async fn sqlite_log_refuses_a_second_opener() {
 /// every entry was removed), and the removal survives a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_retention_prunes_safely() {
-    use idstream::log::retention::enforce;
+    use idstream_server::log::retention::enforce;
     let dir = tempfile::tempdir().unwrap();
     {
         let log = SqliteLog::open(dir.path(), SqliteOptions::default()).unwrap();
@@ -190,7 +190,7 @@ async fn nats_dedupe_survives_a_lost_index_row_and_prunes() {
     let log = b.open_log(1 << 20).await;
     let first = log.append(vec![entry(1, "a", "s1", Some("k1")), entry(2, "a", "s1", None)]).await.unwrap();
     // The index row is gone, as if the node died right after JetStream's ack.
-    let pool = idstream::pg::connect(&b.pg_url, 2).await.unwrap();
+    let pool = idstream_server::store::pg::connect(&b.pg_url, 2).await.unwrap();
     pool.get().await.unwrap().execute("DELETE FROM log_index WHERE dedupe_key = 'k1'", &[]).await.unwrap();
     let again = log.append(vec![entry(3, "a", "s1", Some("k1"))]).await.unwrap();
     assert_eq!((again[0].offset, again[0].duplicate, &again[0].id), (1, true, &first[0].id));

@@ -159,7 +159,7 @@ async fn every_endpoint_answers_as_the_contract_says() {
     // The contract the server serves is the one the code generates.
     let (s, served) = srv.get("/openapi.json", None).await;
     assert_eq!(s, 200);
-    assert_eq!(served, serde_json::to_value(idstream::http::openapi()).unwrap());
+    assert_eq!(served, serde_json::to_value(idstream_server::http::openapi()).unwrap());
     assert_eq!(served["openapi"], "3.1.0");
     let c = Contract::new(served);
     c.check("get", "/openapi.json", 200, "application/json", b"{}");
@@ -400,9 +400,9 @@ async fn every_endpoint_answers_as_the_contract_says() {
     .await;
 
     // --- Streams.
-    let tok = idstream::stream::auth::mint_hs256(
+    let tok = idstream_server::stream::auth::mint_hs256(
         JWT_SECRET.as_bytes(),
-        &idstream::stream::auth::Claims {
+        &idstream_server::stream::auth::Claims {
             sub: "t".into(),
             tenant: "acme".into(),
             kinds: vec!["*".into()],

@@ -41,9 +41,9 @@ fn write_node_config(dir: &Path, name: &str, b: &ScaleOut, extra: &str) -> PathB
 /// away, resumes from its last offset on the next node of `bases`.
 fn ws_recorder(bases: Vec<String>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Vec<u64>> {
     tokio::spawn(async move {
-        let token = idstream::stream::auth::mint_hs256(
+        let token = idstream_server::stream::auth::mint_hs256(
             JWT_SECRET.as_bytes(),
-            &idstream::stream::auth::Claims {
+            &idstream_server::stream::auth::Claims {
                 sub: "scale-out-test".into(),
                 tenant: "acme".into(),
                 kinds: vec!["*".into()],
@@ -202,7 +202,7 @@ async fn two_nodes_share_the_work_and_survive_kill_9() {
     eprintln!("[{:?}] flood done", start.elapsed());
 
     // Wait for the deciders of both nodes to catch up.
-    let pool = idstream::pg::connect(&b.pg_url, 2).await.unwrap();
+    let pool = idstream_server::store::pg::connect(&b.pg_url, 2).await.unwrap();
     let events = events_via(&client, &node_b.base).await;
     let verifications: Vec<&Value> =
         events.iter().filter(|e| e["kind"].as_str().unwrap().starts_with("verification.")).collect();
@@ -455,7 +455,7 @@ async fn migrate_applies_once_and_an_unreachable_nats_is_named() {
     assert!(!ok && out.contains("schema is up to date"), "{out}");
     assert!(out.contains("NATS at nats://127.0.0.1:1"), "the unreachable NATS is named: {out}");
     // An empty database: every migration is applied once.
-    let url = idstream::pg::create_database(
+    let url = idstream_server::store::pg::create_database(
         &env_url("IDSTREAM_TEST_POSTGRES_URL"),
         &format!("{}_empty", &b.stream.to_lowercase()),
     )

@@ -1,7 +1,7 @@
 //! `idstream simulate` against a real server: every delivery is accepted, exactly the
 //! deliberate duplicates and retries are answered as duplicates.
 
-use idstream::simulate::{simulate, SimulateArgs};
+use idstream_tools::simulate::{simulate, SimulateArgs};
 
 use crate::helpers::*;
 

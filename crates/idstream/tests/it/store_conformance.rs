@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt as _;
-use idstream::log::sqlite::{SqliteLog, SqliteOptions};
-use idstream::log::{Appended, EventLog, NewEntry, ReadFilter};
-use idstream::store::postgres::PgStore;
-use idstream::store::*;
+use idstream_server::log::sqlite::{SqliteLog, SqliteOptions};
+use idstream_server::log::{Appended, EventLog, NewEntry, ReadFilter};
+use idstream_server::store::postgres::PgStore;
+use idstream_server::store::*;
 use serde_json::json;
 
 // The domain words as the suite writes them.
@@ -814,9 +814,9 @@ async fn postgres_store_conforms() {
     let base = std::env::var("IDSTREAM_TEST_POSTGRES_URL")
         .expect("set IDSTREAM_TEST_POSTGRES_URL (e.g. postgres://postgres@127.0.0.1:5432/test) to run this test");
     let name = format!("idstream_store_{}", uuid::Uuid::now_v7().simple());
-    let url = idstream::pg::create_database(&base, &name).await.expect("create the test database");
-    let pool = idstream::pg::connect(&url, 16).await.expect("connect");
-    idstream::pg::migrate(&pool).await.expect("migrate");
+    let url = idstream_server::store::pg::create_database(&base, &name).await.expect("create the test database");
+    let pool = idstream_server::store::pg::connect(&url, 16).await.expect("connect");
+    idstream_server::store::pg::migrate(&pool).await.expect("migrate");
     let dir = tempfile::tempdir().unwrap();
     let log = Arc::new(SqliteLog::open(dir.path(), SqliteOptions::default()).expect("open log"));
     let store = Arc::new(PgStore::new(pool.clone(), log.clone()));

@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
-use idstream::log::NewEntry;
-use idstream::stream::auth::{mint_hs256, Claims};
+use idstream_server::log::NewEntry;
+use idstream_server::stream::auth::{mint_hs256, Claims};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
@@ -708,7 +708,7 @@ async fn watch_resumes_across_a_server_restart() {
     for i in 0..3 {
         didit(&srv, &format!("w1-{i}"), "w").await;
     }
-    let args = idstream::stream::watch::WatchArgs {
+    let args = idstream_tools::watch::WatchArgs {
         url: ws_url(&srv, ""),
         token: Some(token("acme", &["verification.*"])),
         token_file: None,
@@ -721,7 +721,7 @@ async fn watch_resumes_across_a_server_restart() {
     let out = Shared::default();
     let watcher = tokio::spawn({
         let mut out = out.clone();
-        async move { idstream::stream::watch::watch(&args, &mut out).await }
+        async move { idstream_tools::watch::watch(&args, &mut out).await }
     });
     let deadline = tokio::time::Instant::now() + WAIT;
     while out.offsets().len() < 3 {
@@ -745,12 +745,12 @@ async fn watch_resumes_across_a_server_restart() {
 async fn lagging_tailer_never_duplicates() {
     use std::sync::Arc;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = idstream::config::Config::from_toml(&config("")).unwrap();
-    let log = idstream::log::sqlite::SqliteLog::open(dir.path(), Default::default()).unwrap();
-    let state = Arc::new(idstream::state::AppState::new(&cfg, Arc::new(log)));
+    let cfg = idstream_server::config::Config::from_toml(&config("")).unwrap();
+    let log = idstream_server::log::sqlite::SqliteLog::open(dir.path(), Default::default()).unwrap();
+    let state = Arc::new(idstream_server::state::AppState::new(&cfg, Arc::new(log)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(std::future::IntoFuture::into_future(axum::serve(listener, idstream::http::router(state.clone()))));
+    tokio::spawn(std::future::IntoFuture::into_future(axum::serve(listener, idstream_server::http::router(state.clone()))));
     let append = |ids: std::ops::Range<usize>| {
         let state = state.clone();
         async move {

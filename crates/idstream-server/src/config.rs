@@ -1,0 +1,377 @@
+//! Configuration: compiled-in commented defaults, then an optional TOML file, then `IDSTREAM_*`
+//! environment variables (figment), validated once at start-up.
+//!
+//! Secrets are held as [`Secret`], whose `Debug` never prints them, so the config can be
+//! logged. Validation errors name the key (`sources[1].secrets`) so a user can act on them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use idstream_core::event::Provider;
+use idstream_core::signature::{standard, Secret};
+use serde::Deserialize;
+
+/// The commented defaults, compiled in.
+pub const DEFAULT_TOML: &str = include_str!("../config.default.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub log: LogConfig,
+    #[serde(default)]
+    pub sources: Vec<SourceConfig>,
+    #[serde(default)]
+    pub api_keys: Vec<ApiKeyConfig>,
+    pub stream: StreamConfig,
+    pub decisions: DecisionsConfig,
+    pub store: StoreConfig,
+}
+
+/// Where the state lives: empty URL = the embedded SQLite file; `postgres://...` = PostgreSQL.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    pub url: String,
+    pub pool_size: usize,
+}
+
+/// The decision worker and the decision APIs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionsConfig {
+    /// Run the decision worker in this process.
+    pub enabled: bool,
+    /// Velocity counts other subjects seen with the same value within this many days.
+    pub velocity_window_days: u64,
+    /// The key of the identity hashes (blocklists, velocity); empty = `{data_dir}/blocklist.key`,
+    /// created on first start.
+    #[serde(default)]
+    pub hash_key_file: Option<PathBuf>,
+    /// Lists rules read (`lists.high_risk_countries`), overriding the ruleset's defaults.
+    #[serde(default)]
+    pub lists: std::collections::BTreeMap<String, Vec<String>>,
+    /// Scale-out: decision partitions (by session id), each decided by one node at a time.
+    pub partitions: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub max_body_bytes: usize,
+    pub shutdown_grace_secs: u64,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Empty: the embedded SQLite log; `nats://...`: NATS JetStream.
+    pub url: String,
+    pub nats_stream: String,
+    pub nats_subject_prefix: String,
+    pub nats_replicas: usize,
+    pub nats_duplicate_window_secs: u64,
+    pub nats_cache_mb: usize,
+    pub max_batch: usize,
+    pub queue_depth: usize,
+    /// Refuse new events (503) once the log file reaches this size; 0 = no limit.
+    pub max_db_bytes: u64,
+    /// Remove entries older than this many days; 0 = keep everything.
+    pub retention_days: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub id: String,
+    pub provider: Provider,
+    pub tenant: String,
+    #[serde(deserialize_with = "secrets")]
+    pub secrets: Vec<Secret>,
+    #[serde(default = "default_tolerance")]
+    pub timestamp_tolerance_secs: u64,
+}
+
+fn default_tolerance() -> u64 {
+    300
+}
+
+fn secrets<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Secret>, D::Error> {
+    Ok(Vec::<String>::deserialize(d)?.into_iter().map(Secret::new).collect())
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    pub name: String,
+    /// The tenant this key reads, or `*` for all.
+    pub tenant: String,
+    /// Hex SHA-256 of the key.
+    pub sha256: String,
+}
+
+/// Live streams (`GET /v1/stream`, `GET /v1/stream/sse`): who may connect and how much each
+/// connection may use. With no key configured the stream endpoints answer 503.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    /// HS256 secrets (raw bytes of the string); any may sign a token (rotation).
+    #[serde(default, deserialize_with = "secrets")]
+    pub hs256_secrets: Vec<Secret>,
+    /// PEM public keys (RSA → RS256, EC P-256 → ES256).
+    #[serde(default)]
+    pub public_keys: Vec<PathBuf>,
+    /// A JWKS file of RSA / EC P-256 public keys.
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    pub ping_interval_secs: u64,
+    pub max_connections: usize,
+    pub max_subscriptions_per_connection: usize,
+    pub max_message_bytes: usize,
+    pub send_queue_depth: usize,
+}
+
+/// A configuration that cannot be used, with the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0}: not found")]
+    FileNotFound(PathBuf),
+    /// Figment's message, which names the key and the file it came from.
+    #[error("config: {0}")]
+    Parse(String),
+    #[error("config: `{key}` {problem}")]
+    Invalid { key: String, problem: String },
+}
+
+pub(crate) fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), problem: problem.into() }
+}
+
+/// Top-level sections an `IDSTREAM_*` variable may set; other `IDSTREAM_*` variables (e.g. the
+/// test suite's `IDSTREAM_TEST_POSTGRES_URL`) are not configuration.
+const ENV_SECTIONS: &[&str] = &["server", "log", "sources", "api_keys", "stream", "decisions", "store"];
+
+impl Config {
+    /// Loads defaults → `file` → environment, then validates.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::FileNotFound(path.to_path_buf()));
+            }
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        fig = fig.merge(Env::prefixed("IDSTREAM_").split("__").filter(|k| {
+            let k = k.as_str().to_ascii_lowercase();
+            ENV_SECTIONS.iter().any(|s| {
+                k.strip_prefix(s).is_some_and(|rest| rest.is_empty() || rest.starts_with("__") || rest.starts_with('.'))
+            })
+        }));
+        Self::from_figment(fig)
+    }
+
+    /// Loads from a TOML string layered over the defaults (tests and embedding).
+    pub fn from_toml(toml: &str) -> Result<Config, ConfigError> {
+        Self::from_figment(Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string(toml)))
+    }
+
+    fn from_figment(fig: Figment) -> Result<Config, ConfigError> {
+        // Figment names keys with its profile prefix (`default.server.listen`); users wrote
+        // `server.listen`, so show that.
+        let cfg: Config =
+            fig.extract().map_err(|e| ConfigError::Parse(e.to_string().replace("key \"default.", "key \"")))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.server.max_body_bytes == 0 {
+            return Err(invalid("server.max_body_bytes", "must be greater than 0"));
+        }
+        if self.log.max_batch == 0 {
+            return Err(invalid("log.max_batch", "must be greater than 0"));
+        }
+        if self.log.queue_depth == 0 {
+            return Err(invalid("log.queue_depth", "must be greater than 0"));
+        }
+        self.validate_backends()?;
+        let mut seen = std::collections::HashSet::new();
+        for (i, s) in self.sources.iter().enumerate() {
+            let key = |k: &str| format!("sources[{i}].{k}");
+            if s.id.is_empty() || !s.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return Err(invalid(key("id"), "must be non-empty and use only letters, digits, '-' and '_'"));
+            }
+            if !seen.insert(s.id.as_str()) {
+                return Err(invalid(key("id"), format!("`{}` is used by another source", s.id)));
+            }
+            if s.tenant.is_empty() || s.tenant == "*" {
+                return Err(invalid(key("tenant"), "must be a non-empty tenant name (not `*`)"));
+            }
+            if s.secrets.is_empty() {
+                return Err(invalid(key("secrets"), "must list at least one secret"));
+            }
+            for (j, secret) in s.secrets.iter().enumerate() {
+                if secret.expose().is_empty() {
+                    return Err(invalid(format!("sources[{i}].secrets[{j}]"), "is empty"));
+                }
+                if s.provider == Provider::Standard {
+                    standard::decode_secret(secret).map_err(|p| invalid(format!("sources[{i}].secrets[{j}]"), p))?;
+                }
+            }
+            if s.timestamp_tolerance_secs == 0 {
+                return Err(invalid(key("timestamp_tolerance_secs"), "must be greater than 0"));
+            }
+        }
+        self.validate_stream()?;
+        if self.decisions.velocity_window_days == 0 {
+            return Err(invalid("decisions.velocity_window_days", "must be greater than 0"));
+        }
+        for (i, k) in self.api_keys.iter().enumerate() {
+            if k.sha256.len() != 64 || hex::decode(&k.sha256).is_err() {
+                return Err(invalid(
+                    format!("api_keys[{i}].sha256"),
+                    "must be 64 hex digits (the SHA-256 of the key; `idstream apikey new` makes one)",
+                ));
+            }
+            if k.tenant.is_empty() {
+                return Err(invalid(format!("api_keys[{i}].tenant"), "must be a tenant name or `*`"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    fn validate_backends(&self) -> Result<(), ConfigError> {
+        let (log, store) = (&self.log, &self.store);
+        if !log.url.is_empty()
+            && !log.url.split(',').all(|u| u.trim().starts_with("nats://") || u.trim().starts_with("tls://"))
+        {
+            return Err(invalid("log.url", "must be empty (embedded) or nats://host:port[,nats://host:port...]"));
+        }
+        if !store.url.is_empty() && !store.url.starts_with("postgres://") && !store.url.starts_with("postgresql://") {
+            return Err(invalid("store.url", "must be empty (embedded) or postgres://user@host:port/database"));
+        }
+        match (log.url.is_empty(), store.url.is_empty()) {
+            (false, true) => {
+                return Err(invalid("store.url", "is required with a NATS log (log.url): set a postgres:// URL"));
+            }
+            (true, false) => {
+                return Err(invalid(
+                    "log.url",
+                    "is required with a PostgreSQL store: nodes share state only with a shared log (nats://...)",
+                ));
+            }
+            _ => {}
+        }
+        let token_ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !token_ok(&log.nats_stream) {
+            return Err(invalid("log.nats_stream", "must be non-empty and use only letters, digits, '-' and '_'"));
+        }
+        if !token_ok(&log.nats_subject_prefix) {
+            return Err(invalid("log.nats_subject_prefix", "must be one subject token: letters, digits, '-' and '_'"));
+        }
+        if !(1..=5).contains(&log.nats_replicas) {
+            return Err(invalid("log.nats_replicas", "must be between 1 and 5"));
+        }
+        if log.nats_duplicate_window_secs == 0 {
+            return Err(invalid("log.nats_duplicate_window_secs", "must be greater than 0"));
+        }
+        if store.pool_size < 2 {
+            return Err(invalid("store.pool_size", "must be at least 2"));
+        }
+        if !(1..=1024).contains(&self.decisions.partitions) {
+            return Err(invalid("decisions.partitions", "must be between 1 and 1024"));
+        }
+        Ok(())
+    }
+
+    fn validate_stream(&self) -> Result<(), ConfigError> {
+        let s = &self.stream;
+        for (key, value) in [
+            ("stream.ping_interval_secs", s.ping_interval_secs as usize),
+            ("stream.max_connections", s.max_connections),
+            ("stream.max_subscriptions_per_connection", s.max_subscriptions_per_connection),
+            ("stream.send_queue_depth", s.send_queue_depth),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        if s.max_message_bytes < 256 {
+            return Err(invalid("stream.max_message_bytes", "must be at least 256 (a subscribe message must fit)"));
+        }
+        for (i, secret) in s.hs256_secrets.iter().enumerate() {
+            // RFC 7518 §3.2: an HS256 key must be at least as long as the hash output.
+            if secret.expose().len() < 32 {
+                return Err(invalid(format!("stream.hs256_secrets[{i}]"), "must be at least 32 bytes long"));
+            }
+        }
+        // Loads the key files now, so a bad path or key stops start-up with the key named.
+        crate::stream::auth::Authenticator::from_config(s)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_load() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.server.max_body_bytes, 1 << 20);
+        assert!(c.sources.is_empty());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            ("[server]\nlisten = \"nope\"", "server.listen"),
+            ("[server]\nbogus = 1", "bogus"),
+            ("[[sources]]\nid = \"a b\"\nprovider = \"didit\"\ntenant = \"t\"\nsecrets = [\"s\"]", "sources[0].id"),
+            ("[[sources]]\nid = \"a\"\nprovider = \"sumsub\"\ntenant = \"t\"\nsecrets = [\"s\"]", "provider"),
+            ("[[sources]]\nid = \"a\"\nprovider = \"didit\"\ntenant = \"t\"\nsecrets = []", "sources[0].secrets"),
+            (
+                "[[sources]]\nid = \"a\"\nprovider = \"standard\"\ntenant = \"t\"\nsecrets = [\"nope\"]",
+                "sources[0].secrets[0]",
+            ),
+            ("[[api_keys]]\nname = \"k\"\ntenant = \"t\"\nsha256 = \"xyz\"", "api_keys[0].sha256"),
+            ("[stream]\nhs256_secrets = [\"short\"]", "stream.hs256_secrets[0]"),
+            ("[stream]\nsend_queue_depth = 0", "stream.send_queue_depth"),
+            ("[stream]\npublic_keys = [\"/nonexistent.pem\"]", "stream.public_keys[0]"),
+            ("[stream]\njwks_file = \"/nonexistent.json\"", "stream.jwks_file"),
+            ("[log]\nurl = \"nats://127.0.0.1:4222\"", "store.url"),
+            ("[store]\nurl = \"postgres://u@h/db\"", "log.url"),
+            ("[log]\nurl = \"http://x\"", "log.url"),
+            ("[log]\nnats_stream = \"a.b\"", "log.nats_stream"),
+            ("[decisions]\npartitions = 0", "decisions.partitions"),
+        ];
+        for (toml, key) in cases {
+            let err = Config::from_toml(toml).unwrap_err().to_string();
+            assert!(err.contains(key), "{toml:?}: error {err:?} does not name {key}");
+        }
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let c = Config::from_toml(
+            "[[sources]]\nid = \"a\"\nprovider = \"didit\"\ntenant = \"t\"\nsecrets = [\"topsecret\"]",
+        )
+        .unwrap();
+        assert!(!format!("{c:?}").contains("topsecret"));
+    }
+}

@@ -1,0 +1,628 @@
+//! The decision worker: reads verification events from the log in order, enriches each, runs
+//! the tenant's active ruleset and commits the result.
+//!
+//! For a batch of entries after its checkpoint the worker builds one [`Txn`]: per decided event
+//! the decision, the session's new state, a review case when the outcome is `review`, the
+//! identity observations (keyed hashes, for velocity), a `decision.made` entry (and
+//! `review.opened`), and at the end its new checkpoint. One commit: a crash anywhere replays the
+//! batch from the old checkpoint, and nothing of it was stored, so no decision is lost or made
+//! twice (the decisions table is also unique on the event id, and `decision.made` entries carry
+//! the event as their dedupe key).
+//!
+//! Events of one session are decided in log order because the worker is sequential. Within a
+//! batch, later events see the earlier ones' effects (history, velocity) through an overlay of
+//! what the batch has not committed yet.
+
+pub mod backtest;
+pub mod normalize;
+pub mod partitions;
+pub mod review;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use idstream_core::event::{IdentityEvent, Status};
+use idstream_rules::context::{BlocklistHits, History, Velocity};
+use idstream_rules::{Context, Decision, Enrichment, Outcome, Ruleset};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::SessionState;
+use crate::util::now_us;
+use crate::events::{DecisionMade, LogEvent, OwnEvent};
+use crate::log::{EventLog, LogEntry, ReadFilter};
+use crate::store::*;
+use normalize::HashKey;
+
+/// The decision worker's checkpoint name.
+pub const CONSUMER: &str = "decisions";
+const BATCH: usize = 512;
+/// A partition's worker stores its checkpoint at least this often (entries), even when none of
+/// them was its to decide.
+const IDLE_CHECKPOINT: u64 = 20_000;
+
+/// The decision partition of a session (stable across nodes and versions: FNV-1a).
+pub fn partition_of(session: &str, count: u32) -> u32 {
+    (crate::util::fnv1a(session) % u64::from(count.max(1))) as u32
+}
+
+/// The active ruleset of each tenant; tenants without one use the shipped default.
+pub struct Rulesets {
+    default: Arc<Ruleset>,
+    active: RwLock<HashMap<String, Arc<Ruleset>>>,
+}
+
+impl Rulesets {
+    /// Loads every tenant's active ruleset from the store.
+    pub async fn load(store: &dyn Store) -> anyhow::Result<Rulesets> {
+        let mut active = HashMap::new();
+        for (tenant, a) in store.active_rulesets().await? {
+            let rec = store
+                .ruleset(&tenant, &a.version)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("tenant `{tenant}`: active ruleset {} is not stored", a.version))?;
+            let rs = Ruleset::parse(&format!("ruleset {}", a.version), &rec.text).map_err(|errs| {
+                anyhow::anyhow!(
+                    "tenant `{tenant}`: the active ruleset no longer validates: {}",
+                    errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+                )
+            })?;
+            active.insert(tenant, Arc::new(rs));
+        }
+        Ok(Rulesets { default: Arc::new(Ruleset::default_ruleset()), active: RwLock::new(active) })
+    }
+
+    /// Only the shipped default.
+    pub fn default_only() -> Rulesets {
+        Rulesets { default: Arc::new(Ruleset::default_ruleset()), active: RwLock::new(HashMap::new()) }
+    }
+
+    pub fn for_tenant(&self, tenant: &str) -> Arc<Ruleset> {
+        self.active.read().expect("rulesets lock").get(tenant).cloned().unwrap_or_else(|| self.default.clone())
+    }
+
+    pub fn set(&self, tenant: &str, rs: Arc<Ruleset>) {
+        self.active.write().expect("rulesets lock").insert(tenant.to_owned(), rs);
+    }
+
+    pub fn default_ruleset(&self) -> &Arc<Ruleset> {
+        &self.default
+    }
+}
+
+/// Settings of the decision worker.
+#[derive(Debug, Clone)]
+pub struct DecideOptions {
+    pub velocity_window: Duration,
+    /// Configured lists (`high_risk_countries`, ...), overriding the ruleset's defaults.
+    pub lists: BTreeMap<String, Vec<String>>,
+}
+
+/// How far each of this node's decision workers has read (consumer → offset), for readiness
+/// checks, tests and metrics.
+#[derive(Default)]
+pub struct Progress {
+    positions: std::sync::Mutex<HashMap<String, u64>>,
+}
+
+impl Progress {
+    fn set(&self, consumer: &str, pos: u64) {
+        self.positions.lock().expect("progress lock").insert(consumer.to_owned(), pos);
+    }
+
+    fn remove(&self, consumer: &str) {
+        self.positions.lock().expect("progress lock").remove(consumer);
+    }
+
+    /// Whether `workers` workers run here and all have read through `offset`.
+    pub fn caught_up(&self, workers: usize, offset: u64) -> bool {
+        let p = self.positions.lock().expect("progress lock");
+        p.len() == workers && p.values().all(|&v| v >= offset)
+    }
+}
+
+pub struct Decider {
+    pub progress: Arc<Progress>,
+    pub log: Arc<dyn EventLog>,
+    pub store: Arc<dyn Store>,
+    pub rulesets: Arc<Rulesets>,
+    pub key: HashKey,
+    pub opts: DecideOptions,
+}
+
+/// What a batch has decided but not committed yet, so later events in it see it.
+#[derive(Default)]
+struct Overlay {
+    observations: Vec<Observation>,
+    /// (tenant, session) → (subject, latest outcome)
+    sessions: HashMap<(String, String), (String, Option<Outcome>)>,
+    /// (tenant, session) → index in the txn's ops of the session's latest update.
+    last_update: HashMap<(String, String), usize>,
+    /// (tenant, session) → the review case the batch opened (`None`: it closed one).
+    reviews: HashMap<(String, String), Option<ReviewRecord>>,
+}
+
+/// The `decision.made` event of a decision (compact: the full inputs are in the store).
+pub fn decision_made(d: &DecisionRecord, review_id: Option<&str>) -> OwnEvent {
+    let fired: Vec<String> = d.detail["fired"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|f| f["rule_id"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    OwnEvent::DecisionMade(DecisionMade {
+        id: uuid::Uuid::now_v7().to_string(),
+        tenant: d.tenant.clone(),
+        decision_id: d.id.clone(),
+        session_id: d.session_id.clone(),
+        subject: d.subject.clone(),
+        outcome: d.outcome,
+        score: d.score,
+        reasons: d.reasons.clone(),
+        fired,
+        ruleset_version: d.ruleset_version.clone(),
+        event_id: d.event_id.clone(),
+        event_offset: d.event_offset,
+        decided_by: d.decided_by.clone(),
+        decided_at: idstream_core::event::rfc3339_us(d.decided_at_us),
+        review_id: review_id.map(str::to_owned),
+    })
+}
+
+/// idstream's session state for a provider status that does not call for a decision.
+fn undecided_state(s: Status) -> Option<SessionState> {
+    Some(match s {
+        Status::NotStarted | Status::InProgress | Status::AwaitingUser => SessionState::InProgress,
+        Status::Resubmitted => SessionState::Resubmitted,
+        Status::Abandoned => SessionState::Abandoned,
+        Status::Expired => SessionState::Expired,
+        Status::Approved | Status::Declined | Status::InReview => return None,
+    })
+}
+
+impl Decider {
+    pub fn from_state(st: &crate::state::AppState) -> Decider {
+        Decider {
+            progress: st.decide_progress.clone(),
+            log: st.log.clone(),
+            store: st.store.clone(),
+            rulesets: st.rulesets.clone(),
+            key: st.hash_key.clone(),
+            opts: st.decide.clone(),
+        }
+    }
+
+    /// Runs until `stop` over the whole log (one node); errors (the log unavailable) are retried
+    /// with back-off, never skipped.
+    pub async fn run(self, stop: CancellationToken) {
+        self.run_scope(CONSUMER, None, stop).await
+    }
+
+    /// Reads this consumer's checkpoint, retrying until it is readable; `None` when stopped.
+    async fn load_checkpoint(&self, consumer: &str, stop: &CancellationToken) -> Option<u64> {
+        loop {
+            match self.log.checkpoint(consumer).await {
+                Ok(p) => return Some(p.unwrap_or(0)),
+                Err(e) => {
+                    tracing::warn!(error = %e, consumer, "decision worker cannot read its checkpoint; retrying");
+                    tokio::select! { _ = stop.cancelled() => return None, _ = tokio::time::sleep(Duration::from_secs(1)) => {} }
+                }
+            }
+        }
+    }
+
+    /// Runs until `stop` as checkpoint `consumer`, deciding only the sessions of `partition`
+    /// (`(n, count)`: sessions whose [`partition_of`] is `n`), or all when `None`.
+    pub async fn run_scope(self, consumer: &str, partition: Option<(u32, u32)>, stop: CancellationToken) {
+        let mut head = self.log.subscribe();
+        let Some(mut pos) = self.load_checkpoint(consumer, &stop).await else { return };
+        self.progress.set(consumer, pos);
+        // Forget this worker's position when it stops (a partition handed to another node).
+        struct Forget<'a>(&'a Progress, &'a str);
+        impl Drop for Forget<'_> {
+            fn drop(&mut self) {
+                self.0.remove(self.1);
+            }
+        }
+        let _forget = Forget(&self.progress, consumer);
+        // With a partition, batches with nothing to decide only move `pos` in memory; the
+        // checkpoint follows with the next decision (or every `IDLE_CHECKPOINT` entries).
+        let mut committed = pos;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if stop.is_cancelled() {
+                return;
+            }
+            let entries = match self.log.read(pos, BATCH, &ReadFilter::default()).await {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(error = %e, "decision worker cannot read the log; retrying");
+                    tokio::select! { _ = stop.cancelled() => return, _ = tokio::time::sleep(backoff) => {} }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            let Some(last) = entries.last().map(|e| e.offset) else {
+                head.mark_unchanged();
+                if self.log.head() > pos {
+                    continue;
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    r = head.changed() => if r.is_err() { return },
+                }
+                continue;
+            };
+            // A ruleset activation applies to the entries after it: a batch ends at one.
+            let mut entries = entries;
+            match entries.iter().position(|e| e.kind == "ruleset.activated") {
+                Some(0) => {
+                    if let Err(e) = self.reload_ruleset(&entries[0]).await {
+                        tracing::warn!(error = %e, "decision worker cannot load an activated ruleset; retrying");
+                        tokio::select! { _ = stop.cancelled() => return, _ = tokio::time::sleep(backoff) => {} }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                    entries.truncate(1);
+                }
+                Some(i) => entries.truncate(i),
+                None => {}
+            }
+            let last = entries.last().map_or(last, |e| e.offset);
+            // This worker's sessions only (no copy: the batch is ours).
+            let mut mine = entries;
+            if let Some((n, count)) = partition {
+                mine.retain(|e| partition_of(&e.partition_key, count) == n);
+            }
+            let decidable = mine.iter().any(|e| e.kind.starts_with("verification."));
+            if partition.is_some() && !decidable && last - committed < IDLE_CHECKPOINT {
+                pos = last;
+                self.progress.set(consumer, pos);
+                continue;
+            }
+            match self.process(&mine, consumer, last).await {
+                Ok(()) => {
+                    pos = last;
+                    committed = last;
+                    self.progress.set(consumer, pos);
+                    backoff = Duration::from_millis(100);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, consumer, "decision batch not committed; it will be retried");
+                    tokio::select! { _ = stop.cancelled() => return, _ = tokio::time::sleep(backoff) => {} }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    // Another node may have moved the checkpoint (a partition taken over): go on
+                    // from what is stored, never from what this worker assumed.
+                    let Some(p) = self.load_checkpoint(consumer, &stop).await else { return };
+                    pos = p;
+                    committed = p;
+                }
+            }
+        }
+    }
+
+    /// Makes the ruleset a `ruleset.activated` entry names the tenant's active one (also when
+    /// another node activated it).
+    async fn reload_ruleset(&self, e: &LogEntry) -> anyhow::Result<()> {
+        let LogEvent::Own(OwnEvent::RulesetActivated(activated)) = LogEvent::from_entry(e)? else {
+            anyhow::bail!("entry {} is not a ruleset.activated event", e.offset)
+        };
+        let version = activated.version.as_str();
+        let rec = self
+            .store
+            .ruleset(&e.tenant, version)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("tenant `{}`: activated ruleset {version} is not stored", e.tenant))?;
+        let rs = Ruleset::parse(&format!("ruleset {version}"), &rec.text).map_err(|errs| {
+            anyhow::anyhow!(
+                "ruleset {version}: {}",
+                errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+            )
+        })?;
+        self.rulesets.set(&e.tenant, Arc::new(rs));
+        Ok(())
+    }
+
+    /// Decides a batch and commits it with the checkpoint `last`. The enrichment lookups of
+    /// the whole batch are one read; the decisions are then made in log order against those
+    /// results plus the batch's own overlay.
+    async fn process(&self, entries: &[LogEntry], consumer: &str, last: u64) -> Result<(), TxnError> {
+        let mut txn = Txn::default();
+        let mut overlay = Overlay::default();
+        let mut decided: Vec<(i64, &'static str)> = Vec::new();
+        let mut items: Vec<(&LogEntry, IdentityEvent, String, Option<LookupRequest>)> = Vec::new();
+        for e in entries {
+            if !e.kind.starts_with("verification.") {
+                continue;
+            }
+            let Ok(event) = serde_json::from_slice::<IdentityEvent>(&e.event) else {
+                tracing::warn!(offset = e.offset, "log entry is not an identity event; skipped by the decision worker");
+                continue;
+            };
+            let Some(status) = event.status else { continue };
+            let session_id = event.partition_key().to_owned();
+            let req = undecided_state(status).is_none().then(|| self.request(&event, &session_id));
+            items.push((e, event, session_id, req));
+        }
+        let reqs: Vec<LookupRequest> = items.iter().filter_map(|i| i.3.clone()).collect();
+        let mut found = if reqs.is_empty() { Vec::new() } else { self.store.lookup(reqs).await? }.into_iter();
+        for (e, event, session_id, req) in items {
+            let Some(req) = req else {
+                let state = event.status.and_then(undecided_state).expect("undecided");
+                let subject = event.subject.clone().unwrap_or_else(|| format!("session:{session_id}"));
+                let key = (event.tenant.clone(), session_id.clone());
+                overlay.sessions.entry(key.clone()).or_insert((subject, None));
+                let update = Op::UpsertSession(SessionUpdate {
+                    tenant: event.tenant.clone(),
+                    session_id,
+                    subject: event.subject.clone(),
+                    provider_status: event.provider_status.clone(),
+                    state,
+                    decision: None,
+                    now_us: now_us(),
+                });
+                // Consecutive undecided updates of one session in a batch: only the last counts.
+                match overlay.last_update.get(&key) {
+                    Some(&i) if matches!(&txn.ops[i], Op::UpsertSession(u) if u.decision.is_none()) => {
+                        txn.ops[i] = update
+                    }
+                    _ => {
+                        overlay.last_update.insert(key, txn.ops.len());
+                        txn.ops.push(update);
+                    }
+                }
+                continue;
+            };
+            let looked_up = found.next().expect("one lookup result per request");
+            let outcome = self.decide(e, &event, &session_id, req, looked_up, &mut txn, &mut overlay);
+            decided.push((e.appended_at_us, outcome));
+        }
+        txn.ops.push(Op::SetCheckpoint { consumer: consumer.to_owned(), offset: last });
+        self.store.commit(txn).await?;
+        let now = now_us();
+        for (appended_at, outcome) in decided {
+            metrics::counter!("idstream_decisions_total", "outcome" => outcome).increment(1);
+            metrics::histogram!("idstream_decision_latency_seconds").record((now - appended_at) as f64 / 1e6);
+        }
+        Ok(())
+    }
+
+    /// What to look up for deciding `event`.
+    fn request(&self, event: &IdentityEvent, session_id: &str) -> LookupRequest {
+        // Velocity counts subjects; a session without one stands for its own subject.
+        let subject = event.subject.clone().unwrap_or_else(|| format!("session:{session_id}"));
+        let values = self.identity_values(event);
+        let block_hashes: Vec<(BlocklistKind, String)> =
+            values.iter().flat_map(|(kind, hashes)| hashes.iter().map(move |h| (*kind, h.clone()))).collect();
+        // Velocity uses one hash per kind: for documents, the country-independent one.
+        let velocity_hashes: Vec<(BlocklistKind, String)> =
+            values.iter().filter_map(|(kind, hashes)| hashes.last().map(|h| (*kind, h.clone()))).collect();
+        LookupRequest {
+            tenant: event.tenant.clone(),
+            session_id: session_id.to_owned(),
+            subject,
+            block_hashes,
+            velocity_hashes,
+            velocity_since_us: now_us() - self.opts.velocity_window.as_micros() as i64,
+            subject_id: event.subject.clone(),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn decide(
+        &self,
+        e: &LogEntry,
+        event: &IdentityEvent,
+        session_id: &str,
+        req: LookupRequest,
+        found: LookupResult,
+        txn: &mut Txn,
+        overlay: &mut Overlay,
+    ) -> &'static str {
+        let started = Instant::now();
+        let tenant = &event.tenant;
+        let subject = req.subject;
+        let velocity_hashes = req.velocity_hashes;
+        let now = now_us();
+
+        // History: stored sessions, overridden by this batch's.
+        let mut others: HashMap<String, Option<Outcome>> = found.other_sessions.into_iter().collect();
+        for ((t, s), (subj, outcome)) in &overlay.sessions {
+            if t == tenant && subj == &subject && s != session_id {
+                others.insert(s.clone(), *outcome);
+            }
+        }
+        let count = |o: Outcome| others.values().filter(|x| **x == Some(o)).count() as i64;
+        let history = History {
+            previous_sessions: others.len() as i64,
+            previous_declines: count(Outcome::Decline),
+            previous_approvals: count(Outcome::Approve),
+        };
+        let mut velocity = Velocity::default();
+        for (kind, subjects) in &found.velocity {
+            let hash = &velocity_hashes.iter().find(|(k, _)| k == kind).expect("asked for").1;
+            let mut set: HashSet<&str> = subjects.iter().map(String::as_str).collect();
+            for o in &overlay.observations {
+                if &o.tenant == tenant && &o.kind == kind && &o.hash == hash && o.subject != subject {
+                    set.insert(&o.subject);
+                }
+            }
+            let n = set.len() as i64;
+            match kind {
+                BlocklistKind::Document => velocity.document_subjects = n,
+                BlocklistKind::Phone => velocity.phone_subjects = n,
+                BlocklistKind::Email => velocity.email_subjects = n,
+                BlocklistKind::Face => velocity.face_subjects = n,
+            }
+        }
+        let hit = |k: BlocklistKind| found.blocked.contains(&k);
+        let enrichment = Enrichment {
+            subject: match found.subject_attributes {
+                Some(Value::Object(m)) => m.into_iter().collect(),
+                _ => BTreeMap::new(),
+            },
+            history,
+            velocity,
+            blocklist: BlocklistHits {
+                document: hit(BlocklistKind::Document),
+                phone: hit(BlocklistKind::Phone),
+                email: hit(BlocklistKind::Email),
+                face: hit(BlocklistKind::Face),
+            },
+            lists: self.opts.lists.clone(),
+        };
+        let ruleset = self.rulesets.for_tenant(tenant);
+        let ctx = Context::from_event(event, now / 1_000_000, &enrichment);
+        let decision = ruleset.evaluate(&ctx);
+        let outcome = decision.outcome;
+        let record = decision_record(tenant, session_id, event, e, decision, &ctx, now);
+        metrics::histogram!("idstream_decision_eval_seconds").record(started.elapsed().as_secs_f64());
+
+        let observed: Vec<Observation> = velocity_hashes
+            .into_iter()
+            .map(|(kind, hash)| Observation {
+                tenant: tenant.clone(),
+                kind,
+                hash,
+                subject: subject.clone(),
+                session_id: session_id.to_owned(),
+                seen_at_us: now,
+            })
+            .collect();
+        overlay.observations.extend(observed.iter().cloned());
+        txn.ops.push(Op::Observe(observed));
+        overlay.sessions.insert((tenant.clone(), session_id.to_owned()), (subject.clone(), Some(outcome)));
+        overlay.last_update.insert((tenant.clone(), session_id.to_owned()), txn.ops.len());
+        txn.ops.push(Op::UpsertSession(SessionUpdate {
+            tenant: tenant.clone(),
+            session_id: session_id.to_owned(),
+            subject: Some(subject),
+            provider_status: event.provider_status.clone(),
+            state: SessionState::of(outcome),
+            decision: Some((outcome, record.id.clone())),
+            now_us: now,
+        }));
+        // One open case per session: a later `review` keeps the open case; a later approve or
+        // decline (the provider's own reviewer finished, say) closes it as superseded.
+        let key = (tenant.clone(), session_id.to_owned());
+        let open = match overlay.reviews.get(&key) {
+            Some(r) => r.clone(),
+            None => found.open_review,
+        };
+        let mut review_entries = Vec::new();
+        let review_id = match (outcome, open) {
+            (Outcome::Review, Some(r)) => Some(r.id),
+            (Outcome::Review, None) => {
+                let review = ReviewRecord {
+                    id: uuid::Uuid::now_v7().to_string(),
+                    tenant: tenant.clone(),
+                    session_id: session_id.to_owned(),
+                    subject: record.subject.clone(),
+                    decision_id: record.id.clone(),
+                    reasons: record.reasons.clone(),
+                    status: ReviewStatus::Open,
+                    opened_at_us: now,
+                    claimed_by: None,
+                    claimed_at_us: None,
+                    resolved_by: None,
+                    resolved_at_us: None,
+                    outcome: None,
+                    note: None,
+                };
+                review_entries.push(review::changed(&review, None));
+                txn.ops.push(Op::OpenReview(review.clone()));
+                let id = review.id.clone();
+                overlay.reviews.insert(key, Some(review));
+                Some(id)
+            }
+            // An analyst is working on it: their resolution stands; the new decision is recorded
+            // and the case stays with them.
+            (_, Some(r)) if r.status == ReviewStatus::Claimed => Some(r.id),
+            (_, Some(mut r)) => {
+                let note = format!("superseded by decision {} ({})", record.id, outcome.as_str());
+                r.status = ReviewStatus::Resolved;
+                r.resolved_by = Some("rules".into());
+                r.resolved_at_us = Some(now);
+                r.outcome = Some(outcome);
+                r.note = Some(note.clone());
+                review_entries.push(review::changed(&r, Some("rules")));
+                txn.ops.push(Op::ResolveReview {
+                    tenant: tenant.clone(),
+                    id: r.id.clone(),
+                    actor: "rules".into(),
+                    outcome,
+                    note,
+                    now_us: now,
+                    force: true,
+                });
+                overlay.reviews.insert(key, None);
+                None
+            }
+            (_, None) => None,
+        };
+        txn.entries.push(decision_made(&record, review_id.as_deref()).to_entry());
+        txn.entries.extend(review_entries.iter().map(OwnEvent::to_entry));
+        txn.ops.push(Op::PutDecision(record));
+        outcome.as_str()
+    }
+
+    /// The keyed hashes of the session's identity values, per kind. For documents: the
+    /// country-specific hash (when the country is known) and then the any-country one.
+    fn identity_values(&self, event: &IdentityEvent) -> Vec<(BlocklistKind, Vec<String>)> {
+        let mut out = Vec::new();
+        let c = &event.checks;
+        if let Some(doc) = c.documents.iter().find(|d| d.document_number.is_some()) {
+            let number = doc.document_number.as_deref().unwrap_or_default();
+            let mut hashes = Vec::new();
+            if let Some(country) = doc.issuing_state.as_deref() {
+                if let Ok(h) = self.key.value_hash("document", number, Some(country)) {
+                    hashes.push(h);
+                }
+            }
+            if let Ok(h) = self.key.value_hash("document", number, None) {
+                hashes.push(h);
+            }
+            if !hashes.is_empty() {
+                out.push((BlocklistKind::Document, hashes));
+            }
+        }
+        let mut one = |kind: BlocklistKind, value: Option<&str>| {
+            if let Some(h) = value.and_then(|v| self.key.value_hash(kind.as_str(), v, None).ok()) {
+                out.push((kind, vec![h]));
+            }
+        };
+        one(BlocklistKind::Phone, c.phone.iter().find_map(|p| p.phone_number.as_deref()));
+        one(BlocklistKind::Email, c.email.iter().find_map(|e| e.email.as_deref()));
+        one(BlocklistKind::Face, c.liveness.iter().find_map(|l| l.face_id.as_deref()));
+        out
+    }
+}
+
+fn decision_record(
+    tenant: &str,
+    session_id: &str,
+    event: &IdentityEvent,
+    e: &LogEntry,
+    decision: Decision,
+    ctx: &Context,
+    now: i64,
+) -> DecisionRecord {
+    DecisionRecord {
+        id: uuid::Uuid::now_v7().to_string(),
+        tenant: tenant.to_owned(),
+        session_id: session_id.to_owned(),
+        subject: event.subject.clone(),
+        event_id: Some(e.id.clone()),
+        event_offset: Some(e.offset),
+        outcome: decision.outcome,
+        score: decision.score,
+        ruleset_version: Some(decision.ruleset_version.clone()),
+        reasons: decision.reasons.clone(),
+        decided_by: "rules".into(),
+        decided_at_us: now,
+        detail: json!({
+            "fired": decision.fired,
+            "errors": decision.errors,
+            "inputs": ctx,
+        }),
+    }
+}

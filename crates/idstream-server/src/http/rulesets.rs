@@ -1,0 +1,298 @@
+//! Rulesets: upload (validated, versioned by content), list, read, activate.
+//!
+//! An upload or activation is a transaction with its log entry (`ruleset.uploaded`,
+//! `ruleset.activated`); every node's decision workers switch at that entry's place in the log.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use idstream_rules::Ruleset;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::extract::{ApiQuery, Caller, TextBody};
+use super::responses::{BadRequest, Forbidden, InvalidRuleset, NotFound, Unauthorized, Unavailable};
+use super::sessions::TenantParam;
+use crate::util::now_us;
+use crate::error::ApiError;
+use crate::events::{OwnEvent, RulesetChanged};
+use crate::state::AppState;
+use crate::store::{Op, RulesetRecord, Txn};
+
+fn time(us: i64) -> String {
+    idstream_core::event::rfc3339_us(us)
+}
+
+/// A stored ruleset, without its text.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RulesetSummary {
+    /// Hex SHA-256 of the canonical content.
+    pub version: String,
+    pub label: String,
+    pub created_by: String,
+    pub created_at: String,
+    /// Whether it is the tenant's active ruleset.
+    pub active: bool,
+}
+
+/// The ruleset a tenant's decisions use.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum ActiveView {
+    /// An uploaded ruleset was activated.
+    Stored { version: String, activated_by: String, activated_at: String },
+    /// None was: the shipped default applies.
+    Default { version: String, label: String, default: bool },
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RulesetList {
+    pub tenant: String,
+    pub active: ActiveView,
+    /// Every uploaded version.
+    pub rulesets: Vec<RulesetSummary>,
+}
+
+/// A ruleset with its text.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RulesetDocument {
+    pub version: String,
+    pub label: String,
+    /// Absent for the shipped default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    /// The YAML document.
+    pub text: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RulesetUploaded {
+    pub version: String,
+    pub label: String,
+    pub tenant: String,
+    /// How many rules it has.
+    pub rules: usize,
+    /// Whether it was activated in the same transaction.
+    pub active: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RulesetActivation {
+    pub tenant: String,
+    pub version: String,
+    pub label: String,
+    pub activated_by: String,
+    pub activated_at: String,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct UploadParams {
+    /// Required with a `*` key.
+    tenant: Option<String>,
+    /// Activate it in the same transaction (default false).
+    activate: Option<bool>,
+}
+
+fn parse(text: &str) -> Result<Ruleset, ApiError> {
+    Ruleset::parse("ruleset", text).map_err(|errors| ApiError::invalid_ruleset(&errors))
+}
+
+fn changed(tenant: &str, version: &str, label: &str, actor: &str, now: i64) -> RulesetChanged {
+    RulesetChanged {
+        id: uuid::Uuid::now_v7().to_string(),
+        tenant: tenant.to_owned(),
+        version: version.to_owned(),
+        label: label.to_owned(),
+        actor: actor.to_owned(),
+        at: time(now),
+    }
+}
+
+/// The tenant's rulesets and which one is active.
+#[utoipa::path(
+    get,
+    path = "/v1/rulesets",
+    operation_id = "list_rulesets",
+    tag = "rulesets",
+    params(TenantParam),
+    security(("api_key" = [])),
+    responses((status = 200, body = RulesetList), BadRequest, Unauthorized, Forbidden)
+)]
+pub async fn list(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<TenantParam>,
+) -> Result<Json<RulesetList>, ApiError> {
+    let tenant = caller.acting_for(q.tenant.as_deref())?;
+    let active = st.store.active_rulesets().await?.into_iter().find(|(t, _)| *t == tenant).map(|(_, a)| a);
+    let active_version = active.as_ref().map(|a| a.version.clone());
+    let rulesets = st
+        .store
+        .rulesets(&tenant)
+        .await?
+        .into_iter()
+        .map(|r| RulesetSummary {
+            active: active_version.as_deref() == Some(r.version.as_str()),
+            created_at: time(r.created_at_us),
+            version: r.version,
+            label: r.label,
+            created_by: r.created_by,
+        })
+        .collect();
+    let active = match active {
+        Some(a) => ActiveView::Stored {
+            version: a.version,
+            activated_by: a.activated_by,
+            activated_at: time(a.activated_at_us),
+        },
+        None => {
+            let d = st.rulesets.default_ruleset();
+            ActiveView::Default { version: d.version().to_owned(), label: d.version_label().to_owned(), default: true }
+        }
+    };
+    Ok(Json(RulesetList { tenant, active, rulesets }))
+}
+
+/// Uploads a ruleset (YAML). It is validated first: any error answers 422 with every error at
+/// its line and column, and nothing is stored.
+#[utoipa::path(
+    post,
+    path = "/v1/rulesets",
+    operation_id = "upload_ruleset",
+    tag = "rulesets",
+    params(UploadParams),
+    request_body(content = String, content_type = "application/yaml", description = "The ruleset document"),
+    security(("api_key" = [])),
+    responses(
+        (status = 201, body = RulesetUploaded),
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        InvalidRuleset,
+        Unavailable
+    )
+)]
+pub async fn upload(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<UploadParams>,
+    TextBody(text): TextBody,
+) -> Result<(StatusCode, Json<RulesetUploaded>), ApiError> {
+    let tenant = caller.acting_for(q.tenant.as_deref())?;
+    let activate = q.activate.unwrap_or(false);
+    let ruleset = parse(&text)?;
+    let now = now_us();
+    let rec = RulesetRecord {
+        tenant: tenant.clone(),
+        version: ruleset.version().to_owned(),
+        label: ruleset.version_label().to_owned(),
+        text,
+        created_by: caller.name.clone(),
+        created_at_us: now,
+    };
+    let uploaded = changed(&tenant, &rec.version, &rec.label, &caller.name, now);
+    let mut txn =
+        Txn { entries: vec![OwnEvent::RulesetUploaded(uploaded).to_entry()], ops: vec![Op::PutRuleset(rec.clone())] };
+    if activate {
+        let activated = changed(&tenant, &rec.version, &rec.label, &caller.name, now);
+        txn.entries.push(OwnEvent::RulesetActivated(activated).to_entry());
+        txn.ops.push(Op::ActivateRuleset {
+            tenant: tenant.clone(),
+            version: rec.version.clone(),
+            actor: caller.name.clone(),
+            now_us: now,
+        });
+    }
+    st.store.commit(txn).await?;
+    let rules = ruleset.rules().count();
+    if activate {
+        st.rulesets.set(&tenant, Arc::new(ruleset));
+    }
+    let body = RulesetUploaded { version: rec.version, label: rec.label, tenant, rules, active: activate };
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+/// One ruleset with its text; `default` is the shipped default policy.
+#[utoipa::path(
+    get,
+    path = "/v1/rulesets/{version}",
+    operation_id = "get_ruleset",
+    tag = "rulesets",
+    params(("version" = String, Path, description = "A version (hex SHA-256), or `default`"), TenantParam),
+    security(("api_key" = [])),
+    responses((status = 200, body = RulesetDocument), BadRequest, Unauthorized, Forbidden, NotFound)
+)]
+pub async fn get(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    Path(version): Path<String>,
+    ApiQuery(q): ApiQuery<TenantParam>,
+) -> Result<Json<RulesetDocument>, ApiError> {
+    let tenant = caller.acting_for(q.tenant.as_deref())?;
+    if version == "default" {
+        let d = st.rulesets.default_ruleset();
+        return Ok(Json(RulesetDocument {
+            version: d.version().to_owned(),
+            label: d.version_label().to_owned(),
+            created_by: None,
+            created_at: None,
+            text: idstream_rules::DEFAULT_RULESET.to_owned(),
+        }));
+    }
+    let r = st
+        .store
+        .ruleset(&tenant, &version)
+        .await?
+        .ok_or_else(|| ApiError::not_found("ruleset_not_found", format!("no ruleset version `{version}`")))?;
+    Ok(Json(RulesetDocument {
+        created_at: Some(time(r.created_at_us)),
+        version: r.version,
+        label: r.label,
+        created_by: Some(r.created_by),
+        text: r.text,
+    }))
+}
+
+/// Makes a stored ruleset the tenant's active one.
+#[utoipa::path(
+    post,
+    path = "/v1/rulesets/{version}/activate",
+    operation_id = "activate_ruleset",
+    tag = "rulesets",
+    params(("version" = String, Path, description = "The version to activate"), TenantParam),
+    security(("api_key" = [])),
+    responses((status = 200, body = RulesetActivation), BadRequest, Unauthorized, Forbidden, NotFound, Unavailable)
+)]
+pub async fn activate(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    Path(version): Path<String>,
+    ApiQuery(q): ApiQuery<TenantParam>,
+) -> Result<Json<RulesetActivation>, ApiError> {
+    let tenant = caller.acting_for(q.tenant.as_deref())?;
+    let r = st.store.ruleset(&tenant, &version).await?.ok_or_else(|| {
+        ApiError::not_found("ruleset_not_found", format!("no ruleset version `{version}` (upload it first)"))
+    })?;
+    let ruleset = parse(&r.text)?;
+    let now = now_us();
+    let activated = changed(&tenant, &r.version, &r.label, &caller.name, now);
+    st.store
+        .commit(Txn {
+            entries: vec![OwnEvent::RulesetActivated(activated).to_entry()],
+            ops: vec![Op::ActivateRuleset {
+                tenant: tenant.clone(),
+                version: version.clone(),
+                actor: caller.name.clone(),
+                now_us: now,
+            }],
+        })
+        .await?;
+    st.rulesets.set(&tenant, Arc::new(ruleset));
+    Ok(Json(RulesetActivation { tenant, version, label: r.label, activated_by: caller.name, activated_at: time(now) }))
+}

@@ -1,0 +1,130 @@
+//! The application state shared by every handler and background task: the opened backends,
+//! the sources, the API keys, the rulesets. Built once from the validated [`Config`].
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::backend::{Access, Backend, Backends, Deciders, Upkeep};
+use crate::config::Config;
+use crate::decide::normalize::HashKey;
+use crate::decide::{DecideOptions, Rulesets};
+use crate::ingest::Source;
+use crate::log::EventLog;
+use crate::store::Store;
+
+/// An API key as configured: only its SHA-256 is held.
+#[derive(Debug, Clone)]
+pub struct ApiKey {
+    pub name: String,
+    /// The tenant it may read, or `*`.
+    pub tenant: String,
+    pub sha256: [u8; 32],
+}
+
+pub struct AppState {
+    pub log: Arc<dyn EventLog>,
+    /// Sessions, decisions, reviews, blocklists, subjects, rulesets.
+    pub store: Arc<dyn Store>,
+    /// The key of identity hashes (blocklists, velocity).
+    pub hash_key: HashKey,
+    /// How this node runs decision workers (the backend decides).
+    pub deciders: Deciders,
+    /// The backend's own background work, taken and started by `server::serve`.
+    pub upkeep: Mutex<Vec<Upkeep>>,
+    pub sources: HashMap<String, Source>,
+    pub api_keys: Vec<ApiKey>,
+    pub max_body_bytes: usize,
+    /// False once shutdown has begun: `/readyz` then answers 503 so load balancers drain us.
+    pub ready: AtomicBool,
+    /// Live streams; its tailer is started by `server::serve`.
+    pub stream: Arc<crate::stream::Hub>,
+    pub rulesets: Arc<Rulesets>,
+    pub decide: DecideOptions,
+    /// Whether `server::serve` runs the decision worker.
+    pub decisions_enabled: bool,
+    /// How far this node's decision workers have read.
+    pub decide_progress: Arc<crate::decide::Progress>,
+}
+
+impl AppState {
+    /// Opens the backends `cfg` names and loads the active rulesets.
+    pub async fn open(cfg: &Config) -> anyhow::Result<AppState> {
+        let backends = crate::backend::open(&Backend::from_config(cfg), Access::Serve).await?;
+        let rulesets = Rulesets::load(backends.store.as_ref()).await?;
+        Ok(AppState::with_backends(cfg, backends, Arc::new(rulesets)))
+    }
+
+    /// The embedded log as log and store, the default ruleset, and a throw-away hash key
+    /// (benchmarks and tests that do not restart).
+    pub fn new(cfg: &Config, log: Arc<crate::log::sqlite::SqliteLog>) -> AppState {
+        let backends = Backends {
+            log: log.clone(),
+            store: log,
+            hash_key: HashKey::ephemeral(),
+            deciders: Deciders::Whole,
+            upkeep: Vec::new(),
+        };
+        AppState::with_backends(cfg, backends, Arc::new(Rulesets::default_only()))
+    }
+
+    pub fn with_backends(cfg: &Config, backends: Backends, rulesets: Arc<Rulesets>) -> AppState {
+        // Sources register their metric handles now; the recorder must exist before that, or
+        // the handles would be no-ops.
+        crate::server::metrics_handle();
+        let Backends { log, store, hash_key, deciders, upkeep } = backends;
+        AppState {
+            stream: Arc::new(crate::stream::Hub::new(&cfg.stream, log.clone())),
+            log,
+            store,
+            hash_key,
+            deciders,
+            upkeep: Mutex::new(upkeep),
+            sources: cfg.sources.iter().map(|s| (s.id.clone(), Source::from_config(s))).collect(),
+            api_keys: cfg
+                .api_keys
+                .iter()
+                .map(|k| {
+                    let mut sha256 = [0u8; 32];
+                    hex::decode_to_slice(&k.sha256, &mut sha256).expect("validated at config load");
+                    ApiKey { name: k.name.clone(), tenant: k.tenant.clone(), sha256 }
+                })
+                .collect(),
+            max_body_bytes: cfg.server.max_body_bytes,
+            ready: AtomicBool::new(true),
+            rulesets,
+            decide: DecideOptions {
+                velocity_window: std::time::Duration::from_secs(cfg.decisions.velocity_window_days * 86_400),
+                lists: cfg.decisions.lists.clone(),
+            },
+            decisions_enabled: cfg.decisions.enabled,
+            decide_progress: Default::default(),
+        }
+    }
+
+    /// The key whose hash matches `presented`, compared in constant time against every key.
+    pub fn authenticate(&self, presented: &str) -> Option<&ApiKey> {
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let mut found = None;
+        for k in &self.api_keys {
+            if bool::from(k.sha256.ct_eq(&digest)) {
+                found = Some(k);
+            }
+        }
+        found
+    }
+
+    /// Whether this node's decision workers have read the log through `offset` (with shared
+    /// backends: whether this node holds every partition and has read through it in each).
+    pub fn decided_through(&self, offset: u64) -> bool {
+        self.decide_progress.caught_up(self.deciders.workers(), offset)
+    }
+}
+
+/// Hex SHA-256 of an API key, as it goes in the config.
+pub fn hash_api_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}

@@ -1,0 +1,307 @@
+//! The state store: sessions, decisions, review cases, blocklists, subjects, rulesets — and
+//! the one write path that changes them together with the event log.
+//!
+//! Every change goes through [`Store::commit`] as a [`Txn`]: log entries to append plus state
+//! [`Op`]s, applied atomically with each other (and with a consumer checkpoint, when the txn
+//! carries one). That is what makes the decision worker exactly-once: the decision, the
+//! session's new state, the review case, the `decision.made` entry and the worker's checkpoint
+//! are one commit, so a crash leaves either all of them or none.
+//!
+//! Conditional ops ([`Op::is_conditional`]: claim, resolve, remove a block, activate) check their
+//! condition inside the transaction; when it fails, nothing of that txn is applied and the
+//! caller gets [`TxnError::Conflict`] / [`TxnError::NotFound`]. Other txns committed in the same
+//! group commit are unaffected.
+//!
+//! Blocklisted and observed identity values are only ever stored as keyed hashes
+//! (`decide::normalize`); nothing here sees them in clear text.
+
+pub mod migrate;
+pub mod pg;
+pub mod postgres;
+pub mod sqlite;
+pub(crate) mod sql_types;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+pub use crate::domain::{BlocklistKind, Outcome, ReviewStatus, SessionState};
+use crate::log::{Appended, LogError, NewEntry};
+
+/// Log entries and state changes committed together, or not at all.
+#[derive(Debug, Default, Clone)]
+pub struct Txn {
+    pub entries: Vec<NewEntry>,
+    pub ops: Vec<Op>,
+}
+
+/// A state change.
+#[derive(Debug, Clone)]
+pub enum Op {
+    SetCheckpoint {
+        consumer: String,
+        offset: u64,
+    },
+    PutDecision(DecisionRecord),
+    UpsertSession(SessionUpdate),
+    OpenReview(ReviewRecord),
+    /// Identity values (keyed hashes) seen in a session, for velocity.
+    Observe(Vec<Observation>),
+    /// Only an `open` case can be claimed.
+    ClaimReview {
+        tenant: String,
+        id: String,
+        actor: String,
+        now_us: i64,
+    },
+    /// Only the analyst holding the claim may resolve (`force` skips that check: system
+    /// re-checks close cases they decide themselves).
+    ResolveReview {
+        tenant: String,
+        id: String,
+        actor: String,
+        outcome: Outcome,
+        note: String,
+        now_us: i64,
+        force: bool,
+    },
+    PutSubject {
+        tenant: String,
+        id: String,
+        attributes: Value,
+        actor: String,
+        now_us: i64,
+    },
+    PutRuleset(RulesetRecord),
+    ActivateRuleset {
+        tenant: String,
+        version: String,
+        actor: String,
+        now_us: i64,
+    },
+    AddBlock(BlockRecord),
+    /// Fails with `NotFound` when the entry does not exist.
+    RemoveBlock {
+        tenant: String,
+        kind: BlocklistKind,
+        hash: String,
+    },
+}
+
+impl Op {
+    /// Whether the op checks a condition that can make its txn fail without an I/O error.
+    pub fn is_conditional(&self) -> bool {
+        matches!(
+            self,
+            Op::ClaimReview { .. } | Op::ResolveReview { .. } | Op::RemoveBlock { .. } | Op::ActivateRuleset { .. }
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TxnError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// A conditional op's condition did not hold (review already claimed, ...).
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotFound(String),
+}
+
+/// A decision, as stored and as `GET /v1/decisions/{id}` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct DecisionRecord {
+    pub id: String,
+    pub tenant: String,
+    pub session_id: String,
+    pub subject: Option<String>,
+    /// The verification event decided (none for an analyst's or a re-check's decision).
+    pub event_id: Option<String>,
+    pub event_offset: Option<u64>,
+    pub outcome: Outcome,
+    pub score: f64,
+    pub ruleset_version: Option<String>,
+    pub reasons: Vec<String>,
+    /// `rules`, `review:<analyst>` or `blocklist:<actor>`.
+    pub decided_by: String,
+    pub decided_at_us: i64,
+    /// Fired rules with the values they read, evaluation errors, the full input context and,
+    /// for an analyst's decision, the review id and note.
+    pub detail: Value,
+}
+
+/// The new state of a session after an event or a decision.
+#[derive(Debug, Clone)]
+pub struct SessionUpdate {
+    pub tenant: String,
+    pub session_id: String,
+    pub subject: Option<String>,
+    /// The provider's latest status (kept when `None`).
+    pub provider_status: Option<String>,
+    pub state: SessionState,
+    /// The decision that set this state: its outcome and id (both kept when `None`).
+    pub decision: Option<(Outcome, String)>,
+    pub now_us: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct SessionRecord {
+    pub tenant: String,
+    pub session_id: String,
+    pub subject: Option<String>,
+    pub provider_status: Option<String>,
+    pub state: SessionState,
+    /// The latest decision's outcome (kept when a later event only moved the state).
+    pub outcome: Option<Outcome>,
+    pub decision_id: Option<String>,
+    pub created_at_us: i64,
+    pub updated_at_us: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct ReviewRecord {
+    pub id: String,
+    pub tenant: String,
+    pub session_id: String,
+    pub subject: Option<String>,
+    /// The decision that asked for the review.
+    pub decision_id: String,
+    pub reasons: Vec<String>,
+    pub status: ReviewStatus,
+    pub opened_at_us: i64,
+    pub claimed_by: Option<String>,
+    pub claimed_at_us: Option<i64>,
+    pub resolved_by: Option<String>,
+    pub resolved_at_us: Option<i64>,
+    pub outcome: Option<Outcome>,
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct BlockRecord {
+    pub tenant: String,
+    pub kind: BlocklistKind,
+    /// Hex keyed hash of the normalised value; also the entry's id in the API.
+    pub hash: String,
+    pub reason: Option<String>,
+    pub added_by: String,
+    pub added_at_us: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Observation {
+    pub tenant: String,
+    pub kind: BlocklistKind,
+    pub hash: String,
+    pub subject: String,
+    pub session_id: String,
+    pub seen_at_us: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct SubjectRecord {
+    pub tenant: String,
+    pub id: String,
+    pub attributes: Value,
+    pub updated_by: String,
+    pub updated_at_us: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct RulesetRecord {
+    pub tenant: String,
+    /// Hex SHA-256 of the canonical content.
+    pub version: String,
+    pub label: String,
+    pub text: String,
+    pub created_by: String,
+    pub created_at_us: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct ActiveRuleset {
+    pub version: String,
+    pub activated_by: String,
+    pub activated_at_us: i64,
+}
+
+/// What the decision worker looks up for one decision.
+#[derive(Debug, Clone, Default)]
+pub struct LookupRequest {
+    pub tenant: String,
+    pub session_id: String,
+    /// The subject (or a per-session stand-in when the event names none).
+    pub subject: String,
+    /// `(kind, hash)` pairs to check against the blocklist.
+    pub block_hashes: Vec<(BlocklistKind, String)>,
+    /// `(kind, hash)` pairs whose other users are counted (velocity).
+    pub velocity_hashes: Vec<(BlocklistKind, String)>,
+    /// Velocity only counts observations at or after this time.
+    pub velocity_since_us: i64,
+    /// The subject id as the company knows it, for `subjects` attributes.
+    pub subject_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LookupResult {
+    /// Kinds with a blocklist hit.
+    pub blocked: Vec<BlocklistKind>,
+    /// Per velocity kind, the distinct *other* subjects seen with the same value (at most 1000).
+    pub velocity: Vec<(BlocklistKind, Vec<String>)>,
+    /// The subject's other sessions: `(session_id, latest outcome)`.
+    pub other_sessions: Vec<(String, Option<Outcome>)>,
+    pub subject_attributes: Option<Value>,
+    /// The session's open (or claimed) review case, if any.
+    pub open_review: Option<ReviewRecord>,
+}
+
+/// Filters of `GET /v1/reviews`.
+#[derive(Debug, Clone, Default)]
+pub struct ReviewFilter {
+    pub tenant: Option<String>,
+    /// `None`: every status.
+    pub status: Option<ReviewStatus>,
+    pub reason: Option<String>,
+    pub opened_before_us: Option<i64>,
+    pub session_id: Option<String>,
+    pub limit: usize,
+}
+
+/// The store's read side; writes go through [`Store::commit`].
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Applies `txn` atomically; results are the appended entries, in order.
+    async fn commit(&self, txn: Txn) -> Result<Vec<Appended>, TxnError>;
+    /// The enrichment lookups of a batch of decisions, in one read (one snapshot).
+    async fn lookup(&self, reqs: Vec<LookupRequest>) -> Result<Vec<LookupResult>, LogError>;
+    async fn decision(&self, id: &str) -> Result<Option<DecisionRecord>, LogError>;
+    /// Decisions made by the rules between the two times (decision time, Unix µs), oldest first.
+    async fn decisions_between(
+        &self,
+        since_us: i64,
+        until_us: i64,
+        tenant: Option<&str>,
+        after_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DecisionRecord>, LogError>;
+    async fn session(&self, tenant: &str, id: &str) -> Result<Option<SessionRecord>, LogError>;
+    async fn session_decisions(&self, tenant: &str, id: &str) -> Result<Vec<DecisionRecord>, LogError>;
+    /// Sessions with an open or claimed review in which a value with this hash was seen.
+    async fn open_sessions_with(
+        &self,
+        tenant: &str,
+        kind: BlocklistKind,
+        hash: &str,
+    ) -> Result<Vec<ReviewRecord>, LogError>;
+    async fn review(&self, tenant: Option<&str>, id: &str) -> Result<Option<ReviewRecord>, LogError>;
+    async fn reviews(&self, filter: ReviewFilter) -> Result<Vec<ReviewRecord>, LogError>;
+    /// The review resolved for a session, latest first (backtest's analyst agreement).
+    async fn resolved_review_for_session(&self, tenant: &str, id: &str) -> Result<Option<ReviewRecord>, LogError>;
+    async fn blocks(&self, tenant: &str, kind: BlocklistKind, limit: usize) -> Result<Vec<BlockRecord>, LogError>;
+    async fn subject(&self, tenant: &str, id: &str) -> Result<Option<SubjectRecord>, LogError>;
+    async fn ruleset(&self, tenant: &str, version: &str) -> Result<Option<RulesetRecord>, LogError>;
+    async fn rulesets(&self, tenant: &str) -> Result<Vec<RulesetRecord>, LogError>;
+    async fn active_rulesets(&self) -> Result<Vec<(String, ActiveRuleset)>, LogError>;
+}

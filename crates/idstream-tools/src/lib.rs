@@ -1,0 +1,17 @@
+//! idstream's tools: what the `idstream` command offers besides the server, kept in a crate the
+//! server cannot import (so the server's dependencies are only what it needs).
+//!
+//! # Layout
+//! - [`personas`]: a deterministic generator of realistic Didit v3 traffic from synthetic
+//!   personas (pure: no I/O, no clock).
+//! - [`simulate`]: `idstream simulate`, which signs that traffic and posts it to a server.
+//! - [`bench`], [`bench_stream`], [`bench_decide`]: the load harness behind BENCHMARKS.md
+//!   (`idstream bench ingest|log|stream|decide`).
+//! - [`watch`]: `idstream watch`, a command-line stream client that resumes after disconnects.
+
+pub mod bench;
+pub mod bench_decide;
+pub mod bench_stream;
+pub mod personas;
+pub mod simulate;
+pub mod watch;
