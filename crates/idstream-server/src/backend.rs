@@ -18,6 +18,7 @@ use crate::decide::Decider;
 use crate::log::nats::{NatsLog, NatsOptions};
 use crate::log::sqlite::{SqliteLog, SqliteOptions};
 use crate::log::EventLog;
+use crate::store::migrate::Migration;
 use crate::store::postgres::PgStore;
 use crate::store::{pg, Store};
 
@@ -192,33 +193,36 @@ pub async fn open(backend: &Backend, access: Access) -> anyhow::Result<Backends>
     }
 }
 
-/// What `idstream migrate` did to each database of a backend.
-pub struct Migrated {
-    /// `(database, versions applied now, version it is at)`.
-    pub databases: Vec<(String, Vec<i32>, i32)>,
-    /// The log's head offset.
-    pub head: u64,
-}
-
 /// Brings the backend's schemas up to date (what [`open`] does at start-up, ahead of a deploy).
-pub async fn migrate(backend: &Backend) -> anyhow::Result<Migrated> {
+/// `report` hears about each database as soon as it is done: `(database, steps applied now,
+/// version it is at)`. Returns a line about the log (what it is, its head offset).
+pub async fn migrate(backend: &Backend, report: &mut dyn FnMut(&str, &[&Migration], i32)) -> anyhow::Result<String> {
     use crate::store::migrate::{latest, SQLITE};
+    let steps = |list: &'static [Migration], versions: &[i32]| -> Vec<&'static Migration> {
+        list.iter().filter(|m| versions.contains(&m.version)).collect()
+    };
     match backend {
         Backend::Embedded { data_dir, options, .. } => {
             let log = SqliteLog::open(data_dir, options.clone())?;
-            let (applied, head) = (log.migrations_applied().to_vec(), log.head());
+            let path = data_dir.join("events.db");
+            report(
+                &format!("embedded database {}", path.display()),
+                &steps(SQLITE, log.migrations_applied()),
+                latest(SQLITE),
+            );
+            let head = log.head();
             log.close().await;
-            let name = format!("embedded database {}", data_dir.join("events.db").display());
-            Ok(Migrated { databases: vec![(name, applied, latest(SQLITE))], head })
+            Ok(format!("embedded log {}: ready, head offset {head}", path.display()))
         }
         Backend::Shared { nats, postgres_url, .. } => {
             let pool = pg::connect(postgres_url, 2).await?;
             let applied = pg::migrate(&pool).await?;
+            let name = format!("PostgreSQL {}", pg::redact(postgres_url));
+            report(&name, &steps(pg::MIGRATIONS, &applied), latest(pg::MIGRATIONS));
             let log = NatsLog::open(nats.clone(), pool).await?;
             let head = log.head();
             log.close().await;
-            let name = format!("PostgreSQL {}", pg::redact(postgres_url));
-            Ok(Migrated { databases: vec![(name, applied, latest(pg::MIGRATIONS))], head })
+            Ok(format!("NATS {}: stream `{}` ready, head offset {head}", nats.url, nats.stream))
         }
     }
 }

@@ -17,7 +17,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::log::LogError;
-use crate::store::TxnError;
+use crate::store::{StoreError, TxnError};
 
 /// An error answered as `{"error": code, "message": text}`.
 #[derive(Debug)]
@@ -99,10 +99,21 @@ impl From<LogError> for ApiError {
     }
 }
 
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        let message = match e {
+            StoreError::Closed => "the server is shutting down; retry later",
+            StoreError::Unavailable(_) => "the store is unavailable; nothing was changed, retry later",
+        };
+        ApiError::internal(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", message, e)
+    }
+}
+
 impl From<TxnError> for ApiError {
     fn from(e: TxnError) -> Self {
         match e {
             TxnError::Log(e) => e.into(),
+            TxnError::Store(e) => e.into(),
             // Conflict and not-found messages are written for the client (who holds a review,
             // which version is missing); they carry no internal detail.
             TxnError::Conflict(m) => ApiError::conflict(m),

@@ -183,6 +183,7 @@ pub fn to_entry(event: &IdentityEvent, body: Bytes) -> NewEntry {
         (status = 404, body = ErrorBody, description = "No such source (`unknown_source`)"),
         (status = 413, body = ErrorBody, description = "Over `server.max_body_bytes` (`body_too_large`)"),
         crate::http::responses::Unavailable,
+        crate::http::responses::ServerError
     )
 )]
 pub async fn webhook(

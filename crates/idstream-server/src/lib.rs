@@ -1,23 +1,28 @@
-//! idstream: a self-hosted, real-time identity event platform.
+//! The idstream server: signed webhooks in, a durable event log, decisions, live streams, the
+//! REST API. The meaning of a webhook (canonical JSON, signatures, normalisation) is in the pure
+//! `idstream-core` crate and the decision rules in the pure `idstream-rules`; this crate does
+//! the I/O around them. Tools (load harness, simulator, stream watcher) are in `idstream-tools`,
+//! which this crate cannot import.
 //!
-//! # Layout
-//! The modules follow the pipeline: a webhook comes in, is verified and normalised, and is
-//! appended to the durable log; everything else reads the log.
-//! - [`config`]: layered configuration (defaults → file → `IDSTREAM_*`), validated once.
+//! # Layout, in pipeline order
 //! - [`ingest`]: `POST /webhooks/{source}`: signature → normalise → durable append → 2xx.
-//! - [`log`]: the [`log::EventLog`] trait and its embedded SQLite implementation (group commit).
-//! - [`api`]: the authenticated, tenant-scoped read API.
-//! - [`decide`]: the decision worker (enrich → rules → one transaction with the log) and the
-//!   decision, session, subject, ruleset, blocklist and review APIs; [`backtest`] replays past
-//!   decisions through a candidate ruleset.
-//! - [`store`]: the state store trait, written only through transactions shared with the log.
-//! - [`stream`]: live WebSocket / SSE streams of the log: JWT auth, tenant-scoped
-//!   subscriptions, resume by offset, slow consumers caught up from the log.
-//! - [`server`]: the router and `serve(listener, state, shutdown)`.
-//! - [`simulate`] and [`bench`]: the provider sandbox and the load harness (CLI verbs).
+//! - [`log`]: the [`log::EventLog`] trait; embedded SQLite (group commit) and NATS JetStream.
+//! - [`store`]: the [`store::Store`] trait — state written only through transactions with the
+//!   log; SQLite and PostgreSQL side by side, their schema migrations, the domain enums as SQL.
+//! - [`decide`]: the decision worker (enrich → rules → one transaction), decision partitions
+//!   across nodes, review resolutions, backtests, normal forms and keyed hashes of identities.
+//! - [`stream`]: live WebSocket / SSE streams of the log (JWT, tenant scope, resume by offset).
+//! - [`http`]: the REST API, handlers grouped by resource, and its OpenAPI contract.
 //!
-//! The meaning of a webhook (canonical JSON, signatures, normalisation) lives in the pure
-//! `idstream-core` crate; this crate does the I/O around it.
+//! Around them: [`events`] (the log's typed schema), [`domain`] (outcome, session state,
+//! review status, blocklist kind), [`config`], [`backend`] (chooses and opens the backends once),
+//! [`state`], [`server`] (`serve(listener, state, shutdown)`), [`error`] (every error →
+//! `ApiError`), [`util`] (clock, back-off, hashing, private files).
+//!
+//! # Imports point down the pipeline
+//! `util`, `domain` ← `events` ← `log` ← `store` ← `decide` ← `stream` / `http` ← `backend`,
+//! `state`, `server`. Storage (`log`, `store`) never imports `decide`, `stream` or `http`; the
+//! decision worker never imports `http`.
 
 pub mod backend;
 pub mod config;

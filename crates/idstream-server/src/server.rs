@@ -59,7 +59,7 @@ pub async fn serve(
         .collect();
     let decider = state.decisions_enabled.then(|| {
         let st = state.clone();
-        let make = move || crate::decide::Decider::from_state(&st);
+        let make = move || st.decider();
         tokio::spawn(state.deciders.clone().run(make, tailer_stop.clone()))
     });
     let stop = shutdown.clone();

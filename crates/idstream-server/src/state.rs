@@ -117,6 +117,18 @@ impl AppState {
         found
     }
 
+    /// A decision worker over this node's backends and rulesets.
+    pub fn decider(&self) -> crate::decide::Decider {
+        crate::decide::Decider {
+            progress: self.decide_progress.clone(),
+            log: self.log.clone(),
+            store: self.store.clone(),
+            rulesets: self.rulesets.clone(),
+            key: self.hash_key.clone(),
+            opts: self.decide.clone(),
+        }
+    }
+
     /// Whether this node's decision workers have read the log through `offset` (with shared
     /// backends: whether this node holds every partition and has read through it in each).
     pub fn decided_through(&self, offset: u64) -> bool {

@@ -11,19 +11,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::personas::{self as sim, SimConfig};
 use anyhow::Context as _;
 use axum::body::Bytes;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt as _, Full};
 use idstream_core::signature::{didit, Secret};
-use crate::personas::{self as sim, SimConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
 use idstream_server::config::Config;
-use idstream_server::util::unix_now;
 use idstream_server::log::sqlite::{SqliteLog, SqliteOptions};
 use idstream_server::state::AppState;
+use idstream_server::util::unix_now;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {

@@ -13,10 +13,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::personas::{self as sim, Delivery, DeliveryKind, SimConfig};
 use anyhow::Context as _;
 use hdrhistogram::Histogram;
 use idstream_core::signature::{didit, Secret};
-use crate::personas::{self as sim, Delivery, DeliveryKind, SimConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use idstream_server::util::unix_now;

@@ -72,7 +72,7 @@ pub async fn watch<W: Write>(args: &WatchArgs, out: &mut W) -> anyhow::Result<u6
     };
     let mut printed = 0u64;
     let mut last: Option<u64> = None;
-    let mut backoff = Duration::from_millis(250);
+    let mut backoff = idstream_server::util::Backoff::new(Duration::from_millis(250), Duration::from_secs(10));
     loop {
         let before = printed;
         match session(args, &token, &from, out, &mut printed, &mut last).await? {
@@ -80,13 +80,13 @@ pub async fn watch<W: Write>(args: &WatchArgs, out: &mut W) -> anyhow::Result<u6
             Outcome::Lost(why) => {
                 // A connection that delivered something was healthy: start the backoff over.
                 if printed > before {
-                    backoff = Duration::from_millis(250);
+                    backoff.reset();
                 }
-                eprintln!("idstream watch: {why}; reconnecting in {} ms", backoff.as_millis());
+                let wait = backoff.next_wait();
+                eprintln!("idstream watch: {why}; reconnecting in {} ms", wait.as_millis());
+                tokio::time::sleep(wait).await;
             }
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(10));
         // Resume after the last event printed: the server sends everything after it.
         if let Some(last) = last {
             from = json!({"offset": last});

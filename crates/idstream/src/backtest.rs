@@ -40,8 +40,10 @@ pub async fn cli(a: BacktestArgs) -> anyhow::Result<()> {
     let name = a.ruleset.display().to_string();
     let ruleset = Ruleset::load_file(&a.ruleset)
         .map_err(|errors| anyhow::anyhow!("{name} is not a valid ruleset:\n{}", idstream_rules::ErrorList(&errors)))?;
-    let since = a.since.as_deref().map(backtest::parse_time).transpose().map_err(|e| anyhow::anyhow!("--since: {e}"))?;
-    let until = a.until.as_deref().map(backtest::parse_time).transpose().map_err(|e| anyhow::anyhow!("--until: {e}"))?;
+    let since =
+        a.since.as_deref().map(backtest::parse_time).transpose().map_err(|e| anyhow::anyhow!("--since: {e}"))?;
+    let until =
+        a.until.as_deref().map(backtest::parse_time).transpose().map_err(|e| anyhow::anyhow!("--until: {e}"))?;
     // The server's backend, read only; without a config, the data directory given.
     let mut cfg = match &a.config {
         Some(c) => Config::load(Some(c))?,
@@ -60,9 +62,15 @@ pub async fn cli(a: BacktestArgs) -> anyhow::Result<()> {
         let bar = bar.clone();
         move |n: u64| bar.set_position(n)
     };
-    let report =
-        backtest::run(store.as_ref(), &ruleset, since.unwrap_or(0), until.unwrap_or(i64::MAX), a.tenant.as_deref(), &progress)
-            .await?;
+    let report = backtest::run(
+        store.as_ref(),
+        &ruleset,
+        since.unwrap_or(0),
+        until.unwrap_or(i64::MAX),
+        a.tenant.as_deref(),
+        &progress,
+    )
+    .await?;
     bar.finish_and_clear();
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

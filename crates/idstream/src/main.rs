@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use idstream_server::config::{ApiKeyConfig, Config, LogFormat, SourceConfig};
-use idstream_server::state::{hash_api_key, AppState};
 use idstream_core::event::Provider;
 use idstream_core::signature::Secret;
+use idstream_server::config::{ApiKeyConfig, Config, LogFormat, SourceConfig};
+use idstream_server::state::{hash_api_key, AppState};
 use tokio_util::sync::CancellationToken;
 
 // The request path allocates many small buffers (JSON, headers); mimalloc serves them from
@@ -269,22 +269,27 @@ async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
     );
     let shutdown = CancellationToken::new();
     tokio::spawn(shutdown_on_signal(shutdown.clone()));
-    idstream_server::server::serve(listener, state, shutdown, Duration::from_secs(cfg.server.shutdown_grace_secs)).await?;
+    idstream_server::server::serve(listener, state, shutdown, Duration::from_secs(cfg.server.shutdown_grace_secs))
+        .await?;
     tracing::info!("stopped cleanly");
     Ok(())
 }
 
 async fn migrate(config: Option<PathBuf>) -> anyhow::Result<()> {
     let cfg = Config::load(config.as_deref())?;
-    let done = idstream_server::backend::migrate(&idstream_server::backend::Backend::from_config(&cfg)).await?;
-    for (database, applied, latest) in &done.databases {
+    let backend = idstream_server::backend::Backend::from_config(&cfg);
+    let log = idstream_server::backend::migrate(&backend, &mut |database, applied, latest| {
         if applied.is_empty() {
             println!("{database}: schema is up to date (version {latest})");
         } else {
-            println!("{database}: applied migrations {applied:?}; schema at version {latest}");
+            for m in applied {
+                println!("applied migration {}: {}", m.version, m.description);
+            }
+            println!("{database}: schema at version {latest}");
         }
-    }
-    println!("event log ready, head offset {}", done.head);
+    })
+    .await?;
+    println!("{log}");
     Ok(())
 }
 

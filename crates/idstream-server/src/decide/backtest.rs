@@ -6,13 +6,12 @@
 //! analyst resolved the review, whether the candidate agrees with the analyst. Nothing is
 //! written anywhere. Used by `idstream backtest` and `POST /v1/backtests`.
 
-use std::collections::BTreeMap;
 use idstream_rules::{Context, Outcome, Ruleset};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
-use crate::log::LogError;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// At most this many changed sessions are listed (all are counted).
 pub const MAX_LISTED: usize = 1000;
@@ -66,7 +65,7 @@ pub async fn run(
     until_us: i64,
     tenant: Option<&str>,
     progress: &(dyn Fn(u64) + Send + Sync),
-) -> Result<Report, LogError> {
+) -> Result<Report, StoreError> {
     let mut report = Report {
         candidate_version: candidate.version().to_owned(),
         candidate_label: candidate.version_label().to_owned(),

@@ -29,10 +29,10 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::SessionState;
-use crate::util::now_us;
 use crate::events::{DecisionMade, LogEvent, OwnEvent};
 use crate::log::{EventLog, LogEntry, ReadFilter};
 use crate::store::*;
+use crate::util::{now_us, Backoff};
 use normalize::HashKey;
 
 /// The decision worker's checkpoint name.
@@ -180,17 +180,6 @@ fn undecided_state(s: Status) -> Option<SessionState> {
 }
 
 impl Decider {
-    pub fn from_state(st: &crate::state::AppState) -> Decider {
-        Decider {
-            progress: st.decide_progress.clone(),
-            log: st.log.clone(),
-            store: st.store.clone(),
-            rulesets: st.rulesets.clone(),
-            key: st.hash_key.clone(),
-            opts: st.decide.clone(),
-        }
-    }
-
     /// Runs until `stop` over the whole log (one node); errors (the log unavailable) are retried
     /// with back-off, never skipped.
     pub async fn run(self, stop: CancellationToken) {
@@ -227,7 +216,7 @@ impl Decider {
         // With a partition, batches with nothing to decide only move `pos` in memory; the
         // checkpoint follows with the next decision (or every `IDLE_CHECKPOINT` entries).
         let mut committed = pos;
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
             if stop.is_cancelled() {
                 return;
@@ -236,8 +225,7 @@ impl Decider {
                 Ok(e) => e,
                 Err(e) => {
                     tracing::warn!(error = %e, "decision worker cannot read the log; retrying");
-                    tokio::select! { _ = stop.cancelled() => return, _ = tokio::time::sleep(backoff) => {} }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    tokio::select! { _ = stop.cancelled() => return, _ = tokio::time::sleep(backoff.next_wait()) => {} }
                     continue;
                 }
             };
@@ -258,8 +246,7 @@ impl Decider {
                 Some(0) => {
                     if let Err(e) = self.reload_ruleset(&entries[0]).await {
                         tracing::warn!(error = %e, "decision worker cannot load an activated ruleset; retrying");
-                        tokio::select! { _ = stop.cancelled() => return, _ = tokio::time::sleep(backoff) => {} }
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        tokio::select! { _ = stop.cancelled() => return, _ = tokio::time::sleep(backoff.next_wait()) => {} }
                         continue;
                     }
                     entries.truncate(1);
@@ -284,12 +271,11 @@ impl Decider {
                     pos = last;
                     committed = last;
                     self.progress.set(consumer, pos);
-                    backoff = Duration::from_millis(100);
+                    backoff.reset();
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, consumer, "decision batch not committed; it will be retried");
-                    tokio::select! { _ = stop.cancelled() => return, _ = tokio::time::sleep(backoff) => {} }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    tokio::select! { _ = stop.cancelled() => return, _ = tokio::time::sleep(backoff.next_wait()) => {} }
                     // Another node may have moved the checkpoint (a partition taken over): go on
                     // from what is stored, never from what this worker assumed.
                     let Some(p) = self.load_checkpoint(consumer, &stop).await else { return };
@@ -340,14 +326,17 @@ impl Decider {
             };
             let Some(status) = event.status else { continue };
             let session_id = event.partition_key().to_owned();
-            let req = undecided_state(status).is_none().then(|| self.request(&event, &session_id));
+            // Decided events need the whole enrichment; a session that ended without a result
+            // needs its open review case (closed as superseded).
+            let lookup = undecided_state(status).is_none_or(SessionState::is_final_without_result);
+            let req = lookup.then(|| self.request(&event, &session_id));
             items.push((e, event, session_id, req));
         }
         let reqs: Vec<LookupRequest> = items.iter().filter_map(|i| i.3.clone()).collect();
         let mut found = if reqs.is_empty() { Vec::new() } else { self.store.lookup(reqs).await? }.into_iter();
         for (e, event, session_id, req) in items {
-            let Some(req) = req else {
-                let state = event.status.and_then(undecided_state).expect("undecided");
+            let looked_up = req.as_ref().map(|_| found.next().expect("one lookup result per request"));
+            if let Some(state) = event.status.and_then(undecided_state) {
                 let subject = event.subject.clone().unwrap_or_else(|| format!("session:{session_id}"));
                 let key = (event.tenant.clone(), session_id.clone());
                 overlay.sessions.entry(key.clone()).or_insert((subject, None));
@@ -366,13 +355,27 @@ impl Decider {
                         txn.ops[i] = update
                     }
                     _ => {
-                        overlay.last_update.insert(key, txn.ops.len());
+                        overlay.last_update.insert(key.clone(), txn.ops.len());
                         txn.ops.push(update);
                     }
                 }
+                // Abandoned or expired: no result will come, so its case (open, or claimed by
+                // an analyst waiting for one) is closed as superseded.
+                if let Some(found) = looked_up.filter(|_| state.is_final_without_result()) {
+                    let open = match overlay.reviews.get(&key) {
+                        Some(r) => r.clone(),
+                        None => found.open_review,
+                    };
+                    if let Some(r) = open {
+                        let note = format!("superseded: the session {}", state.as_str());
+                        let entry = close_review(r, None, note, now_us(), &mut txn);
+                        txn.entries.push(entry.to_entry());
+                        overlay.reviews.insert(key, None);
+                    }
+                }
                 continue;
-            };
-            let looked_up = found.next().expect("one lookup result per request");
+            }
+            let (req, looked_up) = (req.expect("decided events are looked up"), looked_up.expect("looked up"));
             let outcome = self.decide(e, &event, &session_id, req, looked_up, &mut txn, &mut overlay);
             decided.push((e.appended_at_us, outcome));
         }
@@ -422,6 +425,9 @@ impl Decider {
         let tenant = &event.tenant;
         let subject = req.subject;
         let velocity_hashes = req.velocity_hashes;
+        // Every hash a value is known by is observed: velocity reads the country-independent
+        // document hash, a blocklist re-check the one its entry was added with.
+        let observed_hashes = req.block_hashes;
         let now = now_us();
 
         // History: stored sessions, overridden by this batch's.
@@ -477,7 +483,7 @@ impl Decider {
         let record = decision_record(tenant, session_id, event, e, decision, &ctx, now);
         metrics::histogram!("idstream_decision_eval_seconds").record(started.elapsed().as_secs_f64());
 
-        let observed: Vec<Observation> = velocity_hashes
+        let observed: Vec<Observation> = observed_hashes
             .into_iter()
             .map(|(kind, hash)| Observation {
                 tenant: tenant.clone(),
@@ -537,23 +543,9 @@ impl Decider {
             // An analyst is working on it: their resolution stands; the new decision is recorded
             // and the case stays with them.
             (_, Some(r)) if r.status == ReviewStatus::Claimed => Some(r.id),
-            (_, Some(mut r)) => {
+            (_, Some(r)) => {
                 let note = format!("superseded by decision {} ({})", record.id, outcome.as_str());
-                r.status = ReviewStatus::Resolved;
-                r.resolved_by = Some("rules".into());
-                r.resolved_at_us = Some(now);
-                r.outcome = Some(outcome);
-                r.note = Some(note.clone());
-                review_entries.push(review::changed(&r, Some("rules")));
-                txn.ops.push(Op::ResolveReview {
-                    tenant: tenant.clone(),
-                    id: r.id.clone(),
-                    actor: "rules".into(),
-                    outcome,
-                    note,
-                    now_us: now,
-                    force: true,
-                });
+                review_entries.push(close_review(r, Some(outcome), note, now, txn));
                 overlay.reviews.insert(key, None);
                 None
             }
@@ -595,6 +587,26 @@ impl Decider {
         one(BlocklistKind::Face, c.liveness.iter().find_map(|l| l.face_id.as_deref()));
         out
     }
+}
+
+/// Closes a review case the rules made moot (a later decision, or the session ending without a
+/// result), adding the op to `txn`; returns its `review.resolved` event.
+fn close_review(mut r: ReviewRecord, outcome: Option<Outcome>, note: String, now: i64, txn: &mut Txn) -> OwnEvent {
+    r.status = ReviewStatus::Resolved;
+    r.resolved_by = Some("rules".into());
+    r.resolved_at_us = Some(now);
+    r.outcome = outcome;
+    r.note = Some(note.clone());
+    txn.ops.push(Op::ResolveReview {
+        tenant: r.tenant.clone(),
+        id: r.id.clone(),
+        actor: "rules".into(),
+        outcome,
+        note,
+        now_us: now,
+        force: true,
+    });
+    review::changed(&r, Some("rules"))
 }
 
 fn decision_record(

@@ -59,7 +59,8 @@ impl HashKey {
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
                 }
-                crate::util::create_private_file(path, hex::encode(bytes).as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
+                crate::util::create_private_file(path, hex::encode(bytes).as_bytes())
+                    .with_context(|| format!("cannot write {}", path.display()))?;
                 Ok(HashKey(bytes.to_vec()))
             }
             Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
@@ -93,7 +94,6 @@ impl HashKey {
         Ok(self.hash(kind, &normal))
     }
 }
-
 
 pub fn document_number(s: &str) -> Result<String, String> {
     let n: String =

@@ -21,8 +21,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::decide::Decider;
-use crate::util::now_us;
 use crate::store::pg;
+use crate::util::now_us;
 
 pub const LEASE: Duration = Duration::from_secs(10);
 pub const RENEW: Duration = Duration::from_secs(2);

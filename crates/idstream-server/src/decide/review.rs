@@ -5,10 +5,10 @@ use idstream_rules::Outcome;
 use serde_json::json;
 
 use super::decision_made;
-use crate::util::now_us;
 use crate::domain::{ReviewStatus, SessionState};
 use crate::events::{OwnEvent, ReviewChanged};
 use crate::store::{DecisionRecord, Op, ReviewRecord, SessionUpdate, Store, Txn, TxnError};
+use crate::util::now_us;
 
 /// The `review.*` event announcing a case's new status (its kind follows the status).
 pub fn changed(r: &ReviewRecord, actor: Option<&str>) -> OwnEvent {
@@ -76,7 +76,7 @@ pub async fn resolve(
                     tenant: r.tenant.clone(),
                     id: r.id.clone(),
                     actor: who.to_owned(),
-                    outcome,
+                    outcome: Some(outcome),
                     note: note.to_owned(),
                     now_us: now,
                     force,

@@ -38,7 +38,7 @@ pub struct BacktestBody {
     params(TenantParam),
     request_body = BacktestBody,
     security(("api_key" = [])),
-    responses((status = 200, body = Report), BadRequest, Unauthorized, Forbidden, InvalidRuleset)
+    responses((status = 200, body = Report), BadRequest, Unauthorized, Forbidden, InvalidRuleset, crate::http::responses::ServerError)
 )]
 pub async fn run(
     State(st): State<Arc<AppState>>,
@@ -57,6 +57,7 @@ pub async fn run(
     };
     let since = time("since", &b.since, 0)?;
     let until = time("until", &b.until, i64::MAX)?;
-    let report = crate::decide::backtest::run(st.store.as_ref(), &ruleset, since, until, Some(&tenant), &|_| {}).await?;
+    let report =
+        crate::decide::backtest::run(st.store.as_ref(), &ruleset, since, until, Some(&tenant), &|_| {}).await?;
     Ok(Json(report))
 }

@@ -12,11 +12,11 @@ use utoipa::{IntoParams, ToSchema};
 use super::extract::{ApiJson, ApiQuery, Caller};
 use super::responses::{BadRequest, Forbidden, NotFound, Unauthorized, Unavailable};
 use super::sessions::TenantParam;
-use crate::util::now_us;
 use crate::error::ApiError;
 use crate::events::{BlocklistChanged, BlocklistKind, OwnEvent};
 use crate::state::AppState;
 use crate::store::{BlockRecord, Op, Txn, TxnError};
+use crate::util::now_us;
 
 /// A blocklist entry as the API shows it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -121,7 +121,7 @@ const KIND: &str = "`document`, `phone`, `email` or `face`";
     tag = "blocklists",
     params(("kind" = String, Path, description = KIND), ListParams),
     security(("api_key" = [])),
-    responses((status = 200, body = BlockList), BadRequest, Unauthorized, Forbidden, NotFound)
+    responses((status = 200, body = BlockList), BadRequest, Unauthorized, Forbidden, NotFound, crate::http::responses::ServerError)
 )]
 pub async fn list(
     State(st): State<Arc<AppState>>,
@@ -148,7 +148,7 @@ pub async fn list(
     params(("kind" = String, Path, description = KIND), TenantParam),
     request_body = NewBlock,
     security(("api_key" = [])),
-    responses((status = 201, body = BlockAdded), BadRequest, Unauthorized, Forbidden, NotFound, Unavailable)
+    responses((status = 201, body = BlockAdded), BadRequest, Unauthorized, Forbidden, NotFound, Unavailable, crate::http::responses::ServerError)
 )]
 pub async fn add(
     State(st): State<Arc<AppState>>,
@@ -182,15 +182,12 @@ pub async fn add(
         .await?;
     let mut rechecked = Vec::new();
     if b.recheck {
-        // The hash sessions were observed under: for documents, the any-country one.
-        let seen_hash = if kind == BlocklistKind::Document {
-            st.hash_key.value_hash("document", &b.value, None).map_err(|m| ApiError::bad_request("invalid_value", m))?
-        } else {
-            hash.clone()
-        };
         let actor = format!("blocklist:{}", caller.name);
         let reason = format!("blocklist.{}", kind.as_str());
-        for r in st.store.open_sessions_with(&tenant, kind, &seen_hash).await? {
+        // Sessions observed with this entry's own hash: for a document added with its issuing
+        // country, only that country's document (sessions decided before both hashes were
+        // observed are matched by the country-independent hash only, so are not re-checked).
+        for r in st.store.open_sessions_with(&tenant, kind, &hash).await? {
             match crate::decide::review::resolve(
                 st.store.as_ref(),
                 &r,
@@ -222,7 +219,7 @@ pub async fn add(
     tag = "blocklists",
     params(("kind" = String, Path, description = KIND), ("id" = String, Path, description = "The entry's id"), TenantParam),
     security(("api_key" = [])),
-    responses((status = 200, body = BlockRemoved), BadRequest, Unauthorized, Forbidden, NotFound, Unavailable)
+    responses((status = 200, body = BlockRemoved), BadRequest, Unauthorized, Forbidden, NotFound, Unavailable, crate::http::responses::ServerError)
 )]
 pub async fn remove(
     State(st): State<Arc<AppState>>,

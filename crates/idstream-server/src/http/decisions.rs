@@ -37,7 +37,7 @@ impl From<DecisionRecord> for DecisionView {
     tag = "decisions",
     params(("id" = String, Path, description = "The decision's id")),
     security(("api_key" = [])),
-    responses((status = 200, body = DecisionView), Unauthorized, NotFound)
+    responses((status = 200, body = DecisionView), Unauthorized, NotFound, crate::http::responses::ServerError)
 )]
 pub async fn get(
     State(st): State<Arc<AppState>>,

@@ -58,7 +58,8 @@ pub struct EventPage {
         (status = 200, body = EventPage),
         BadRequest,
         Unauthorized,
-        (status = 410, body = ErrorBody, description = "`after` was removed by log retention (`offset_expired`)")
+        (status = 410, body = ErrorBody, description = "`after` was removed by log retention (`offset_expired`)"),
+        crate::http::responses::ServerError
     )
 )]
 pub async fn list(
@@ -103,7 +104,7 @@ async fn visible_entry(st: &AppState, caller: &Caller, id: &str) -> Result<LogEn
     tag = "events",
     params(("id" = String, Path, description = "The event's id")),
     security(("api_key" = [])),
-    responses((status = 200, body = EventView), Unauthorized, NotFound)
+    responses((status = 200, body = EventView), Unauthorized, NotFound, crate::http::responses::ServerError)
 )]
 pub async fn get(
     State(st): State<Arc<AppState>>,
@@ -124,7 +125,8 @@ pub async fn get(
     responses(
         (status = 200, description = "The body exactly as the provider sent it", content_type = "application/json", body = Object),
         Unauthorized,
-        (status = 404, body = ErrorBody, description = "No such event (`event_not_found`), or it did not come from a webhook (`no_body`)")
+        (status = 404, body = ErrorBody, description = "No such event (`event_not_found`), or it did not come from a webhook (`no_body`)"),
+        crate::http::responses::ServerError
     )
 )]
 pub async fn body(

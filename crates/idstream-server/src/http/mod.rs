@@ -137,6 +137,13 @@ pub mod responses {
         description = "The event log cannot store now (`log_unavailable`); nothing was stored, retry later"
     )]
     pub struct Unavailable(ErrorBody);
+
+    #[derive(IntoResponses)]
+    #[response(
+        status = "5XX",
+        description = "A server-side failure: the log or the store is unavailable (`log_unavailable`, `store_unavailable`) or an internal error; the cause is logged with the request id, never sent"
+    )]
+    pub struct ServerError(ErrorBody);
 }
 
 /// Every documented route, with its handler.

@@ -15,11 +15,11 @@ use utoipa::{IntoParams, ToSchema};
 use super::extract::{ApiQuery, Caller, TextBody};
 use super::responses::{BadRequest, Forbidden, InvalidRuleset, NotFound, Unauthorized, Unavailable};
 use super::sessions::TenantParam;
-use crate::util::now_us;
 use crate::error::ApiError;
 use crate::events::{OwnEvent, RulesetChanged};
 use crate::state::AppState;
 use crate::store::{Op, RulesetRecord, Txn};
+use crate::util::now_us;
 
 fn time(us: i64) -> String {
     idstream_core::event::rfc3339_us(us)
@@ -122,7 +122,7 @@ fn changed(tenant: &str, version: &str, label: &str, actor: &str, now: i64) -> R
     tag = "rulesets",
     params(TenantParam),
     security(("api_key" = [])),
-    responses((status = 200, body = RulesetList), BadRequest, Unauthorized, Forbidden)
+    responses((status = 200, body = RulesetList), BadRequest, Unauthorized, Forbidden, crate::http::responses::ServerError)
 )]
 pub async fn list(
     State(st): State<Arc<AppState>>,
@@ -175,7 +175,8 @@ pub async fn list(
         Unauthorized,
         Forbidden,
         InvalidRuleset,
-        Unavailable
+        Unavailable,
+        crate::http::responses::ServerError
     )
 )]
 pub async fn upload(
@@ -226,7 +227,7 @@ pub async fn upload(
     tag = "rulesets",
     params(("version" = String, Path, description = "A version (hex SHA-256), or `default`"), TenantParam),
     security(("api_key" = [])),
-    responses((status = 200, body = RulesetDocument), BadRequest, Unauthorized, Forbidden, NotFound)
+    responses((status = 200, body = RulesetDocument), BadRequest, Unauthorized, Forbidden, NotFound, crate::http::responses::ServerError)
 )]
 pub async fn get(
     State(st): State<Arc<AppState>>,
@@ -267,7 +268,7 @@ pub async fn get(
     tag = "rulesets",
     params(("version" = String, Path, description = "The version to activate"), TenantParam),
     security(("api_key" = [])),
-    responses((status = 200, body = RulesetActivation), BadRequest, Unauthorized, Forbidden, NotFound, Unavailable)
+    responses((status = 200, body = RulesetActivation), BadRequest, Unauthorized, Forbidden, NotFound, Unavailable, crate::http::responses::ServerError)
 )]
 pub async fn activate(
     State(st): State<Arc<AppState>>,

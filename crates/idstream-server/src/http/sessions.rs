@@ -50,7 +50,7 @@ pub struct SessionView {
     tag = "decisions",
     params(("id" = String, Path, description = "The provider's session id"), TenantParam),
     security(("api_key" = [])),
-    responses((status = 200, body = SessionView), BadRequest, Unauthorized, Forbidden, NotFound)
+    responses((status = 200, body = SessionView), BadRequest, Unauthorized, Forbidden, NotFound, crate::http::responses::ServerError)
 )]
 pub async fn get(
     State(st): State<Arc<AppState>>,

@@ -206,10 +206,8 @@ CREATE TABLE IF NOT EXISTS active_rulesets (
 mod tests {
     use super::*;
 
-    const STEPS: &[Migration] = &[
-        Migration { version: 1, description: "a", sql: "" },
-        Migration { version: 2, description: "b", sql: "" },
-    ];
+    const STEPS: &[Migration] =
+        &[Migration { version: 1, description: "a", sql: "" }, Migration { version: 2, description: "b", sql: "" }];
 
     #[test]
     fn pending_steps_in_order_and_newer_databases_refused() {

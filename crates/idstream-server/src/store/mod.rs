@@ -18,8 +18,8 @@
 pub mod migrate;
 pub mod pg;
 pub mod postgres;
-pub mod sqlite;
 pub(crate) mod sql_types;
+pub mod sqlite;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -61,7 +61,8 @@ pub enum Op {
         tenant: String,
         id: String,
         actor: String,
-        outcome: Outcome,
+        /// `None`: closed without an outcome (the session ended with no result).
+        outcome: Option<Outcome>,
         note: String,
         now_us: i64,
         force: bool,
@@ -99,10 +100,34 @@ impl Op {
     }
 }
 
+/// The store cannot answer now. Nothing was changed by the failed call.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed or is unreachable (its own error text, for the log only).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The store is shutting down.
+    #[error("store is closed")]
+    Closed,
+}
+
+/// The embedded store reads through the log's connections.
+impl From<LogError> for StoreError {
+    fn from(e: LogError) -> Self {
+        match e {
+            LogError::Unavailable(m) => StoreError::Unavailable(m),
+            LogError::Closed => StoreError::Closed,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TxnError {
+    /// Appending the txn's entries failed (see [`Store::commit`] for what that means per store).
     #[error(transparent)]
     Log(#[from] LogError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
     /// A conditional op's condition did not hold (review already claimed, ...).
     #[error("{0}")]
     Conflict(String),
@@ -275,8 +300,8 @@ pub trait Store: Send + Sync + 'static {
     /// Applies `txn` atomically; results are the appended entries, in order.
     async fn commit(&self, txn: Txn) -> Result<Vec<Appended>, TxnError>;
     /// The enrichment lookups of a batch of decisions, in one read (one snapshot).
-    async fn lookup(&self, reqs: Vec<LookupRequest>) -> Result<Vec<LookupResult>, LogError>;
-    async fn decision(&self, id: &str) -> Result<Option<DecisionRecord>, LogError>;
+    async fn lookup(&self, reqs: Vec<LookupRequest>) -> Result<Vec<LookupResult>, StoreError>;
+    async fn decision(&self, id: &str) -> Result<Option<DecisionRecord>, StoreError>;
     /// Decisions made by the rules between the two times (decision time, Unix µs), oldest first.
     async fn decisions_between(
         &self,
@@ -285,23 +310,23 @@ pub trait Store: Send + Sync + 'static {
         tenant: Option<&str>,
         after_id: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<DecisionRecord>, LogError>;
-    async fn session(&self, tenant: &str, id: &str) -> Result<Option<SessionRecord>, LogError>;
-    async fn session_decisions(&self, tenant: &str, id: &str) -> Result<Vec<DecisionRecord>, LogError>;
+    ) -> Result<Vec<DecisionRecord>, StoreError>;
+    async fn session(&self, tenant: &str, id: &str) -> Result<Option<SessionRecord>, StoreError>;
+    async fn session_decisions(&self, tenant: &str, id: &str) -> Result<Vec<DecisionRecord>, StoreError>;
     /// Sessions with an open or claimed review in which a value with this hash was seen.
     async fn open_sessions_with(
         &self,
         tenant: &str,
         kind: BlocklistKind,
         hash: &str,
-    ) -> Result<Vec<ReviewRecord>, LogError>;
-    async fn review(&self, tenant: Option<&str>, id: &str) -> Result<Option<ReviewRecord>, LogError>;
-    async fn reviews(&self, filter: ReviewFilter) -> Result<Vec<ReviewRecord>, LogError>;
+    ) -> Result<Vec<ReviewRecord>, StoreError>;
+    async fn review(&self, tenant: Option<&str>, id: &str) -> Result<Option<ReviewRecord>, StoreError>;
+    async fn reviews(&self, filter: ReviewFilter) -> Result<Vec<ReviewRecord>, StoreError>;
     /// The review resolved for a session, latest first (backtest's analyst agreement).
-    async fn resolved_review_for_session(&self, tenant: &str, id: &str) -> Result<Option<ReviewRecord>, LogError>;
-    async fn blocks(&self, tenant: &str, kind: BlocklistKind, limit: usize) -> Result<Vec<BlockRecord>, LogError>;
-    async fn subject(&self, tenant: &str, id: &str) -> Result<Option<SubjectRecord>, LogError>;
-    async fn ruleset(&self, tenant: &str, version: &str) -> Result<Option<RulesetRecord>, LogError>;
-    async fn rulesets(&self, tenant: &str) -> Result<Vec<RulesetRecord>, LogError>;
-    async fn active_rulesets(&self) -> Result<Vec<(String, ActiveRuleset)>, LogError>;
+    async fn resolved_review_for_session(&self, tenant: &str, id: &str) -> Result<Option<ReviewRecord>, StoreError>;
+    async fn blocks(&self, tenant: &str, kind: BlocklistKind, limit: usize) -> Result<Vec<BlockRecord>, StoreError>;
+    async fn subject(&self, tenant: &str, id: &str) -> Result<Option<SubjectRecord>, StoreError>;
+    async fn ruleset(&self, tenant: &str, version: &str) -> Result<Option<RulesetRecord>, StoreError>;
+    async fn rulesets(&self, tenant: &str) -> Result<Vec<RulesetRecord>, StoreError>;
+    async fn active_rulesets(&self) -> Result<Vec<(String, ActiveRuleset)>, StoreError>;
 }

@@ -30,7 +30,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, Row, Statement};
 use tokio_util::sync::CancellationToken;
 
-use crate::log::{Appended, EventLog, LogError, NewEntry};
+use crate::log::{Appended, EventLog, NewEntry};
 use crate::store::pg;
 use crate::store::sql_types::{JsonCol, OutcomeCol};
 use crate::store::*;
@@ -72,12 +72,12 @@ impl PgStore {
         PgStore { pool, log }
     }
 
-    async fn client(&self) -> Result<Object, LogError> {
-        self.pool.get().await.map_err(|e| LogError::Unavailable(pg::error_text(&e)))
+    async fn client(&self) -> Result<Object, StoreError> {
+        self.pool.get().await.map_err(|e| StoreError::Unavailable(pg::error_text(&e)))
     }
 
     /// Runs one read statement on a pooled connection.
-    async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, LogError> {
+    async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, StoreError> {
         let client = self.client().await?;
         let stmt = client.prepare_cached(sql).await.map_err(unavailable)?;
         client.query(&stmt, params).await.map_err(unavailable)
@@ -87,7 +87,7 @@ impl PgStore {
     /// them; returns how many. Rows are taken `FOR UPDATE SKIP LOCKED`, so several nodes can
     /// relay at once without waiting on each other; an entry that its committer is publishing
     /// at the same moment is stored once, by its dedupe key.
-    pub async fn relay_outbox(&self, min_age: Duration) -> Result<usize, LogError> {
+    pub async fn relay_outbox(&self, min_age: Duration) -> Result<usize, TxnError> {
         let min_age_us = i64::try_from(min_age.as_micros()).unwrap_or(i64::MAX);
         let mut total = 0;
         loop {
@@ -139,7 +139,7 @@ impl PgStore {
 
     /// Deletes published outbox rows without waiting for PostgreSQL's fsync: a row a crash
     /// brings back is published again by the relay and recognised by its dedupe key.
-    async fn delete_outbox(&self, ids: &[&str]) -> Result<(), LogError> {
+    async fn delete_outbox(&self, ids: &[&str]) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(unavailable)?;
         tx.batch_execute("SET LOCAL synchronous_commit TO OFF").await.map_err(unavailable)?;
@@ -148,8 +148,8 @@ impl PgStore {
     }
 }
 
-fn unavailable(e: tokio_postgres::Error) -> LogError {
-    LogError::Unavailable(pg::db_error_text(&e))
+fn unavailable(e: tokio_postgres::Error) -> StoreError {
+    StoreError::Unavailable(pg::db_error_text(&e))
 }
 
 fn json_text<T: serde::Serialize>(v: &T) -> String {
@@ -455,7 +455,7 @@ async fn apply_conditional(tx: &Transaction<'_>, op: &Op) -> PgResult<Result<(),
             };
             let (status, claimed_by, _) = &state;
             let holds_claim = status == "claimed" && claimed_by.as_ref() == Some(actor);
-            let outcome = outcome.as_str();
+            let outcome = outcome.map(Outcome::as_str);
             if !(holds_claim || (*force && status != "resolved")) {
                 return Ok(Err(review_conflict(id, Some(state))));
             }
@@ -753,12 +753,12 @@ fn row_outbox(r: &Row) -> PgResult<(i64, NewEntry)> {
 }
 
 /// Converts every row, or reports the first that does not convert.
-fn all<T>(rows: Vec<Row>, f: fn(&Row) -> PgResult<T>) -> Result<Vec<T>, LogError> {
+fn all<T>(rows: Vec<Row>, f: fn(&Row) -> PgResult<T>) -> Result<Vec<T>, StoreError> {
     rows.iter().map(f).collect::<PgResult<_>>().map_err(unavailable)
 }
 
 /// Converts the first row, if any.
-fn first<T>(rows: Vec<Row>, f: fn(&Row) -> PgResult<T>) -> Result<Option<T>, LogError> {
+fn first<T>(rows: Vec<Row>, f: fn(&Row) -> PgResult<T>) -> Result<Option<T>, StoreError> {
     rows.first().map(f).transpose().map_err(unavailable)
 }
 
@@ -811,7 +811,7 @@ impl Store for PgStore {
         Ok(appended)
     }
 
-    async fn lookup(&self, reqs: Vec<LookupRequest>) -> Result<Vec<LookupResult>, LogError> {
+    async fn lookup(&self, reqs: Vec<LookupRequest>) -> Result<Vec<LookupResult>, StoreError> {
         if reqs.is_empty() {
             return Ok(Vec::new());
         }
@@ -829,7 +829,7 @@ impl Store for PgStore {
         Ok(out)
     }
 
-    async fn decision(&self, id: &str) -> Result<Option<DecisionRecord>, LogError> {
+    async fn decision(&self, id: &str) -> Result<Option<DecisionRecord>, StoreError> {
         let rows = self.query(concat!("SELECT ", decision_cols!(), " FROM decisions WHERE id = $1"), &[&id]).await?;
         first(rows, row_decision)
     }
@@ -841,7 +841,7 @@ impl Store for PgStore {
         tenant: Option<&str>,
         after_id: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<DecisionRecord>, LogError> {
+    ) -> Result<Vec<DecisionRecord>, StoreError> {
         let rows = self
             .query(
                 concat!(
@@ -858,7 +858,7 @@ impl Store for PgStore {
         all(rows, row_decision)
     }
 
-    async fn session(&self, tenant: &str, id: &str) -> Result<Option<SessionRecord>, LogError> {
+    async fn session(&self, tenant: &str, id: &str) -> Result<Option<SessionRecord>, StoreError> {
         let rows = self
             .query(
                 "SELECT tenant, session_id, subject, provider_status, state, outcome, decision_id, created_at, updated_at
@@ -869,7 +869,7 @@ impl Store for PgStore {
         first(rows, row_session)
     }
 
-    async fn session_decisions(&self, tenant: &str, id: &str) -> Result<Vec<DecisionRecord>, LogError> {
+    async fn session_decisions(&self, tenant: &str, id: &str) -> Result<Vec<DecisionRecord>, StoreError> {
         let rows = self
             .query(
                 concat!(
@@ -888,7 +888,7 @@ impl Store for PgStore {
         tenant: &str,
         kind: BlocklistKind,
         hash: &str,
-    ) -> Result<Vec<ReviewRecord>, LogError> {
+    ) -> Result<Vec<ReviewRecord>, StoreError> {
         let rows = self
             .query(
                 concat!(
@@ -904,7 +904,7 @@ impl Store for PgStore {
         all(rows, row_review)
     }
 
-    async fn review(&self, tenant: Option<&str>, id: &str) -> Result<Option<ReviewRecord>, LogError> {
+    async fn review(&self, tenant: Option<&str>, id: &str) -> Result<Option<ReviewRecord>, StoreError> {
         let rows = self
             .query(
                 concat!("SELECT ", review_cols!(), " FROM reviews WHERE id = $1 AND ($2::text IS NULL OR tenant = $2)"),
@@ -914,7 +914,7 @@ impl Store for PgStore {
         first(rows, row_review)
     }
 
-    async fn reviews(&self, f: ReviewFilter) -> Result<Vec<ReviewRecord>, LogError> {
+    async fn reviews(&self, f: ReviewFilter) -> Result<Vec<ReviewRecord>, StoreError> {
         // A reason matches itself and its sub-reasons (`velocity` matches `velocity.document`).
         let rows = self
             .query(
@@ -935,7 +935,7 @@ impl Store for PgStore {
         all(rows, row_review)
     }
 
-    async fn resolved_review_for_session(&self, tenant: &str, id: &str) -> Result<Option<ReviewRecord>, LogError> {
+    async fn resolved_review_for_session(&self, tenant: &str, id: &str) -> Result<Option<ReviewRecord>, StoreError> {
         // ILIKE: SQLite's LIKE ignores ASCII case.
         let rows = self
             .query(
@@ -952,7 +952,7 @@ impl Store for PgStore {
         first(rows, row_review)
     }
 
-    async fn blocks(&self, tenant: &str, kind: BlocklistKind, limit: usize) -> Result<Vec<BlockRecord>, LogError> {
+    async fn blocks(&self, tenant: &str, kind: BlocklistKind, limit: usize) -> Result<Vec<BlockRecord>, StoreError> {
         let rows = self
             .query(
                 "SELECT tenant, kind, hash, reason, added_by, added_at FROM blocklist WHERE tenant = $1 AND kind = $2
@@ -963,7 +963,7 @@ impl Store for PgStore {
         all(rows, row_block)
     }
 
-    async fn subject(&self, tenant: &str, id: &str) -> Result<Option<SubjectRecord>, LogError> {
+    async fn subject(&self, tenant: &str, id: &str) -> Result<Option<SubjectRecord>, StoreError> {
         let rows = self
             .query(
                 "SELECT tenant, id, attributes, updated_by, updated_at FROM subjects WHERE tenant = $1 AND id = $2",
@@ -973,7 +973,7 @@ impl Store for PgStore {
         first(rows, row_subject)
     }
 
-    async fn ruleset(&self, tenant: &str, version: &str) -> Result<Option<RulesetRecord>, LogError> {
+    async fn ruleset(&self, tenant: &str, version: &str) -> Result<Option<RulesetRecord>, StoreError> {
         let rows = self
             .query(
                 "SELECT tenant, version, label, text, created_by, created_at FROM rulesets
@@ -984,7 +984,7 @@ impl Store for PgStore {
         first(rows, row_ruleset)
     }
 
-    async fn rulesets(&self, tenant: &str) -> Result<Vec<RulesetRecord>, LogError> {
+    async fn rulesets(&self, tenant: &str) -> Result<Vec<RulesetRecord>, StoreError> {
         let rows = self
             .query(
                 "SELECT tenant, version, label, text, created_by, created_at FROM rulesets WHERE tenant = $1
@@ -995,7 +995,7 @@ impl Store for PgStore {
         all(rows, row_ruleset)
     }
 
-    async fn active_rulesets(&self) -> Result<Vec<(String, ActiveRuleset)>, LogError> {
+    async fn active_rulesets(&self) -> Result<Vec<(String, ActiveRuleset)>, StoreError> {
         let rows = self
             .query("SELECT tenant, version, activated_by, activated_at FROM active_rulesets ORDER BY tenant", &[])
             .await?;

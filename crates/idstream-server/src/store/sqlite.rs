@@ -117,7 +117,7 @@ pub(crate) fn apply(tx: &Transaction<'_>, op: &Op) -> rusqlite::Result<Result<()
                      WHERE tenant = ?1 AND id = ?2
                        AND (status = 'claimed' AND claimed_by = ?3 OR ?7 AND status != 'resolved')",
                 )?
-                .execute(params![tenant, id, actor, now_us, outcome.as_str(), note, force])?;
+                .execute(params![tenant, id, actor, now_us, outcome.map(Outcome::as_str), note, force])?;
             if n == 0 {
                 return review_conflict(tx, tenant, id);
             }
@@ -284,6 +284,16 @@ fn row_ruleset(r: &rusqlite::Row<'_>) -> rusqlite::Result<RulesetRecord> {
     })
 }
 
+impl SqliteLog {
+    /// A read on one of the log's reader connections.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        Ok(self.with_reader(f).await?)
+    }
+}
+
 #[async_trait]
 impl Store for SqliteLog {
     async fn commit(&self, txn: Txn) -> Result<Vec<Appended>, TxnError> {
@@ -292,8 +302,8 @@ impl Store for SqliteLog {
         rx.await.map_err(|_| LogError::Closed)?
     }
 
-    async fn lookup(&self, reqs: Vec<LookupRequest>) -> Result<Vec<LookupResult>, LogError> {
-        self.with_reader(move |c| {
+    async fn lookup(&self, reqs: Vec<LookupRequest>) -> Result<Vec<LookupResult>, StoreError> {
+        self.read(move |c| {
             // One read transaction: every lookup of the batch sees the same snapshot.
             c.execute_batch("BEGIN")?;
             let out = reqs.iter().map(|req| lookup_one(c, req)).collect::<rusqlite::Result<Vec<_>>>();
@@ -306,9 +316,9 @@ impl Store for SqliteLog {
         .await
     }
 
-    async fn decision(&self, id: &str) -> Result<Option<DecisionRecord>, LogError> {
+    async fn decision(&self, id: &str) -> Result<Option<DecisionRecord>, StoreError> {
         let id = id.to_owned();
-        self.with_reader(move |c| {
+        self.read(move |c| {
             c.prepare_cached(&format!("SELECT {DECISION_COLS} FROM decisions WHERE id = ?1"))?
                 .query_row([id], row_decision)
                 .optional()
@@ -323,9 +333,9 @@ impl Store for SqliteLog {
         tenant: Option<&str>,
         after_id: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<DecisionRecord>, LogError> {
+    ) -> Result<Vec<DecisionRecord>, StoreError> {
         let (tenant, after_id) = (tenant.map(str::to_owned), after_id.unwrap_or("").to_owned());
-        self.with_reader(move |c| {
+        self.read(move |c| {
             c.prepare_cached(&format!(
                 "SELECT {DECISION_COLS} FROM decisions
                  WHERE decided_by = 'rules' AND (decided_at, id) > (?1, ?2) AND decided_at < ?3
@@ -338,9 +348,9 @@ impl Store for SqliteLog {
         .await
     }
 
-    async fn session(&self, tenant: &str, id: &str) -> Result<Option<SessionRecord>, LogError> {
+    async fn session(&self, tenant: &str, id: &str) -> Result<Option<SessionRecord>, StoreError> {
         let (tenant, id) = (tenant.to_owned(), id.to_owned());
-        self.with_reader(move |c| {
+        self.read(move |c| {
             c.prepare_cached(
                 "SELECT tenant, session_id, subject, provider_status, state, outcome, decision_id, created_at, updated_at
                  FROM sessions WHERE tenant = ?1 AND session_id = ?2",
@@ -363,9 +373,9 @@ impl Store for SqliteLog {
         .await
     }
 
-    async fn session_decisions(&self, tenant: &str, id: &str) -> Result<Vec<DecisionRecord>, LogError> {
+    async fn session_decisions(&self, tenant: &str, id: &str) -> Result<Vec<DecisionRecord>, StoreError> {
         let (tenant, id) = (tenant.to_owned(), id.to_owned());
-        self.with_reader(move |c| {
+        self.read(move |c| {
             c.prepare_cached(&format!(
                 "SELECT {DECISION_COLS} FROM decisions WHERE tenant = ?1 AND session_id = ?2 ORDER BY decided_at, id"
             ))?
@@ -380,9 +390,9 @@ impl Store for SqliteLog {
         tenant: &str,
         kind: BlocklistKind,
         hash: &str,
-    ) -> Result<Vec<ReviewRecord>, LogError> {
+    ) -> Result<Vec<ReviewRecord>, StoreError> {
         let (tenant, hash) = (tenant.to_owned(), hash.to_owned());
-        self.with_reader(move |c| {
+        self.read(move |c| {
             c.prepare_cached(&format!(
                 "SELECT {REVIEW_COLS} FROM reviews WHERE tenant = ?1 AND status != 'resolved' AND session_id IN
                    (SELECT session_id FROM identities WHERE tenant = ?1 AND kind = ?2 AND hash = ?3)"
@@ -393,9 +403,9 @@ impl Store for SqliteLog {
         .await
     }
 
-    async fn review(&self, tenant: Option<&str>, id: &str) -> Result<Option<ReviewRecord>, LogError> {
+    async fn review(&self, tenant: Option<&str>, id: &str) -> Result<Option<ReviewRecord>, StoreError> {
         let (tenant, id) = (tenant.map(str::to_owned), id.to_owned());
-        self.with_reader(move |c| {
+        self.read(move |c| {
             c.prepare_cached(&format!(
                 "SELECT {REVIEW_COLS} FROM reviews WHERE id = ?1 AND (?2 IS NULL OR tenant = ?2)"
             ))?
@@ -405,8 +415,8 @@ impl Store for SqliteLog {
         .await
     }
 
-    async fn reviews(&self, f: ReviewFilter) -> Result<Vec<ReviewRecord>, LogError> {
-        self.with_reader(move |c| {
+    async fn reviews(&self, f: ReviewFilter) -> Result<Vec<ReviewRecord>, StoreError> {
+        self.read(move |c| {
             let rows: Vec<ReviewRecord> = c
                 .prepare_cached(&format!(
                     "SELECT {REVIEW_COLS} FROM reviews
@@ -426,9 +436,9 @@ impl Store for SqliteLog {
         .await
     }
 
-    async fn resolved_review_for_session(&self, tenant: &str, id: &str) -> Result<Option<ReviewRecord>, LogError> {
+    async fn resolved_review_for_session(&self, tenant: &str, id: &str) -> Result<Option<ReviewRecord>, StoreError> {
         let (tenant, id) = (tenant.to_owned(), id.to_owned());
-        self.with_reader(move |c| {
+        self.read(move |c| {
             c.prepare_cached(&format!(
                 "SELECT {REVIEW_COLS} FROM reviews WHERE tenant = ?1 AND session_id = ?2 AND status = 'resolved'
                  AND resolved_by != 'rules' AND resolved_by NOT LIKE 'blocklist:%' ORDER BY resolved_at DESC LIMIT 1"
@@ -439,9 +449,9 @@ impl Store for SqliteLog {
         .await
     }
 
-    async fn blocks(&self, tenant: &str, kind: BlocklistKind, limit: usize) -> Result<Vec<BlockRecord>, LogError> {
+    async fn blocks(&self, tenant: &str, kind: BlocklistKind, limit: usize) -> Result<Vec<BlockRecord>, StoreError> {
         let tenant = tenant.to_owned();
-        self.with_reader(move |c| {
+        self.read(move |c| {
             c.prepare_cached(
                 "SELECT tenant, kind, hash, reason, added_by, added_at FROM blocklist WHERE tenant = ?1 AND kind = ?2
                  ORDER BY added_at DESC LIMIT ?3",
@@ -461,9 +471,9 @@ impl Store for SqliteLog {
         .await
     }
 
-    async fn subject(&self, tenant: &str, id: &str) -> Result<Option<SubjectRecord>, LogError> {
+    async fn subject(&self, tenant: &str, id: &str) -> Result<Option<SubjectRecord>, StoreError> {
         let (tenant, id) = (tenant.to_owned(), id.to_owned());
-        self.with_reader(move |c| {
+        self.read(move |c| {
             c.prepare_cached(
                 "SELECT tenant, id, attributes, updated_by, updated_at FROM subjects WHERE tenant = ?1 AND id = ?2",
             )?
@@ -481,9 +491,9 @@ impl Store for SqliteLog {
         .await
     }
 
-    async fn ruleset(&self, tenant: &str, version: &str) -> Result<Option<RulesetRecord>, LogError> {
+    async fn ruleset(&self, tenant: &str, version: &str) -> Result<Option<RulesetRecord>, StoreError> {
         let (tenant, version) = (tenant.to_owned(), version.to_owned());
-        self.with_reader(move |c| {
+        self.read(move |c| {
             c.prepare_cached(
                 "SELECT tenant, version, label, text, created_by, created_at FROM rulesets WHERE tenant = ?1 AND version = ?2",
             )?
@@ -493,9 +503,9 @@ impl Store for SqliteLog {
         .await
     }
 
-    async fn rulesets(&self, tenant: &str) -> Result<Vec<RulesetRecord>, LogError> {
+    async fn rulesets(&self, tenant: &str) -> Result<Vec<RulesetRecord>, StoreError> {
         let tenant = tenant.to_owned();
-        self.with_reader(move |c| {
+        self.read(move |c| {
             c.prepare_cached(
                 "SELECT tenant, version, label, text, created_by, created_at FROM rulesets WHERE tenant = ?1
                  ORDER BY created_at DESC",
@@ -506,8 +516,8 @@ impl Store for SqliteLog {
         .await
     }
 
-    async fn active_rulesets(&self) -> Result<Vec<(String, ActiveRuleset)>, LogError> {
-        self.with_reader(move |c| {
+    async fn active_rulesets(&self) -> Result<Vec<(String, ActiveRuleset)>, StoreError> {
+        self.read(move |c| {
             c.prepare_cached("SELECT tenant, version, activated_by, activated_at FROM active_rulesets")?
                 .query_map([], |r| {
                     Ok((

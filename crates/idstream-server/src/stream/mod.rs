@@ -41,8 +41,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::StreamConfig;
-use crate::util::now_ms;
 use crate::log::{EventLog, ReadFilter};
+use crate::util::now_ms;
 use auth::{any_matches, Authenticator, Identity, KindPattern};
 use protocol::{Filter, StreamEntry};
 

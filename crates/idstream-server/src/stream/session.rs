@@ -16,8 +16,8 @@ use tokio::time::Instant;
 
 use super::protocol::{error_message, ClientMsg, Filter, Start, StreamEntry};
 use super::{Conn, Delivery, Hub, Registration};
-use crate::util::now_ms;
 use crate::log::ReadFilter;
+use crate::util::now_ms;
 
 /// Log entries read per catch-up step: bounds a catching-up connection's extra memory.
 const PAGE: usize = 256;

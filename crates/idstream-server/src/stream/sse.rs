@@ -81,7 +81,8 @@ pub struct SseParams {
         (status = 400, body = ErrorBody, description = "A bad parameter (`invalid_parameter`) or an offset beyond the head (`offset_in_future`)"),
         (status = 401, body = ErrorBody, description = "No valid stream token"),
         (status = 410, body = ErrorBody, description = "The offset was removed by retention (`offset_expired`)"),
-        (status = 503, body = ErrorBody, description = "Streams are not configured (`stream_not_configured`) or the connection limit is reached (`too_many_connections`)")
+        (status = 503, body = ErrorBody, description = "Streams are not configured (`stream_not_configured`) or the connection limit is reached (`too_many_connections`)"),
+        crate::http::responses::ServerError
     )
 )]
 pub async fn handler(

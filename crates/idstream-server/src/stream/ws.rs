@@ -25,9 +25,9 @@ use super::auth::AuthError;
 use super::protocol::{close, event_message, ClientMsg};
 use super::session::{Command, End, Outgoing, Output, Session};
 use super::{until_exp, Hub, Permit};
-use crate::util::now_ms;
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
+use crate::util::now_ms;
 
 /// How long a closed connection waits for the client's Close frame.
 const CLOSE_LINGER: Duration = Duration::from_secs(5);
@@ -52,7 +52,8 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<String> {
     responses(
         (status = 101, description = "Switching to the WebSocket protocol"),
         (status = 426, body = ErrorBody, description = "Not a WebSocket upgrade request (`upgrade_required`)"),
-        (status = 503, body = ErrorBody, description = "Streams are not configured (`stream_not_configured`) or the connection limit is reached (`too_many_connections`)")
+        (status = 503, body = ErrorBody, description = "Streams are not configured (`stream_not_configured`) or the connection limit is reached (`too_many_connections`)"),
+        crate::http::responses::ServerError
     )
 )]
 pub async fn handler(

@@ -26,8 +26,9 @@ impl ScaleOut {
         let unique = uuid::Uuid::now_v7().simple().to_string();
         let what: String = what.chars().take(24).collect();
         let tag = format!("{what}_{}", &unique[unique.len() - 12..]);
-        let pg_url =
-            idstream_server::store::pg::create_database(&base, &format!("idstream_{tag}")).await.expect("create test database");
+        let pg_url = idstream_server::store::pg::create_database(&base, &format!("idstream_{tag}"))
+            .await
+            .expect("create test database");
         let pool = idstream_server::store::pg::connect(&pg_url, 2).await.expect("connect test database");
         idstream_server::store::pg::migrate(&pool).await.expect("migrate test database");
         ScaleOut {

@@ -297,6 +297,69 @@ async fn reviews_are_claimed_by_exactly_one_analyst_and_resolved(backend: String
     assert_eq!(session(&srv, "s-r2").await["state"], "review");
 }
 
+/// A session that ends without a result (abandoned, expired) closes its review case — open or
+/// claimed — as superseded; a document blocklisted with its issuing country re-checks only that
+/// country's document.
+async fn ended_sessions_close_their_cases_and_rechecks_honour_the_country(backend: String) {
+    let srv = TestServer::start_with(&base_config(&[SECRET_NEW, SECRET_OLD], &backend)).await;
+    let aml = |v: &mut Value| v["decision"]["aml_screenings"][0]["total_hits"] = 2.into();
+    send(&srv, &kyc_body("e-x1", "s-x1", "x1", "In Review", aml)).await;
+    send(&srv, &kyc_body("e-x2", "s-x2", "x2", "In Review", aml)).await;
+    srv.decided().await;
+    let (_, open) = srv.get("/v1/reviews", Some(KEY_ACME)).await;
+    let id_of = |session: &str| {
+        open["reviews"].as_array().unwrap().iter().find(|r| r["session_id"] == session).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (x1, x2) = (id_of("s-x1"), id_of("s-x2"));
+    let (s, v) = srv.call("POST", &format!("/v1/reviews/{x2}/claim"), Some(KEY_ACME), None).await;
+    assert_eq!(s, 200, "{v}");
+    send(&srv, &kyc_body("e-x1b", "s-x1", "x1", "Abandoned", |_| {})).await;
+    send(&srv, &kyc_body("e-x2b", "s-x2", "x2", "Expired", |_| {})).await;
+    srv.decided().await;
+    for (id, sid, state) in [(&x1, "s-x1", "abandoned"), (&x2, "s-x2", "expired")] {
+        let (_, r) = srv.get(&format!("/v1/reviews/{id}"), Some(KEY_ACME)).await;
+        assert_eq!((r["status"].as_str(), r["resolved_by"].as_str()), (Some("resolved"), Some("rules")), "{r}");
+        assert_eq!(r["outcome"], Value::Null, "no outcome: the session ended without a result: {r}");
+        assert!(r["note"].as_str().unwrap().contains(state), "{r}");
+        let sess = session(&srv, sid).await;
+        assert_eq!(sess["state"], state, "{sess}");
+        let kinds: Vec<&str> =
+            sess["history"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+        assert_eq!(kinds.last(), Some(&"review.resolved"), "{kinds:?}");
+    }
+    let (_, open) = srv.get("/v1/reviews?status=all&session_id=s-x2", Some(KEY_ACME)).await;
+    assert_eq!(open["reviews"].as_array().unwrap().len(), 1, "no new case: {open}");
+
+    // The same passport number, issued by two countries, both in review.
+    let doc = |country: &'static str| {
+        move |v: &mut Value| {
+            v["decision"]["aml_screenings"][0]["total_hits"] = 1.into();
+            v["decision"]["id_verifications"][0]["document_number"] = "X7777777".into();
+            v["decision"]["id_verifications"][0]["issuing_state"] = country.into();
+        }
+    };
+    send(&srv, &kyc_body("e-esp", "s-esp", "esp", "In Review", doc("ESP"))).await;
+    send(&srv, &kyc_body("e-fra", "s-fra", "fra", "In Review", doc("FRA"))).await;
+    srv.decided().await;
+    let (s, v) = srv
+        .call(
+            "POST",
+            "/v1/blocklists/document",
+            Some(KEY_ACME),
+            json_body(json!({"value": "X7777777", "issuing_country": "FRA", "recheck": true})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let rechecked: Vec<&str> =
+        v["rechecked"].as_array().unwrap().iter().map(|r| r["session_id"].as_str().unwrap()).collect();
+    assert_eq!(rechecked, ["s-fra"], "{v}");
+    assert_eq!(session(&srv, "s-fra").await["state"], "declined");
+    assert_eq!(session(&srv, "s-esp").await["state"], "review");
+}
+
 const STRICT_AML: &str = "version_label: strict-aml\nthresholds: {review_score: 50, decline_score: 100}\nrules:\n  \
   - id: aml\n    when: has(aml.hits) && aml.hits > 0\n    outcome: decline\n    reason: aml.hits\n    message: AML hits decline.\n  \
   - id: ok\n    when: provider.status == 'approved' && provider.signature_covers_decision\n    outcome: approve\n    reason: ok\n    message: Clean.\n";
@@ -472,5 +535,6 @@ on_both_backends!(
     blocklisted_values_decline_and_are_never_stored_in_clear,
     reviews_are_claimed_by_exactly_one_analyst_and_resolved,
     rulesets_are_validated_activated_and_backtested,
-    subject_attributes_reach_the_rules
+    subject_attributes_reach_the_rules,
+    ended_sessions_close_their_cases_and_rechecks_honour_the_country
 );

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use idstream_core::signature::{didit, standard, Secret};
 use idstream_server::config::Config;
 use idstream_server::state::{hash_api_key, AppState};
-use idstream_core::signature::{didit, standard, Secret};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 

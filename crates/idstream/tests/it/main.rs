@@ -14,3 +14,4 @@ mod scale_out;
 mod simulate;
 mod store_conformance;
 mod stream;
+mod upgrade;

@@ -120,7 +120,7 @@ fn resolve(tenant: &str, id: &str, actor: &str, outcome: &str, now: i64, force: 
         tenant: tenant.into(),
         id: id.into(),
         actor: actor.into(),
-        outcome: oc(outcome),
+        outcome: Some(oc(outcome)),
         note: format!("{actor} says {outcome}"),
         now_us: now,
         force,
@@ -287,7 +287,7 @@ async fn suite(b: &Backend) {
             ],
         })
         .await;
-    assert!(matches!(r, Err(TxnError::Log(_))), "{r:?}");
+    assert!(matches!(r, Err(TxnError::Log(_) | TxnError::Store(_))), "{r:?}");
     assert_eq!(store.decision("dec-dup").await.unwrap(), None);
     assert_eq!(store.session("t1", "s-dup").await.unwrap(), None);
     assert_eq!(log.head(), head);

@@ -750,7 +750,10 @@ async fn lagging_tailer_never_duplicates() {
     let state = Arc::new(idstream_server::state::AppState::new(&cfg, Arc::new(log)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(std::future::IntoFuture::into_future(axum::serve(listener, idstream_server::http::router(state.clone()))));
+    tokio::spawn(std::future::IntoFuture::into_future(axum::serve(
+        listener,
+        idstream_server::http::router(state.clone()),
+    )));
     let append = |ids: std::ops::Range<usize>| {
         let state = state.clone();
         async move {
