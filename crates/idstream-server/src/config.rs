@@ -159,8 +159,9 @@ pub(crate) fn invalid(key: impl Into<String>, problem: impl Into<String>) -> Con
     ConfigError::Invalid { key: key.into(), problem: problem.into() }
 }
 
-/// Top-level sections an `IDSTREAM_*` variable may set; other `IDSTREAM_*` variables (e.g. the
-/// test suite's `IDSTREAM_TEST_POSTGRES_URL`) are not configuration.
+/// Top-level sections an `IDSTREAM_*` variable may set (`IDSTREAM_LOG__MAX_BATCH`); other
+/// `IDSTREAM_*` variables (the log filter `IDSTREAM_LOG`, the test suite's
+/// `IDSTREAM_TEST_POSTGRES_URL`) are not configuration.
 const ENV_SECTIONS: &[&str] = &["server", "log", "sources", "api_keys", "stream", "decisions", "store"];
 
 impl Config {
@@ -175,9 +176,9 @@ impl Config {
         }
         fig = fig.merge(Env::prefixed("IDSTREAM_").split("__").filter(|k| {
             let k = k.as_str().to_ascii_lowercase();
-            ENV_SECTIONS.iter().any(|s| {
-                k.strip_prefix(s).is_some_and(|rest| rest.is_empty() || rest.starts_with("__") || rest.starts_with('.'))
-            })
+            ENV_SECTIONS
+                .iter()
+                .any(|s| k.strip_prefix(s).is_some_and(|rest| rest.starts_with("__") || rest.starts_with('.')))
         }));
         Self::from_figment(fig)
     }
@@ -364,6 +365,18 @@ mod tests {
             let err = Config::from_toml(toml).unwrap_err().to_string();
             assert!(err.contains(key), "{toml:?}: error {err:?} does not name {key}");
         }
+    }
+
+    /// `IDSTREAM_LOG` is the log filter, not the `[log]` section.
+    #[test]
+    fn the_log_filter_variable_is_not_configuration() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("IDSTREAM_LOG", "warn");
+            jail.set_env("IDSTREAM_LOG__MAX_BATCH", "77");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.log.max_batch, 77);
+            Ok(())
+        });
     }
 
     #[test]

@@ -41,6 +41,24 @@ pub enum BenchWhat {
     Stream(crate::bench_stream::StreamArgs),
     /// The whole pipeline at a fixed rate: webhook → decision → WebSocket, end to end.
     Decide(crate::bench_decide::DecideArgs),
+    /// Write unique signed Didit v3 webhooks to a file for an external load generator
+    /// (`scripts/wrk-ingest.lua`): one line each, `x-timestamp`, the three signatures and the
+    /// body, tab-separated.
+    Prepare(PrepareArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct PrepareArgs {
+    /// How many (each unique: the load generator wraps around after the last, sending
+    /// duplicates).
+    #[arg(long, default_value_t = 300_000)]
+    pub count: usize,
+    /// The source's webhook secret.
+    #[arg(long, env = "IDSTREAM_BENCH_SECRET", hide_env_values = true)]
+    pub secret: String,
+    /// Output file.
+    #[arg(long)]
+    pub out: std::path::PathBuf,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -132,7 +150,43 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchWhat::Log(a) => log_only(a).await,
         BenchWhat::Stream(a) => crate::bench_stream::run(a).await,
         BenchWhat::Decide(a) => crate::bench_decide::run(a).await,
+        BenchWhat::Prepare(a) => prepare_file(a),
     }
+}
+
+/// `bench prepare`: the signed requests, one line each (timestamp, signature V2, raw signature,
+/// simple signature, body). Bodies are compact JSON, so they hold no tab or newline.
+fn prepare_file(a: PrepareArgs) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    anyhow::ensure!(a.count > 0, "--count must be at least 1");
+    let secret = Secret::new(a.secret.clone());
+    let bar = indicatif::ProgressBar::new(a.count as u64);
+    let file = std::fs::File::create(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    for chunk_start in (0..a.count).step_by(50_000) {
+        let n = (a.count - chunk_start).min(50_000);
+        // Each chunk its own sessions (the seed varies), so no two lines share a dedupe key.
+        for p in prepare_seeded(n, &secret, 7 + chunk_start as u64) {
+            let h = |k: &str| p.headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+            out.write_all(
+                format!(
+                    "{}\t{}\t{}\t{}\t",
+                    h("x-timestamp"),
+                    h("x-signature-v2"),
+                    h("x-signature"),
+                    h("x-signature-simple")
+                )
+                .as_bytes(),
+            )?;
+            out.write_all(&p.body)?;
+            out.write_all(b"\n")?;
+        }
+        bar.inc(n as u64);
+    }
+    out.flush()?;
+    bar.finish_and_clear();
+    eprintln!("wrote {} signed webhooks to {} (valid for the source's timestamp tolerance)", a.count, a.out.display());
+    Ok(())
 }
 
 /// A pre-signed request: body and Didit headers.
@@ -144,8 +198,12 @@ pub(crate) struct Prepared {
 
 /// Unique signed Didit v3 deliveries (no duplicates), realistic bodies from the simulator.
 pub(crate) fn prepare(count: usize, secret: &Secret) -> Vec<Prepared> {
+    prepare_seeded(count, secret, 7)
+}
+
+fn prepare_seeded(count: usize, secret: &Secret, seed: u64) -> Vec<Prepared> {
     let deliveries = sim::generate(&SimConfig {
-        seed: 7,
+        seed,
         sessions: count / 3 + 1,
         start_unix: unix_now(),
         duplicate_rate: 0.0,
