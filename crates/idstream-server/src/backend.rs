@@ -20,6 +20,7 @@ use crate::log::sqlite::{SqliteLog, SqliteOptions};
 use crate::log::EventLog;
 use crate::store::migrate::Migration;
 use crate::store::postgres::PgStore;
+use crate::store::sqlite::SqliteStore;
 use crate::store::{pg, Store};
 
 /// Where the log and the store live.
@@ -143,24 +144,50 @@ impl Backend {
 pub async fn open(backend: &Backend, access: Access) -> anyhow::Result<Backends> {
     match backend {
         Backend::Embedded { data_dir, options, hash_key_file, retention, guard } => {
-            let log = Arc::new(match access {
-                Access::Serve => SqliteLog::open(data_dir, options.clone())?,
-                Access::ReadOnly => SqliteLog::open_read_only(data_dir)
-                    .with_context(|| format!("opening the data directory {}", data_dir.display()))?,
-            });
+            let (log, store) = match access {
+                Access::Serve => {
+                    let log: Arc<dyn EventLog> = Arc::new(SqliteLog::open(data_dir, options.clone())?);
+                    let store = SqliteStore::open(data_dir, log.clone(), options.max_batch, options.queue_depth)?;
+                    (log, Arc::new(store))
+                }
+                Access::ReadOnly => {
+                    let what = || format!("opening the data directory {}", data_dir.display());
+                    let log: Arc<dyn EventLog> = Arc::new(SqliteLog::open_read_only(data_dir).with_context(what)?);
+                    (log.clone(), Arc::new(SqliteStore::open_read_only(data_dir, log).with_context(what)?))
+                }
+            };
             let hash_key = match access {
                 Access::Serve => HashKey::load_or_create(hash_key_file)?,
                 // A reader never creates files in the server's data directory.
                 Access::ReadOnly => HashKey::load(hash_key_file).unwrap_or_else(|_| HashKey::ephemeral()),
             };
             let mut upkeep: Vec<Upkeep> = Vec::new();
-            if !retention.is_zero() && access == Access::Serve {
-                let (log, retention, guard) = (log.clone() as Arc<dyn EventLog>, *retention, guard.clone());
-                upkeep.push(Box::new(move |stop| {
-                    Box::pin(crate::log::retention::run(log, retention, guard, Duration::from_secs(60), stop))
-                }));
+            if access == Access::Serve {
+                // Entries a crash left in the outbox reach the log before anything else runs.
+                let relayed = store.relay_outbox(Duration::ZERO).await?;
+                if relayed > 0 {
+                    tracing::info!(relayed, "outbox entries left by an earlier run appended to the log");
+                }
+                let relay = store.clone();
+                upkeep.push(Box::new(move |stop| Box::pin(relay.run_relay(stop))));
+                if !retention.is_zero() {
+                    let guard = guard.clone().map(|consumer| {
+                        let store = store.clone();
+                        let g: crate::log::retention::Guard = Arc::new(move || {
+                            let (store, consumer) = (store.clone(), consumer.clone());
+                            Box::pin(async move {
+                                store.checkpoint(&consumer).await.map(|c| c.unwrap_or(0)).map_err(|e| e.to_string())
+                            })
+                        });
+                        g
+                    });
+                    let (log, retention) = (log.clone(), *retention);
+                    upkeep.push(Box::new(move |stop| {
+                        Box::pin(crate::log::retention::run(log, retention, guard, Duration::from_secs(60), stop))
+                    }));
+                }
             }
-            Ok(Backends { log: log.clone(), store: log, hash_key, deciders: Deciders::Whole, upkeep })
+            Ok(Backends { log, store, hash_key, deciders: Deciders::Whole, upkeep })
         }
         Backend::Shared { nats, postgres_url, pool_size, partitions, hash_key_file } => {
             let pool = pg::connect(postgres_url, *pool_size).await?;
@@ -197,22 +224,31 @@ pub async fn open(backend: &Backend, access: Access) -> anyhow::Result<Backends>
 /// `report` hears about each database as soon as it is done: `(database, steps applied now,
 /// version it is at)`. Returns a line about the log (what it is, its head offset).
 pub async fn migrate(backend: &Backend, report: &mut dyn FnMut(&str, &[&Migration], i32)) -> anyhow::Result<String> {
-    use crate::store::migrate::{latest, SQLITE};
+    use crate::store::migrate::{latest, EVENTS, STATE};
     let steps = |list: &'static [Migration], versions: &[i32]| -> Vec<&'static Migration> {
         list.iter().filter(|m| versions.contains(&m.version)).collect()
     };
     match backend {
         Backend::Embedded { data_dir, options, .. } => {
-            let log = SqliteLog::open(data_dir, options.clone())?;
-            let path = data_dir.join("events.db");
+            let log = Arc::new(SqliteLog::open(data_dir, options.clone())?);
+            let events = data_dir.join("events.db");
             report(
-                &format!("embedded database {}", path.display()),
-                &steps(SQLITE, log.migrations_applied()),
-                latest(SQLITE),
+                &format!("embedded log {}", events.display()),
+                &steps(EVENTS, log.migrations_applied()),
+                latest(EVENTS),
             );
+            let store = SqliteStore::open(data_dir, log.clone(), options.max_batch, options.queue_depth)?;
+            let state = data_dir.join("state.db");
+            report(
+                &format!("embedded store {}", state.display()),
+                &steps(STATE, store.migrations_applied()),
+                latest(STATE),
+            );
+            store.relay_outbox(Duration::ZERO).await?;
+            Store::close(&store).await;
             let head = log.head();
             log.close().await;
-            Ok(format!("embedded log {}: ready, head offset {head}", path.display()))
+            Ok(format!("embedded log {}: ready, head offset {head}", events.display()))
         }
         Backend::Shared { nats, postgres_url, .. } => {
             let pool = pg::connect(postgres_url, 2).await?;

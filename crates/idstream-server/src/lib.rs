@@ -17,7 +17,7 @@
 //! Around them: [`events`] (the log's typed schema), [`domain`] (outcome, session state,
 //! review status, blocklist kind), [`config`], [`backend`] (chooses and opens the backends once),
 //! [`state`], [`server`] (`serve(listener, state, shutdown)`), [`error`] (every error →
-//! `ApiError`), [`util`] (clock, back-off, hashing, private files).
+//! `ApiError`), [`util`] (clock, back-off, hashing, private files), [`sqlite`] (the embedded databases' plumbing).
 //!
 //! # Imports point down the pipeline
 //! `util`, `domain` ← `events` ← `log` ← `store` ← `decide` ← `stream` / `http` ← `backend`,
@@ -34,6 +34,7 @@ pub mod http;
 pub mod ingest;
 pub mod log;
 pub mod server;
+pub mod sqlite;
 pub mod state;
 pub mod store;
 pub mod stream;

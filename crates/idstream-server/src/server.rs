@@ -97,6 +97,7 @@ pub async fn serve(
         let _ = task.await;
     }
     state.stream.drain(grace).await;
+    state.store.close().await;
     state.log.close().await;
     result
 }

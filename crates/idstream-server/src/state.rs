@@ -58,19 +58,6 @@ impl AppState {
         Ok(AppState::with_backends(cfg, backends, Arc::new(rulesets)))
     }
 
-    /// The embedded log as log and store, the default ruleset, and a throw-away hash key
-    /// (benchmarks and tests that do not restart).
-    pub fn new(cfg: &Config, log: Arc<crate::log::sqlite::SqliteLog>) -> AppState {
-        let backends = Backends {
-            log: log.clone(),
-            store: log,
-            hash_key: HashKey::ephemeral(),
-            deciders: Deciders::Whole,
-            upkeep: Vec::new(),
-        };
-        AppState::with_backends(cfg, backends, Arc::new(Rulesets::default_only()))
-    }
-
     pub fn with_backends(cfg: &Config, backends: Backends, rulesets: Arc<Rulesets>) -> AppState {
         // Sources register their metric handles now; the recorder must exist before that, or
         // the handles would be no-ops.

@@ -189,7 +189,7 @@ impl Decider {
     /// Reads this consumer's checkpoint, retrying until it is readable; `None` when stopped.
     async fn load_checkpoint(&self, consumer: &str, stop: &CancellationToken) -> Option<u64> {
         loop {
-            match self.log.checkpoint(consumer).await {
+            match self.store.checkpoint(consumer).await {
                 Ok(p) => return Some(p.unwrap_or(0)),
                 Err(e) => {
                     tracing::warn!(error = %e, consumer, "decision worker cannot read its checkpoint; retrying");

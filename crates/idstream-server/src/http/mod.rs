@@ -134,7 +134,7 @@ pub mod responses {
     #[derive(IntoResponses)]
     #[response(
         status = 503,
-        description = "The event log cannot store now (`log_unavailable`); nothing was stored, retry later"
+        description = "The event log or the store cannot take the change now (`log_unavailable`, `store_unavailable`); nothing was changed, retry later"
     )]
     pub struct Unavailable(ErrorBody);
 

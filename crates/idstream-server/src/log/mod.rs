@@ -10,7 +10,6 @@
 //!   offset and id come back with `duplicate = true`.
 //! - `subscribe` yields the offset of the last committed entry, so tailing readers wake up
 //!   without polling.
-//! - Named consumer checkpoints are stored with the log.
 
 pub mod nats;
 pub mod retention;
@@ -90,10 +89,6 @@ pub trait EventLog: Send + Sync + 'static {
     fn head(&self) -> u64;
     /// Wakes on every commit with the new head.
     fn subscribe(&self) -> watch::Receiver<u64>;
-    /// A consumer's stored position (the last offset it finished), if any.
-    async fn checkpoint(&self, consumer: &str) -> Result<Option<u64>, LogError>;
-    /// Durably stores a consumer's position.
-    async fn set_checkpoint(&self, consumer: &str, offset: u64) -> Result<(), LogError>;
     /// Stops accepting appends, finishes queued ones and closes storage.
     async fn close(&self);
     /// Entries at or below this offset were removed by retention (0: none). Offsets are never

@@ -623,28 +623,6 @@ impl EventLog for NatsLog {
         self.core.head_tx.subscribe()
     }
 
-    async fn checkpoint(&self, consumer: &str) -> Result<Option<u64>, LogError> {
-        let client = self.core.pg().await?;
-        let row = client
-            .query_opt("SELECT position FROM checkpoints WHERE consumer = $1", &[&consumer])
-            .await
-            .map_err(pg_unavailable)?;
-        Ok(row.map(|r| r.get::<_, i64>(0) as u64))
-    }
-
-    async fn set_checkpoint(&self, consumer: &str, offset: u64) -> Result<(), LogError> {
-        let client = self.core.pg().await?;
-        client
-            .execute(
-                "INSERT INTO checkpoints (consumer, position) VALUES ($1, $2)
-                 ON CONFLICT (consumer) DO UPDATE SET position = EXCLUDED.position",
-                &[&consumer, &(offset as i64)],
-            )
-            .await
-            .map_err(pg_unavailable)?;
-        Ok(())
-    }
-
     async fn close(&self) {
         self.core.closed.store(true, Ordering::Release);
         self.core.stop.cancel();

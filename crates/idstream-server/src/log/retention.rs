@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use super::{EventLog, LogError};
@@ -14,18 +15,21 @@ use super::{EventLog, LogError};
 /// Entries removed per writer command, so a large first pass never holds the writer long.
 const STEP: usize = 10_000;
 
-/// Removes what is older than `retention` (and, when `guard` names a consumer, already
-/// processed by it); returns the new `pruned_through`.
+/// How far a consumer has read: retention never removes what it has not processed.
+pub type Guard = Arc<dyn Fn() -> BoxFuture<'static, Result<u64, String>> + Send + Sync>;
+
+/// Removes what is older than `retention` (and, with a `guard`, already processed by its
+/// consumer); returns the new `pruned_through`.
 pub async fn enforce(
     log: &dyn EventLog,
     retention: Duration,
-    guard: Option<&str>,
+    guard: Option<&Guard>,
     now_us: i64,
 ) -> Result<u64, LogError> {
     let cutoff = now_us - retention.as_micros() as i64;
     let mut through = log.last_offset_before(cutoff).await?;
-    if let Some(consumer) = guard {
-        through = through.min(log.checkpoint(consumer).await?.unwrap_or(0));
+    if let Some(guard) = guard {
+        through = through.min(guard().await.map_err(LogError::Unavailable)?);
     }
     let mut pruned = log.pruned_through();
     while pruned < through {
@@ -43,12 +47,12 @@ pub async fn enforce(
 pub async fn run(
     log: Arc<dyn EventLog>,
     retention: Duration,
-    guard: Option<String>,
+    guard: Option<Guard>,
     every: Duration,
     stop: CancellationToken,
 ) {
     loop {
-        match enforce(log.as_ref(), retention, guard.as_deref(), crate::util::now_us()).await {
+        match enforce(log.as_ref(), retention, guard.as_ref(), crate::util::now_us()).await {
             Ok(p) => {
                 metrics::gauge!("idstream_log_pruned_through").set(p as f64);
             }

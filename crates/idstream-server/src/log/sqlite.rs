@@ -1,27 +1,36 @@
-//! The embedded event log: one SQLite file in WAL mode with `synchronous=FULL`.
+//! The embedded event log: `events.db`, SQLite in WAL mode with `synchronous=FULL`, written by
+//! one writer thread with group commit (see [`crate::sqlite`]). Only then are callers answered,
+//! so an acknowledged entry is on disk. Offsets are assigned by the writer: dense, in commit
+//! order; a failed batch is rolled back and its offsets are reused by the next one.
 //!
-//! One writer thread owns the only writing connection. Appends from every request queue up
-//! in front of it; it takes everything queued (up to `max_batch` entries), writes it in one
-//! transaction and commits, which fsyncs the WAL once for the whole batch (group commit).
-//! Only then are the callers answered, so an acknowledged entry is on disk. Because there is
-//! exactly one writer, offsets are assigned in commit order with no holes: a failed batch is
-//! rolled back and its offsets are reused by the next one.
+//! What each append writes is kept to appends, because random-key B-tree inserts were measured
+//! to dirty about one 4 KiB page each per index (BENCHMARKS.md "Embedded write path"):
+//! - the entry (by offset; its UUIDv7 id and tenant indexes grow at their ends);
+//! - its dedupe key in an append-only table. Duplicates are recognised through an in-memory map
+//!   of the keys' 64-bit hashes, rebuilt from that table at start-up (about 20 bytes per key;
+//!   `log.retention_days` bounds it), and confirmed against the stored key, so a hash
+//!   collision is never a false duplicate.
+//! - The partition (session) index, the one random index, is not on the append path: an
+//!   indexer thread keeps it in `index.db` (derived data, rebuilt when missing), and a read by
+//!   partition scans the few entries it has not indexed yet.
 //!
-//! Readers use a small pool of separate connections; WAL lets them read committed data while
-//! the writer works. A lock file in the data directory keeps a second process from opening
-//! the same log (two writers would break the offset invariant).
+//! The store (`state.db`) has its own writer; it appends the entries of its transactions here
+//! through the same [`EventLog::append`] (an outbox in between: `store/sqlite.rs`).
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{Appended, EventLog, LogEntry, LogError, NewEntry, ReadFilter};
-use crate::store::{Txn, TxnError};
+use crate::sqlite::{self as db, Msg, ReaderPool};
+use crate::store::migrate::{self, dedupe_hash, EVENTS};
 
 /// Settings of the embedded log.
 #[derive(Debug, Clone)]
@@ -38,59 +47,38 @@ impl Default for SqliteOptions {
     }
 }
 
-pub(crate) enum Cmd {
+enum Cmd {
     Append { entries: Vec<NewEntry>, reply: oneshot::Sender<Result<Vec<Appended>, LogError>> },
-    Checkpoint { consumer: String, offset: u64, reply: oneshot::Sender<Result<(), LogError>> },
-    Txn { txn: Txn, reply: oneshot::Sender<Result<Vec<Appended>, TxnError>> },
     Prune { through: u64, max: usize, reply: oneshot::Sender<Result<u64, LogError>> },
-    Shutdown(oneshot::Sender<()>),
 }
 
 pub struct SqliteLog {
-    pub(crate) tx: mpsc::Sender<Cmd>,
-    pruned: Arc<std::sync::atomic::AtomicU64>,
+    tx: mpsc::Sender<Msg<Cmd>>,
+    pruned: Arc<AtomicU64>,
     head: watch::Receiver<u64>,
     readers: Arc<ReaderPool>,
+    index: Option<Arc<PartitionIndex>>,
     /// Schema versions this open applied.
     applied: Vec<i32>,
-    _lock: File,
+    threads: db::Threads,
+    _lock: Option<File>,
 }
 
 impl SqliteLog {
-    /// Opens (creating if needed) the log in `dir/events.db` and starts its writer thread.
+    /// Opens (creating if needed) the log in `dir/events.db`, migrating it, and starts its writer,
+    /// checkpointer and indexer threads. Takes the directory's lock.
     pub fn open(dir: &Path, opts: SqliteOptions) -> Result<SqliteLog, LogError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| LogError::Unavailable(format!("cannot create data directory {}: {e}", dir.display())))?;
-        let lock_path = dir.join("idstream.lock");
-        let lock = File::create(&lock_path)
-            .map_err(|e| LogError::Unavailable(format!("cannot create {}: {e}", lock_path.display())))?;
-        lock.try_lock().map_err(|_| {
-            LogError::Unavailable(format!(
-                "{} is in use by another idstream process (lock file {})",
-                dir.display(),
-                lock_path.display()
-            ))
-        })?;
-
+        let lock = db::lock_dir(dir).map_err(LogError::Unavailable)?;
         let path = dir.join("events.db");
-        let mut conn = open_conn(&path).map_err(unavailable)?;
-        let applied = crate::store::migrate::apply_sqlite(&mut conn, &format!("embedded database {}", path.display()))
+        let mut conn = db::open_durable(&path).map_err(unavailable)?;
+        let applied = migrate::apply_sqlite(&mut conn, EVENTS, &format!("embedded database {}", path.display()), dir)
             .map_err(|e| LogError::Unavailable(format!("{e:#}")))?;
         if !applied.is_empty() {
             tracing::info!(?applied, path = %path.display(), "embedded database migrated");
         }
-        // Checkpoints (copying the WAL back into the database) are mostly done by a
-        // background thread (`run_checkpointer`) so the writer rarely stalls on one. The
-        // writer still runs its own auto-checkpoint every 4000 frames: by then the background
-        // thread has copied nearly everything, so it is short, and because it completes, the
-        // next commit restarts the WAL from its beginning. Without that the WAL grows without
-        // bound under sustained load, and every commit pays for the kernel allocating and
-        // zeroing fresh file blocks (measured: ~30% of the writer's time).
-        conn.pragma_update(None, "wal_autocheckpoint", 4000).map_err(unavailable)?;
-        // The dedupe and partition indexes have random keys: keep their hot pages cached.
+        conn.pragma_update(None, "wal_autocheckpoint", db::WAL_AUTOCHECKPOINT).map_err(unavailable)?;
         conn.pragma_update(None, "cache_size", -32768).map_err(unavailable)?;
         conn.pragma_update(None, "temp_store", "MEMORY").map_err(unavailable)?;
-        let checkpointer = open_conn(&path).map_err(unavailable)?;
         if opts.max_db_bytes > 0 {
             let page_size: u64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).map_err(unavailable)?;
             let pages = (opts.max_db_bytes / page_size).max(1);
@@ -102,29 +90,44 @@ impl SqliteLog {
             .map_err(unavailable)? as u64;
         // Offsets are never reused, even when retention removed every entry.
         let head = head.max(pruned);
-        let pruned = Arc::new(std::sync::atomic::AtomicU64::new(pruned));
+        let started = Instant::now();
+        let dedupe = Dedupe::load(&conn).map_err(unavailable)?;
+        if dedupe.len() > 100_000 {
+            tracing::info!(keys = dedupe.len(), ms = started.elapsed().as_millis() as u64, "dedupe keys loaded");
+        }
+        let pruned = Arc::new(AtomicU64::new(pruned));
         let (head_tx, head_rx) = watch::channel(head);
-        let ckpt_head = head_rx.clone();
-        std::thread::Builder::new()
-            .name("idstream-log-ckpt".into())
-            .spawn(move || run_checkpointer(checkpointer, ckpt_head))
-            .map_err(|e| LogError::Unavailable(format!("cannot start the log checkpointer: {e}")))?;
+        let threads = db::Threads::default();
+        let thread_failed = |e: std::io::Error| LogError::Unavailable(format!("cannot start a log thread: {e}"));
+        threads.add(
+            db::spawn_checkpointer("idstream-log-ckpt", db::open_durable(&path).map_err(unavailable)?, head_rx.clone())
+                .map_err(thread_failed)?,
+        );
+        let (index, indexer) = PartitionIndex::open(dir, &path, head_rx.clone(), pruned.clone())
+            .map_err(|e| LogError::Unavailable(format!("partition index {}: {e}", dir.join("index.db").display())))?;
+        threads.add(indexer);
         let (tx, rx) = mpsc::channel(opts.queue_depth);
-        let max_batch = opts.max_batch;
-        std::thread::Builder::new()
-            .name("idstream-log-writer".into())
-            .spawn({
-                let pruned = pruned.clone();
-                move || Writer { conn, next: head + 1, head_tx, max_batch, pruned }.run(rx)
-            })
-            .map_err(|e| LogError::Unavailable(format!("cannot start the log writer: {e}")))?;
+        let mut writer = Writer { conn, next: head + 1, head_tx, pruned: pruned.clone(), dedupe };
+        threads.add(
+            db::spawn_writer(
+                "idstream-log-writer",
+                opts.max_batch,
+                rx,
+                cmd_size,
+                move |b, n| writer.commit(b, n),
+                fail,
+            )
+            .map_err(thread_failed)?,
+        );
         Ok(SqliteLog {
             tx,
             pruned,
             head: head_rx,
-            readers: Arc::new(ReaderPool { path, idle: Mutex::new(Vec::new()) }),
+            readers: Arc::new(ReaderPool::new(path, None)),
+            index: Some(index),
             applied,
-            _lock: lock,
+            threads,
+            _lock: Some(lock),
         })
     }
 
@@ -134,65 +137,51 @@ impl SqliteLog {
     }
 
     /// Opens an existing log for reading only, beside a server that may be running on it
-    /// (backtests, audits). Appends and commits answer `Closed`.
+    /// (backtests, audits). Appends answer `Closed`; a newer schema is refused.
     pub fn open_read_only(dir: &Path) -> Result<SqliteLog, LogError> {
         let path = dir.join("events.db");
         if !path.is_file() {
             return Err(LogError::Unavailable(format!("no event log at {}", path.display())));
         }
-        let conn = open_conn(&path).map_err(unavailable)?;
+        let conn = db::open_durable(&path).map_err(unavailable)?;
         conn.pragma_update(None, "query_only", true).map_err(unavailable)?;
-        // Read-only: an older file is read as it is; a newer one is refused.
-        let versions = crate::store::migrate::sqlite_versions(&conn).map_err(unavailable)?;
-        crate::store::migrate::pending(
-            &format!("embedded database {}", path.display()),
-            crate::store::migrate::SQLITE,
-            &versions,
-        )
-        .map_err(|e| LogError::Unavailable(e.to_string()))?;
+        let versions = migrate::sqlite_versions(&conn).map_err(unavailable)?;
+        migrate::pending(&format!("embedded database {}", path.display()), EVENTS, &versions)
+            .map_err(|e| LogError::Unavailable(e.to_string()))?;
         let head: u64 = conn
             .query_row("SELECT COALESCE(MAX(offset), 0) FROM events", [], |r| r.get::<_, i64>(0))
             .map_err(unavailable)? as u64;
         let pruned = read_pruned(&conn).map_err(unavailable)?;
         let (_, head_rx) = watch::channel(head.max(pruned));
         let (tx, _) = mpsc::channel(1);
-        let lock = File::open(&path).map_err(|e| LogError::Unavailable(format!("{}: {e}", path.display())))?;
         Ok(SqliteLog {
             tx,
-            pruned: Arc::new(std::sync::atomic::AtomicU64::new(pruned)),
+            pruned: Arc::new(AtomicU64::new(pruned)),
             head: head_rx,
-            readers: Arc::new(ReaderPool { path, idle: Mutex::new(vec![conn]) }),
+            readers: Arc::new(ReaderPool::new(path, Some(conn))),
+            index: None,
             applied: Vec::new(),
-            _lock: lock,
+            threads: db::Threads::default(),
+            _lock: None,
         })
     }
 
-    pub(crate) async fn with_reader<T: Send + 'static>(
+    async fn with_reader<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, LogError> {
-        let pool = self.readers.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = pool.take()?;
-            let out = f(&conn).map_err(unavailable);
-            pool.give(conn);
-            out
-        })
-        .await
-        .map_err(|e| LogError::Unavailable(format!("reader task failed: {e}")))?
+        self.readers.read(f).await.map_err(LogError::Unavailable)
+    }
+
+    /// A command to the writer, and its answer.
+    async fn send<T>(&self, cmd: impl FnOnce(oneshot::Sender<Result<T, LogError>>) -> Cmd) -> Result<T, LogError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Msg::Cmd(cmd(reply))).await.map_err(|_| LogError::Closed)?;
+        rx.await.map_err(|_| LogError::Closed)?
     }
 }
 
 fn read_pruned(conn: &Connection) -> rusqlite::Result<u64> {
-    // A read-only open of a log written before retention existed has no log_meta table.
-    let exists: bool = conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'log_meta')",
-        [],
-        |r| r.get(0),
-    )?;
-    if !exists {
-        return Ok(0);
-    }
     let v: Option<i64> =
         conn.query_row("SELECT value FROM log_meta WHERE key = 'pruned_through'", [], |r| r.get(0)).optional()?;
     Ok(v.unwrap_or(0) as u64)
@@ -202,59 +191,61 @@ fn unavailable(e: rusqlite::Error) -> LogError {
     LogError::Unavailable(e.to_string())
 }
 
-fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
-    let conn = Connection::open(path)?;
-    // WAL + FULL: a commit returns only after the WAL is fsync'd. This is what makes an
-    // acknowledgement mean "on disk".
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.pragma_update(None, "busy_timeout", 5000)?;
-    Ok(conn)
+/// Every stored dedupe key's hash → the offset of its entry (a key that shares a hash with
+/// another is in `extra`).
+struct Dedupe {
+    map: HashMap<i64, u64>,
+    extra: HashMap<i64, Vec<u64>>,
 }
 
-/// Copies committed WAL frames into the database file in the background: every 50 ms with
-/// new commits, a PASSIVE checkpoint, which never blocks the writer or readers. (A RESTART
-/// checkpoint here was measured to make tail latency worse: it waits for the writer.) Stops
-/// when the log closes (the head channel's sender is dropped with the writer).
-fn run_checkpointer(conn: Connection, mut head: watch::Receiver<u64>) {
-    let checkpoint = |mode: &str| conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()));
-    loop {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        match head.has_changed() {
-            Ok(true) => {
-                head.mark_unchanged();
-                if let Err(e) = checkpoint("PASSIVE") {
-                    tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
+impl Dedupe {
+    fn load(conn: &Connection) -> rusqlite::Result<Dedupe> {
+        let count: i64 = conn.query_row("SELECT count(*) FROM dedupe", [], |r| r.get(0))?;
+        let mut d = Dedupe { map: HashMap::with_capacity(count as usize), extra: HashMap::new() };
+        let mut stmt = conn.prepare("SELECT offset, hash FROM dedupe")?;
+        for row in stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))? {
+            let (offset, hash) = row?;
+            d.insert(hash, offset as u64);
+        }
+        Ok(d)
+    }
+
+    fn len(&self) -> usize {
+        self.map.len() + self.extra.values().map(Vec::len).sum::<usize>()
+    }
+
+    fn candidates(&self, hash: i64) -> impl Iterator<Item = u64> + '_ {
+        self.map.get(&hash).copied().into_iter().chain(self.extra.get(&hash).into_iter().flatten().copied())
+    }
+
+    fn insert(&mut self, hash: i64, offset: u64) {
+        if let Some(prev) = self.map.insert(hash, offset) {
+            // A second key with this hash: keep both.
+            self.map.insert(hash, prev);
+            self.extra.entry(hash).or_default().push(offset);
+        }
+    }
+
+    fn remove(&mut self, hash: i64, offset: u64) {
+        if let Some(list) = self.extra.get_mut(&hash) {
+            if let Some(i) = list.iter().position(|&o| o == offset) {
+                list.swap_remove(i);
+                if list.is_empty() {
+                    self.extra.remove(&hash);
                 }
-            }
-            Ok(false) => {}
-            Err(_) => {
-                // Writer gone: one last full checkpoint so the WAL does not outlive the process.
-                let _ = checkpoint("TRUNCATE");
                 return;
             }
         }
-    }
-}
-
-struct ReaderPool {
-    path: PathBuf,
-    idle: Mutex<Vec<Connection>>,
-}
-
-impl ReaderPool {
-    fn take(&self) -> Result<Connection, LogError> {
-        if let Some(c) = self.idle.lock().expect("reader pool poisoned").pop() {
-            return Ok(c);
-        }
-        let c = open_conn(&self.path).map_err(unavailable)?;
-        c.pragma_update(None, "query_only", true).map_err(unavailable)?;
-        Ok(c)
-    }
-    fn give(&self, c: Connection) {
-        let mut idle = self.idle.lock().expect("reader pool poisoned");
-        if idle.len() < 16 {
-            idle.push(c);
+        if self.map.get(&hash) == Some(&offset) {
+            self.map.remove(&hash);
+            // Promote a key that shared the hash.
+            if let Some(list) = self.extra.get_mut(&hash) {
+                let o = list.pop().expect("non-empty");
+                if list.is_empty() {
+                    self.extra.remove(&hash);
+                }
+                self.map.insert(hash, o);
+            }
         }
     }
 }
@@ -264,84 +255,40 @@ struct Writer {
     /// The offset the next appended entry gets.
     next: u64,
     head_tx: watch::Sender<u64>,
-    max_batch: usize,
-    pruned: Arc<std::sync::atomic::AtomicU64>,
+    pruned: Arc<AtomicU64>,
+    dedupe: Dedupe,
 }
 
-/// What one queued command produced inside the batch transaction.
+/// What one command produced inside the batch transaction.
 enum Outcome {
     Appended(Vec<Appended>),
-    Checkpointed,
-    /// A txn: applied, or its condition failed and it was rolled back to its savepoint.
-    Txn(Result<Vec<Appended>, TxnError>),
     Pruned(u64),
 }
 
 impl Writer {
-    fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
-        let mut batch: Vec<Cmd> = Vec::new();
-        while let Some(first) = rx.blocking_recv() {
-            let mut size = cmd_size(&first);
-            batch.push(first);
-            while size < self.max_batch {
-                match rx.try_recv() {
-                    Ok(cmd) => {
-                        size += cmd_size(&cmd);
-                        batch.push(cmd);
-                    }
-                    Err(_) => break,
-                }
-            }
-            let mut shutdown = None;
-            let work: Vec<Cmd> = batch
-                .drain(..)
-                .filter_map(|c| match c {
-                    Cmd::Shutdown(done) => {
-                        shutdown = Some(done);
-                        None
-                    }
-                    other => Some(other),
-                })
-                .collect();
-            if !work.is_empty() {
-                self.commit(work, size);
-            }
-            if let Some(done) = shutdown {
-                // Commands queued after the shutdown request are answered `Closed` when the
-                // receiver drops.
-                rx.close();
-                while let Ok(cmd) = rx.try_recv() {
-                    fail(cmd, || LogError::Closed);
-                }
-                let _ = done.send(());
-                return;
-            }
-        }
-    }
-
     fn commit(&mut self, work: Vec<Cmd>, size: usize) {
         let started = Instant::now();
         let first_offset = self.next;
-        match self.write(&work) {
+        // Dedupe hashes added by this batch, taken back if it fails.
+        let mut added = Vec::new();
+        let mut removed = Vec::new();
+        match self.write(&work, &mut added, &mut removed) {
             Ok(outcomes) => {
                 metrics::histogram!("idstream_log_batch_entries").record(size as f64);
                 metrics::histogram!("idstream_log_commit_seconds").record(started.elapsed().as_secs_f64());
                 if self.next != first_offset {
                     self.head_tx.send_replace(self.next - 1);
                 }
+                for (hash, offset) in removed {
+                    self.dedupe.remove(hash, offset);
+                }
                 for (cmd, outcome) in work.into_iter().zip(outcomes) {
                     match (cmd, outcome) {
                         (Cmd::Append { reply, .. }, Outcome::Appended(r)) => {
                             let _ = reply.send(Ok(r));
                         }
-                        (Cmd::Checkpoint { reply, .. }, Outcome::Checkpointed) => {
-                            let _ = reply.send(Ok(()));
-                        }
-                        (Cmd::Txn { reply, .. }, Outcome::Txn(r)) => {
-                            let _ = reply.send(r);
-                        }
                         (Cmd::Prune { reply, .. }, Outcome::Pruned(p)) => {
-                            self.pruned.store(p, std::sync::atomic::Ordering::Release);
+                            self.pruned.store(p, Ordering::Release);
                             let _ = reply.send(Ok(p));
                         }
                         _ => unreachable!("outcomes are produced in command order"),
@@ -351,102 +298,43 @@ impl Writer {
             Err(e) => {
                 // Rolled back: none of these offsets exist, so the next batch reuses them.
                 self.next = first_offset;
+                for (hash, offset) in added {
+                    self.dedupe.remove(hash, offset);
+                }
                 metrics::counter!("idstream_log_failed_batches_total").increment(1);
                 tracing::error!(error = %e, entries = size, "event log batch failed; nothing of it was stored");
                 let msg = e.to_string();
                 for cmd in work {
-                    fail(cmd, || LogError::Unavailable(msg.clone()));
+                    reply_err(cmd, LogError::Unavailable(msg.clone()));
                 }
             }
         }
     }
 
-    fn write(&mut self, work: &[Cmd]) -> rusqlite::Result<Vec<Outcome>> {
+    fn write(
+        &mut self,
+        work: &[Cmd],
+        added: &mut Vec<(i64, u64)>,
+        removed: &mut Vec<(i64, u64)>,
+    ) -> rusqlite::Result<Vec<Outcome>> {
         let now_us = crate::util::now_us();
         let mut next = self.next;
         let tx = self.conn.transaction()?;
         let mut outcomes = Vec::with_capacity(work.len());
         {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO events (offset, id, tenant, source, kind, partition_key, dedupe_key, appended_at, event, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-                 ON CONFLICT (dedupe_key) DO NOTHING",
-            )?;
-            let mut find = tx.prepare_cached("SELECT offset, id FROM events WHERE dedupe_key = ?1")?;
-            let mut checkpoint = tx.prepare_cached(
-                "INSERT INTO checkpoints (consumer, offset, updated_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (consumer) DO UPDATE SET offset = excluded.offset, updated_at = excluded.updated_at",
-            )?;
+            let mut stmts = Statements::new(&tx)?;
             for cmd in work {
                 match cmd {
                     Cmd::Append { entries, .. } => {
                         let mut results = Vec::with_capacity(entries.len());
                         for e in entries {
-                            results.push(insert_entry(&mut insert, &mut find, e, &mut next, now_us)?);
+                            results.push(insert_entry(&mut stmts, &mut self.dedupe, added, e, &mut next, now_us)?);
                         }
                         outcomes.push(Outcome::Appended(results));
                     }
-                    Cmd::Txn { txn, .. } => {
-                        // A txn with a condition gets a savepoint, so a failed condition undoes
-                        // this txn only. (Savepoints cost a sub-journal copy of every page they
-                        // touch, so txns that cannot fail a condition go without.)
-                        let before = next;
-                        let conditional = txn.ops.iter().any(crate::store::Op::is_conditional);
-                        if conditional {
-                            tx.execute_batch("SAVEPOINT txn")?;
-                        }
-                        let mut results = Vec::with_capacity(txn.entries.len());
-                        for e in &txn.entries {
-                            results.push(insert_entry(&mut insert, &mut find, e, &mut next, now_us)?);
-                        }
-                        let mut failed = None;
-                        for op in &txn.ops {
-                            if let Err(e) = crate::store::sqlite::apply(&tx, op)? {
-                                failed = Some(e);
-                                break;
-                            }
-                        }
-                        match failed {
-                            None if !conditional => outcomes.push(Outcome::Txn(Ok(results))),
-                            None => {
-                                tx.execute_batch("RELEASE txn")?;
-                                outcomes.push(Outcome::Txn(Ok(results)));
-                            }
-                            Some(e) => {
-                                tx.execute_batch("ROLLBACK TO txn; RELEASE txn")?;
-                                next = before;
-                                outcomes.push(Outcome::Txn(Err(e)));
-                            }
-                        }
-                    }
-                    Cmd::Checkpoint { consumer, offset, .. } => {
-                        checkpoint.execute(params![consumer, *offset as i64, now_us])?;
-                        outcomes.push(Outcome::Checkpointed);
-                    }
                     Cmd::Prune { through, max, .. } => {
-                        // Never past the head: offsets are not reused.
-                        let through = (*through).min(next - 1);
-                        let current = read_pruned(&tx)?;
-                        let mut upto = current;
-                        if through > current {
-                            // At most `max` entries per call: stop below the (max+1)-th.
-                            let beyond: Option<i64> = tx
-                                .prepare_cached(
-                                    "SELECT offset FROM events WHERE offset <= ?1 ORDER BY offset LIMIT 1 OFFSET ?2",
-                                )?
-                                .query_row(params![through as i64, *max as i64], |r| r.get(0))
-                                .optional()?;
-                            upto = beyond.map_or(through, |o| o as u64 - 1);
-                            tx.prepare_cached("DELETE FROM events WHERE offset <= ?1")?.execute([upto as i64])?;
-                            tx.prepare_cached(
-                                "INSERT INTO log_meta (key, value) VALUES ('pruned_through', ?1)
-                                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                            )?
-                            .execute([upto as i64])?;
-                        }
-                        outcomes.push(Outcome::Pruned(upto));
+                        outcomes.push(Outcome::Pruned(prune(&tx, (*through).min(next - 1), *max, removed)?));
                     }
-                    Cmd::Shutdown(_) => unreachable!("shutdown is handled before the batch"),
                 }
             }
         }
@@ -456,59 +344,238 @@ impl Writer {
     }
 }
 
+struct Statements<'t> {
+    insert: rusqlite::CachedStatement<'t>,
+    insert_key: rusqlite::CachedStatement<'t>,
+    stored_key: rusqlite::CachedStatement<'t>,
+    id_of: rusqlite::CachedStatement<'t>,
+}
+
+impl<'t> Statements<'t> {
+    fn new(tx: &'t rusqlite::Transaction<'_>) -> rusqlite::Result<Statements<'t>> {
+        Ok(Statements {
+            insert: tx.prepare_cached(
+                "INSERT INTO events (offset, id, tenant, source, kind, partition_key, appended_at, event, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?,
+            insert_key: tx.prepare_cached("INSERT INTO dedupe (offset, hash, key) VALUES (?1, ?2, ?3)")?,
+            stored_key: tx.prepare_cached("SELECT key FROM dedupe WHERE offset = ?1")?,
+            id_of: tx.prepare_cached("SELECT id FROM events WHERE offset = ?1")?,
+        })
+    }
+}
+
 fn insert_entry(
-    insert: &mut rusqlite::CachedStatement<'_>,
-    find: &mut rusqlite::CachedStatement<'_>,
+    s: &mut Statements<'_>,
+    dedupe: &mut Dedupe,
+    added: &mut Vec<(i64, u64)>,
     e: &NewEntry,
     next: &mut u64,
     now_us: i64,
 ) -> rusqlite::Result<Appended> {
-    let inserted = insert.execute(params![
-        *next as i64,
+    let hash = e.dedupe_key.as_deref().map(dedupe_hash);
+    if let (Some(key), Some(hash)) = (&e.dedupe_key, hash) {
+        for offset in dedupe.candidates(hash).collect::<Vec<_>>() {
+            let stored: Option<String> = s.stored_key.query_row([offset as i64], |r| r.get(0)).optional()?;
+            if stored.as_deref() == Some(key.as_str()) {
+                let id: String = s.id_of.query_row([offset as i64], |r| r.get(0))?;
+                return Ok(Appended { offset, id, duplicate: true });
+            }
+        }
+    }
+    let offset = *next;
+    s.insert.execute(params![
+        offset as i64,
         e.id,
         e.tenant,
         e.source,
         e.kind,
         e.partition_key,
-        e.dedupe_key,
         now_us,
         e.event,
         e.body
     ])?;
-    if inserted == 1 {
-        *next += 1;
-        Ok(Appended { offset: *next - 1, id: e.id.clone(), duplicate: false })
-    } else {
-        let (offset, id): (i64, String) = find.query_row([&e.dedupe_key], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(Appended { offset: offset as u64, id, duplicate: true })
+    if let (Some(key), Some(hash)) = (&e.dedupe_key, hash) {
+        s.insert_key.execute(params![offset as i64, hash, key])?;
+        dedupe.insert(hash, offset);
+        added.push((hash, offset));
     }
+    *next += 1;
+    Ok(Appended { offset, id: e.id.clone(), duplicate: false })
+}
+
+/// Removes entries with offset <= `through`, at most `max` of them; returns the new
+/// `pruned_through` and lists the dedupe hashes removed (taken out of the map on commit).
+fn prune(
+    tx: &rusqlite::Transaction<'_>,
+    through: u64,
+    max: usize,
+    removed: &mut Vec<(i64, u64)>,
+) -> rusqlite::Result<u64> {
+    let current = read_pruned(tx)?;
+    if through <= current {
+        return Ok(current);
+    }
+    // At most `max` entries per call: stop below the (max+1)-th.
+    let beyond: Option<i64> = tx
+        .prepare_cached("SELECT offset FROM events WHERE offset <= ?1 ORDER BY offset LIMIT 1 OFFSET ?2")?
+        .query_row(params![through as i64, max as i64], |r| r.get(0))
+        .optional()?;
+    let upto = beyond.map_or(through, |o| o as u64 - 1);
+    {
+        let mut keys = tx.prepare_cached("SELECT offset, hash FROM dedupe WHERE offset <= ?1")?;
+        for row in keys.query_map([upto as i64], |r| Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(0)? as u64)))? {
+            removed.push(row?);
+        }
+    }
+    tx.prepare_cached("DELETE FROM dedupe WHERE offset <= ?1")?.execute([upto as i64])?;
+    tx.prepare_cached("DELETE FROM events WHERE offset <= ?1")?.execute([upto as i64])?;
+    tx.prepare_cached(
+        "INSERT INTO log_meta (key, value) VALUES ('pruned_through', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute([upto as i64])?;
+    Ok(upto)
 }
 
 fn cmd_size(cmd: &Cmd) -> usize {
     match cmd {
         Cmd::Append { entries, .. } => entries.len(),
-        Cmd::Txn { txn, .. } => txn.entries.len() + txn.ops.len(),
-        _ => 1,
+        Cmd::Prune { .. } => 1,
     }
 }
 
-fn fail(cmd: Cmd, err: impl Fn() -> LogError) {
+fn reply_err(cmd: Cmd, err: LogError) {
     match cmd {
         Cmd::Append { reply, .. } => {
-            let _ = reply.send(Err(err()));
-        }
-        Cmd::Checkpoint { reply, .. } => {
-            let _ = reply.send(Err(err()));
-        }
-        Cmd::Txn { reply, .. } => {
-            let _ = reply.send(Err(TxnError::Log(err())));
+            let _ = reply.send(Err(err));
         }
         Cmd::Prune { reply, .. } => {
-            let _ = reply.send(Err(err()));
+            let _ = reply.send(Err(err));
         }
-        Cmd::Shutdown(done) => {
-            let _ = done.send(());
+    }
+}
+
+fn fail(cmd: Cmd) {
+    reply_err(cmd, LogError::Closed)
+}
+
+/// `index.db`: session (partition) → offsets, maintained by its own thread behind the log's
+/// head. Derived data: written without fsync on every commit (`synchronous=NORMAL`: consistent
+/// after a crash, possibly behind), rebuilt from the log when missing or unreadable.
+struct PartitionIndex {
+    readers: Arc<ReaderPool>,
+    /// Entries at or below this offset are in the index.
+    through: Arc<AtomicU64>,
+}
+
+const INDEX_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS pidx (
+    partition_key TEXT NOT NULL,
+    offset        INTEGER NOT NULL,
+    PRIMARY KEY (partition_key, offset)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+";
+
+/// Entries indexed per commit of the indexer.
+const INDEX_BATCH: i64 = 20_000;
+
+impl PartitionIndex {
+    fn open(
+        dir: &Path,
+        events: &Path,
+        head: watch::Receiver<u64>,
+        pruned: Arc<AtomicU64>,
+    ) -> Result<(Arc<PartitionIndex>, std::thread::JoinHandle<()>), String> {
+        let path = dir.join("index.db");
+        let open = |path: &PathBuf| -> rusqlite::Result<(Connection, u64)> {
+            let c = Connection::open(path)?;
+            c.pragma_update(None, "journal_mode", "WAL")?;
+            c.pragma_update(None, "synchronous", "NORMAL")?;
+            c.pragma_update(None, "busy_timeout", 5000)?;
+            c.execute_batch(INDEX_SCHEMA)?;
+            let through: Option<i64> =
+                c.query_row("SELECT value FROM meta WHERE key = 'through'", [], |r| r.get(0)).optional()?;
+            Ok((c, through.unwrap_or(0) as u64))
+        };
+        let (conn, through) = match open(&path) {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, path = %path.display(), "partition index unreadable; rebuilding it");
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+                }
+                open(&path).map_err(|e| e.to_string())?
+            }
+        };
+        let source = db::open_durable(events).map_err(|e| e.to_string())?;
+        source.pragma_update(None, "query_only", true).map_err(|e| e.to_string())?;
+        let through = Arc::new(AtomicU64::new(through));
+        let t = through.clone();
+        let thread = std::thread::Builder::new()
+            .name("idstream-log-index".into())
+            .spawn(move || run_indexer(conn, source, t, head, pruned))
+            .map_err(|e| e.to_string())?;
+        Ok((Arc::new(PartitionIndex { readers: Arc::new(ReaderPool::new(path, None)), through }), thread))
+    }
+}
+
+/// Indexes the log's new entries, in batches, and forgets what retention removed, until the
+/// log closes.
+fn run_indexer(
+    mut conn: Connection,
+    source: Connection,
+    through: Arc<AtomicU64>,
+    mut head: watch::Receiver<u64>,
+    pruned: Arc<AtomicU64>,
+) {
+    let mut forgotten = 0;
+    let step = |conn: &mut Connection, from: u64| -> rusqlite::Result<Option<u64>> {
+        let mut rows = source
+            .prepare_cached("SELECT offset, partition_key FROM events WHERE offset > ?1 ORDER BY offset LIMIT ?2")?;
+        let batch: Vec<(i64, String)> = rows
+            .query_map(params![from as i64, INDEX_BATCH], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        let Some(last) = batch.last().map(|(o, _)| *o as u64) else { return Ok(None) };
+        let tx = conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached("INSERT OR IGNORE INTO pidx (partition_key, offset) VALUES (?1, ?2)")?;
+            for (offset, key) in &batch {
+                insert.execute(params![key, offset])?;
+            }
+            tx.prepare_cached(
+                "INSERT INTO meta (key, value) VALUES ('through', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )?
+            .execute([last as i64])?;
         }
+        tx.commit()?;
+        Ok(Some(last))
+    };
+    loop {
+        match step(&mut conn, through.load(Ordering::Acquire)) {
+            Ok(Some(last)) => {
+                through.store(last, Ordering::Release);
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "partition index: cannot index; will retry"),
+        }
+        let p = pruned.load(Ordering::Acquire);
+        if p > forgotten {
+            match conn.execute("DELETE FROM pidx WHERE offset <= ?1", [p as i64]) {
+                Ok(_) => forgotten = p,
+                Err(e) => tracing::warn!(error = %e, "partition index: cannot forget pruned entries; will retry"),
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        if head.has_changed().is_err() {
+            return;
+        }
+        head.mark_unchanged();
     }
 }
 
@@ -528,35 +595,75 @@ fn row_to_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<LogEntry> {
     })
 }
 
+/// Entries after `after` matching the filter, scanning the log in offset order.
+fn scan(c: &Connection, after: u64, limit: usize, filter: &ReadFilter) -> rusqlite::Result<Vec<LogEntry>> {
+    let mut sql = format!("SELECT {COLUMNS} FROM events WHERE offset > ?1");
+    let mut args: Vec<rusqlite::types::Value> = vec![(after as i64).into()];
+    if let Some(t) = &filter.tenant {
+        args.push(t.clone().into());
+        sql.push_str(&format!(" AND tenant = ?{}", args.len()));
+    }
+    if let Some(p) = &filter.partition_key {
+        args.push(p.clone().into());
+        sql.push_str(&format!(" AND partition_key = ?{}", args.len()));
+    }
+    args.push((limit as i64).into());
+    sql.push_str(&format!(" ORDER BY offset LIMIT ?{}", args.len()));
+    let mut stmt = c.prepare_cached(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(args), row_to_entry)?;
+    rows.collect()
+}
+
 #[async_trait]
 impl EventLog for SqliteLog {
     async fn append(&self, entries: Vec<NewEntry>) -> Result<Vec<Appended>, LogError> {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
-        let (reply, rx) = oneshot::channel();
-        self.tx.send(Cmd::Append { entries, reply }).await.map_err(|_| LogError::Closed)?;
-        rx.await.map_err(|_| LogError::Closed)?
+        self.send(|reply| Cmd::Append { entries, reply }).await
     }
 
     async fn read(&self, after: u64, limit: usize, filter: &ReadFilter) -> Result<Vec<LogEntry>, LogError> {
         let filter = filter.clone();
+        let (Some(key), Some(index)) = (filter.partition_key.clone(), self.index.clone()) else {
+            return self.with_reader(move |c| scan(c, after, limit, &filter)).await;
+        };
+        // A session's entries: what the index has, then the tail it has not reached yet.
+        let through = index.through.load(Ordering::Acquire);
+        let offsets: Vec<i64> = if after < through {
+            let k = key.clone();
+            index
+                .readers
+                .read(move |c| {
+                    c.prepare_cached(
+                        "SELECT offset FROM pidx WHERE partition_key = ?1 AND offset > ?2 AND offset <= ?3
+                         ORDER BY offset LIMIT ?4",
+                    )?
+                    .query_map(params![k, after as i64, through as i64, limit as i64], |r| r.get(0))?
+                    .collect()
+                })
+                .await
+                .map_err(LogError::Unavailable)?
+        } else {
+            Vec::new()
+        };
         self.with_reader(move |c| {
-            let mut sql = format!("SELECT {COLUMNS} FROM events WHERE offset > ?1");
-            let mut args: Vec<rusqlite::types::Value> = vec![(after as i64).into()];
-            if let Some(t) = filter.tenant {
-                args.push(t.into());
-                sql.push_str(&format!(" AND tenant = ?{}", args.len()));
+            let mut out = Vec::with_capacity(offsets.len());
+            {
+                let mut by_offset = c.prepare_cached(&format!("SELECT {COLUMNS} FROM events WHERE offset = ?1"))?;
+                for o in &offsets {
+                    // Gone only when retention removed it meanwhile.
+                    if let Some(e) = by_offset.query_row([o], row_to_entry).optional()? {
+                        if filter.tenant.as_ref().is_none_or(|t| *t == e.tenant) {
+                            out.push(e);
+                        }
+                    }
+                }
             }
-            if let Some(p) = filter.partition_key {
-                args.push(p.into());
-                sql.push_str(&format!(" AND partition_key = ?{}", args.len()));
+            if out.len() < limit && offsets.len() < limit {
+                out.extend(scan(c, after.max(through), limit - out.len(), &filter)?);
             }
-            args.push((limit as i64).into());
-            sql.push_str(&format!(" ORDER BY offset LIMIT ?{}", args.len()));
-            let mut stmt = c.prepare_cached(&sql)?;
-            let rows = stmt.query_map(rusqlite::params_from_iter(args), row_to_entry)?;
-            rows.collect()
+            Ok(out)
         })
         .await
     }
@@ -579,33 +686,12 @@ impl EventLog for SqliteLog {
         self.head.clone()
     }
 
-    async fn checkpoint(&self, consumer: &str) -> Result<Option<u64>, LogError> {
-        let consumer = consumer.to_owned();
-        self.with_reader(move |c| {
-            c.prepare_cached("SELECT offset FROM checkpoints WHERE consumer = ?1")?
-                .query_row([consumer], |r| r.get::<_, i64>(0).map(|o| o as u64))
-                .optional()
-        })
-        .await
-    }
-
-    async fn set_checkpoint(&self, consumer: &str, offset: u64) -> Result<(), LogError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Cmd::Checkpoint { consumer: consumer.to_owned(), offset, reply })
-            .await
-            .map_err(|_| LogError::Closed)?;
-        rx.await.map_err(|_| LogError::Closed)?
-    }
-
     fn pruned_through(&self) -> u64 {
-        self.pruned.load(std::sync::atomic::Ordering::Acquire)
+        self.pruned.load(Ordering::Acquire)
     }
 
     async fn prune(&self, through: u64, max: usize) -> Result<u64, LogError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx.send(Cmd::Prune { through, max: max.max(1), reply }).await.map_err(|_| LogError::Closed)?;
-        rx.await.map_err(|_| LogError::Closed)?
+        self.send(|reply| Cmd::Prune { through, max: max.max(1), reply }).await
     }
 
     async fn last_offset_before(&self, unix_us: i64) -> Result<u64, LogError> {
@@ -628,8 +714,29 @@ impl EventLog for SqliteLog {
 
     async fn close(&self) {
         let (done, rx) = oneshot::channel();
-        if self.tx.send(Cmd::Shutdown(done)).await.is_ok() {
+        if self.tx.send(Msg::Shutdown(done)).await.is_ok() {
             let _ = rx.await;
         }
+        self.threads.join().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dedupe_map_keeps_keys_that_share_a_hash() {
+        let mut d = Dedupe { map: HashMap::new(), extra: HashMap::new() };
+        d.insert(7, 1);
+        d.insert(7, 2);
+        d.insert(9, 3);
+        assert_eq!(d.candidates(7).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(d.len(), 3);
+        d.remove(7, 1);
+        assert_eq!(d.candidates(7).collect::<Vec<_>>(), [2]);
+        d.remove(7, 2);
+        assert_eq!(d.candidates(7).count(), 0);
+        assert_eq!(d.len(), 1);
     }
 }

@@ -5,12 +5,14 @@
 //!
 //! Never edit a released migration; add a new one at the end of its list.
 
-/// One schema step.
+/// One schema step: SQL, and for an embedded database optionally code run after it in the same
+/// transaction (given the data directory), for what SQL alone cannot do.
 #[derive(Debug, Clone, Copy)]
 pub struct Migration {
     pub version: i32,
     pub description: &'static str,
     pub sql: &'static str,
+    pub code: Option<fn(&rusqlite::Transaction<'_>, &std::path::Path) -> anyhow::Result<()>>,
 }
 
 /// The table both backends record applied versions in.
@@ -43,10 +45,16 @@ pub fn latest(migrations: &[Migration]) -> i32 {
     migrations.last().map_or(0, |m| m.version)
 }
 
-/// Applies the embedded database's pending steps (`SQLITE`), each in its own transaction;
-/// returns the versions applied now. A file written before versions were recorded holds the
-/// version-1 tables already; step 1 creates them only if missing, so it is recorded as applied.
-pub fn apply_sqlite(conn: &mut rusqlite::Connection, database: &str) -> anyhow::Result<Vec<i32>> {
+/// Applies the pending steps of `steps` to an embedded database, each in its own transaction;
+/// returns the versions applied now. (`events.db` written before versions were recorded holds
+/// the version-1 tables already; step 1 creates them only if missing, so it is recorded as
+/// applied.)
+pub fn apply_sqlite(
+    conn: &mut rusqlite::Connection,
+    steps: &[Migration],
+    database: &str,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<Vec<i32>> {
     conn.execute_batch(&format!(
         "CREATE TABLE IF NOT EXISTS {TABLE} (
             version INTEGER PRIMARY KEY,
@@ -55,10 +63,14 @@ pub fn apply_sqlite(conn: &mut rusqlite::Connection, database: &str) -> anyhow::
     ))?;
     let applied = sqlite_versions(conn)?;
     let mut done = Vec::new();
-    for m in pending(database, SQLITE, &applied)? {
+    for m in pending(database, steps, &applied)? {
         let tx = conn.transaction()?;
         tx.execute_batch(m.sql)
             .map_err(|e| anyhow::anyhow!("{database}: migration {} ({}): {e}", m.version, m.description))?;
+        if let Some(code) = m.code {
+            code(&tx, data_dir)
+                .map_err(|e| anyhow::anyhow!("{database}: migration {} ({}): {e:#}", m.version, m.description))?;
+        }
         tx.execute(
             &format!("INSERT INTO {TABLE} (version, description, applied_at) VALUES (?1, ?2, ?3)"),
             rusqlite::params![m.version, m.description, crate::util::now_us()],
@@ -82,34 +94,10 @@ pub fn sqlite_versions(conn: &rusqlite::Connection) -> rusqlite::Result<Vec<i32>
     conn.prepare(&format!("SELECT version FROM {TABLE} ORDER BY version"))?.query_map([], |r| r.get(0))?.collect()
 }
 
-/// The embedded database (`events.db`): the log and the store in one file.
-pub const SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    description: "event log, checkpoints; sessions, decisions, reviews, blocklist, identities, subjects, rulesets",
-    sql: "
-CREATE TABLE IF NOT EXISTS events (
-    offset        INTEGER PRIMARY KEY,
-    id            TEXT NOT NULL UNIQUE,
-    tenant        TEXT NOT NULL,
-    source        TEXT NOT NULL,
-    kind          TEXT NOT NULL,
-    partition_key TEXT NOT NULL,
-    dedupe_key    TEXT UNIQUE,
-    appended_at   INTEGER NOT NULL,
-    event         BLOB NOT NULL,
-    body          BLOB
-);
-CREATE INDEX IF NOT EXISTS events_by_partition ON events (partition_key, offset);
-CREATE INDEX IF NOT EXISTS events_by_tenant ON events (tenant, offset);
-CREATE TABLE IF NOT EXISTS log_meta (
-    key   TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS checkpoints (
-    consumer   TEXT PRIMARY KEY,
-    offset     INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL
-);
+/// The store's tables as version 1 created them (in `events.db`, then in `state.db`).
+macro_rules! store_tables_v1 {
+    () => {
+        "
 CREATE TABLE IF NOT EXISTS sessions (
     tenant          TEXT NOT NULL,
     session_id      TEXT NOT NULL,
@@ -199,15 +187,153 @@ CREATE TABLE IF NOT EXISTS active_rulesets (
     activated_by TEXT NOT NULL,
     activated_at INTEGER NOT NULL
 ) WITHOUT ROWID;
+"
+    };
+}
+
+/// The embedded log (`events.db`). Version 1 held the store's tables too; version 2 moved them
+/// to `state.db` (so the log and the store have a writer each).
+pub const EVENTS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "event log, checkpoints; sessions, decisions, reviews, blocklist, identities, subjects, rulesets",
+        code: None,
+        sql: V1,
+    },
+    Migration {
+        version: 2,
+        description: "log only: the store's tables moved to state.db; dedupe keys in an append-only table; \
+                      the partition index in index.db",
+        sql: "
+CREATE TABLE IF NOT EXISTS dedupe (
+    offset INTEGER PRIMARY KEY,
+    hash   INTEGER NOT NULL,
+    key    TEXT NOT NULL
+);
+DROP INDEX IF EXISTS events_by_partition;
 ",
+        code: Some(split_v1),
+    },
+];
+
+/// Version 2 of `events.db`: copies the store's tables into `state.db` (migrated first; a
+/// committed copy there is repeated harmlessly if this transaction is lost), drops them here,
+/// and fills the dedupe table from the events' own keys.
+fn split_v1(tx: &rusqlite::Transaction<'_>, data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let events_db = data_dir.join("events.db");
+    let mut state = crate::sqlite::open_durable(&data_dir.join("state.db"))?;
+    apply_sqlite(&mut state, STATE, "embedded store state.db", data_dir)?;
+    let has = |name: &str| -> rusqlite::Result<bool> {
+        tx.query_row("SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)", [name], |r| {
+            r.get(0)
+        })
+    };
+    if has("decisions")? {
+        state.execute("ATTACH DATABASE ?1 AS v1", [events_db.to_string_lossy()])?;
+        let copy = state.transaction()?;
+        for table in STORE_TABLES {
+            copy.execute_batch(&format!("INSERT OR IGNORE INTO main.{table} SELECT * FROM v1.{table}"))?;
+        }
+        copy.execute_batch(
+            "INSERT OR IGNORE INTO main.checkpoints (consumer, offset, updated_at)
+             SELECT consumer, offset, updated_at FROM v1.checkpoints",
+        )?;
+        copy.commit()?;
+        state.execute("DETACH DATABASE v1", [])?;
+        for table in STORE_TABLES {
+            tx.execute_batch(&format!("DROP TABLE {table}"))?;
+        }
+    }
+    if has("checkpoints")? {
+        tx.execute_batch("DROP TABLE checkpoints")?;
+    }
+    // The v1 rows kept their keys in `events.dedupe_key`.
+    let mut read = tx.prepare("SELECT offset, dedupe_key FROM events WHERE dedupe_key IS NOT NULL ORDER BY offset")?;
+    let rows = read.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+    let mut insert = tx.prepare("INSERT OR IGNORE INTO dedupe (offset, hash, key) VALUES (?1, ?2, ?3)")?;
+    for row in rows {
+        let (offset, key) = row?;
+        insert.execute(rusqlite::params![offset, dedupe_hash(&key), key])?;
+    }
+    Ok(())
+}
+
+/// The hash of a dedupe key as the log stores it (FNV-1a, stable across versions).
+pub fn dedupe_hash(key: &str) -> i64 {
+    crate::util::fnv1a(key) as i64
+}
+
+/// The store's tables, in `events.db` before version 2 and in `state.db` since.
+const STORE_TABLES: &[&str] =
+    &["sessions", "decisions", "reviews", "blocklist", "identities", "subjects", "rulesets", "active_rulesets"];
+
+/// The embedded store (`state.db`): state, consumer checkpoints, and the outbox of log entries
+/// committed with the state (appended to the log right after, again on restart if need be).
+pub const STATE: &[Migration] = &[Migration {
+    version: 1,
+    description: "sessions, decisions, reviews, blocklist, identities, subjects, rulesets; checkpoints; outbox",
+    code: None,
+    sql: concat!(
+        "
+CREATE TABLE IF NOT EXISTS checkpoints (
+    consumer   TEXT PRIMARY KEY,
+    offset     INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+    id            TEXT NOT NULL,
+    tenant        TEXT NOT NULL,
+    source        TEXT NOT NULL,
+    kind          TEXT NOT NULL,
+    partition_key TEXT NOT NULL,
+    dedupe_key    TEXT NOT NULL,
+    event         BLOB NOT NULL,
+    created_at    INTEGER NOT NULL
+);
+",
+        store_tables_v1!()
+    ),
 }];
+
+/// Version 1 of `events.db`: the log and the store in one file.
+const V1: &str = concat!(
+    "
+CREATE TABLE IF NOT EXISTS events (
+    offset        INTEGER PRIMARY KEY,
+    id            TEXT NOT NULL UNIQUE,
+    tenant        TEXT NOT NULL,
+    source        TEXT NOT NULL,
+    kind          TEXT NOT NULL,
+    partition_key TEXT NOT NULL,
+    dedupe_key    TEXT UNIQUE,
+    appended_at   INTEGER NOT NULL,
+    event         BLOB NOT NULL,
+    body          BLOB
+);
+CREATE INDEX IF NOT EXISTS events_by_partition ON events (partition_key, offset);
+CREATE INDEX IF NOT EXISTS events_by_tenant ON events (tenant, offset);
+CREATE TABLE IF NOT EXISTS log_meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    consumer   TEXT PRIMARY KEY,
+    offset     INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+",
+    store_tables_v1!()
+);
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const STEPS: &[Migration] =
-        &[Migration { version: 1, description: "a", sql: "" }, Migration { version: 2, description: "b", sql: "" }];
+    const STEPS: &[Migration] = &[
+        Migration { version: 1, description: "a", sql: "", code: None },
+        Migration { version: 2, description: "b", sql: "", code: None },
+    ];
 
     #[test]
     fn pending_steps_in_order_and_newer_databases_refused() {
@@ -223,14 +349,17 @@ mod tests {
     fn sqlite_upgrades_in_place_and_refuses_a_newer_file() {
         let mut c = rusqlite::Connection::open_in_memory().unwrap();
         // A file from before versions were recorded: the v1 tables without the version table.
-        c.execute_batch(SQLITE[0].sql).unwrap();
+        c.execute_batch(EVENTS[0].sql).unwrap();
         c.execute("INSERT INTO checkpoints VALUES ('decisions', 7, 0)", []).unwrap();
-        assert_eq!(apply_sqlite(&mut c, "events.db").unwrap(), [1]);
-        assert_eq!(apply_sqlite(&mut c, "events.db").unwrap(), Vec::<i32>::new());
+        assert_eq!(apply_sqlite(&mut c, &EVENTS[..1], "events.db", std::path::Path::new(".")).unwrap(), [1]);
+        assert_eq!(
+            apply_sqlite(&mut c, &EVENTS[..1], "events.db", std::path::Path::new(".")).unwrap(),
+            Vec::<i32>::new()
+        );
         let kept: i64 = c.query_row("SELECT offset FROM checkpoints", [], |r| r.get(0)).unwrap();
         assert_eq!(kept, 7);
         c.execute(&format!("INSERT INTO {TABLE} VALUES (99, 'future', 0)"), []).unwrap();
-        let e = apply_sqlite(&mut c, "events.db").unwrap_err().to_string();
+        let e = apply_sqlite(&mut c, EVENTS, "events.db", std::path::Path::new(".")).unwrap_err().to_string();
         assert!(e.contains("schema version 99"), "{e}");
     }
 }

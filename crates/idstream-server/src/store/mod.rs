@@ -297,8 +297,14 @@ pub struct ReviewFilter {
 /// The store's read side; writes go through [`Store::commit`].
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Applies `txn` atomically; results are the appended entries, in order.
+    /// Applies `txn` atomically; results are the appended entries, in order (none when the
+    /// change committed but its entries wait in an outbox for the log to take them).
     async fn commit(&self, txn: Txn) -> Result<Vec<Appended>, TxnError>;
+    /// Stops writing after what is queued (shutdown).
+    async fn close(&self);
+    /// A consumer's stored position (the last offset it finished), as `Op::SetCheckpoint`
+    /// committed it with the consumer's effects.
+    async fn checkpoint(&self, consumer: &str) -> Result<Option<u64>, StoreError>;
     /// The enrichment lookups of a batch of decisions, in one read (one snapshot).
     async fn lookup(&self, reqs: Vec<LookupRequest>) -> Result<Vec<LookupResult>, StoreError>;
     async fn decision(&self, id: &str) -> Result<Option<DecisionRecord>, StoreError>;

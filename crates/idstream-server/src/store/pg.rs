@@ -14,6 +14,7 @@ use super::migrate::{self, Migration};
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
+        code: None,
         description: "event log index, dedupe keys, consumer checkpoints, settings, partition leases",
         sql: r#"
 CREATE TABLE log_index (
@@ -45,6 +46,7 @@ CREATE TABLE nodes (
     },
     Migration {
         version: 2,
+        code: None,
         description: "store: sessions, decisions, reviews, blocklist, identities, subjects, rulesets, outbox",
         // The columns mirror the embedded store's (`store/sqlite.rs`); JSON stays TEXT so
         // both backends store the same encoding. Ids that results are ordered or paged by use

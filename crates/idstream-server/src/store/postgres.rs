@@ -811,6 +811,15 @@ impl Store for PgStore {
         Ok(appended)
     }
 
+    async fn close(&self) {
+        // Every commit is awaited by its caller; connections close with the pool.
+    }
+
+    async fn checkpoint(&self, consumer: &str) -> Result<Option<u64>, StoreError> {
+        let rows = self.query("SELECT position FROM checkpoints WHERE consumer = $1", &[&consumer]).await?;
+        first(rows, |r| r.try_get::<_, i64>(0).map(|p| p as u64))
+    }
+
     async fn lookup(&self, reqs: Vec<LookupRequest>) -> Result<Vec<LookupResult>, StoreError> {
         if reqs.is_empty() {
             return Ok(Vec::new());

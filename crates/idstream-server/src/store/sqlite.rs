@@ -1,16 +1,298 @@
-//! The embedded [`Store`]: its tables live in the log's own SQLite file (schema:
-//! [`super::migrate::SQLITE`]), so a [`Txn`] (log entries + state ops + checkpoint) is one
-//! SQLite transaction on the log's writer thread.
+//! The embedded [`Store`]: `state.db` (schema: [`super::migrate::STATE`]), beside the log's
+//! `events.db`, with a writer thread of its own so decisions commit in parallel with ingest.
+//!
+//! A [`Txn`] is one SQLite transaction here: its ops, the consumer checkpoint, and its log
+//! entries written to `outbox` — the transactional-outbox pattern the PostgreSQL store uses.
+//! After the commit, the entries are appended to the log and their outbox rows deleted; entries
+//! left behind (a crash, the log unavailable) are appended by [`SqliteStore::relay_outbox`] at
+//! start-up and every second. Every outbox entry carries a dedupe key (its own, or
+//! `entry:<id>`), so appending one twice stores it once: state and its log entries are
+//! committed together, and appear in the log exactly once.
+//!
+//! Writers batch: queued txns share one transaction (one fsync); a txn with a conditional op
+//! (claim, resolve, remove, activate) runs under a savepoint, so a failed condition undoes that
+//! txn alone.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde_json::Value;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
 
-use crate::log::sqlite::{Cmd, SqliteLog};
-use crate::log::{Appended, LogError};
+use crate::log::{Appended, EventLog, NewEntry};
+use crate::sqlite::{self as db, Msg, ReaderPool};
+use crate::store::migrate::{self, STATE};
 use crate::store::sql_types::{JsonCol, OutcomeCol};
 use crate::store::*;
+
+/// The embedded store.
+pub struct SqliteStore {
+    tx: mpsc::Sender<Msg<Cmd>>,
+    readers: Arc<ReaderPool>,
+    log: Arc<dyn EventLog>,
+    applied: Vec<i32>,
+    threads: db::Threads,
+}
+
+enum Cmd {
+    /// Applies ops, writes entries to the outbox; answers their outbox sequence numbers.
+    Txn { txn: Txn, reply: oneshot::Sender<Result<Vec<i64>, TxnError>> },
+    /// Deletes appended outbox rows (no answer: a row left behind is appended again harmlessly).
+    Delete(Vec<i64>),
+}
+
+impl SqliteStore {
+    /// Opens (creating, migrating) `dir/state.db` and starts its writer. The caller holds the
+    /// data directory's lock (the log took it).
+    pub fn open(
+        dir: &Path,
+        log: Arc<dyn EventLog>,
+        max_batch: usize,
+        queue_depth: usize,
+    ) -> Result<SqliteStore, StoreError> {
+        let path = dir.join("state.db");
+        let mut conn = db::open_durable(&path).map_err(unavailable)?;
+        let applied = migrate::apply_sqlite(&mut conn, STATE, &format!("embedded store {}", path.display()), dir)
+            .map_err(|e| StoreError::Unavailable(format!("{e:#}")))?;
+        conn.pragma_update(None, "wal_autocheckpoint", db::WAL_AUTOCHECKPOINT).map_err(unavailable)?;
+        conn.pragma_update(None, "cache_size", -65536).map_err(unavailable)?;
+        let (changed_tx, changed_rx) = watch::channel(());
+        let threads = db::Threads::default();
+        let thread_failed = |e: std::io::Error| StoreError::Unavailable(format!("cannot start a store thread: {e}"));
+        threads.add(
+            db::spawn_checkpointer("idstream-store-ckpt", db::open_durable(&path).map_err(unavailable)?, changed_rx)
+                .map_err(thread_failed)?,
+        );
+        let (tx, rx) = mpsc::channel(queue_depth);
+        let mut writer = Writer { conn, changed: changed_tx };
+        threads.add(
+            db::spawn_writer("idstream-store-writer", max_batch, rx, cmd_size, move |b, n| writer.commit(b, n), closed)
+                .map_err(thread_failed)?,
+        );
+        Ok(SqliteStore { tx, readers: Arc::new(ReaderPool::new(path, None)), log, applied, threads })
+    }
+
+    /// Opens an existing store for reading only, beside a running server (backtests). Commits
+    /// answer `Closed`; a newer schema is refused.
+    pub fn open_read_only(dir: &Path, log: Arc<dyn EventLog>) -> Result<SqliteStore, StoreError> {
+        let path = dir.join("state.db");
+        if !path.is_file() {
+            return Err(StoreError::Unavailable(format!("no embedded store at {}", path.display())));
+        }
+        let conn = db::open_durable(&path).map_err(unavailable)?;
+        conn.pragma_update(None, "query_only", true).map_err(unavailable)?;
+        let versions = migrate::sqlite_versions(&conn).map_err(unavailable)?;
+        migrate::pending(&format!("embedded store {}", path.display()), STATE, &versions)
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let (tx, _) = mpsc::channel(1);
+        Ok(SqliteStore {
+            tx,
+            readers: Arc::new(ReaderPool::new(path, Some(conn))),
+            log,
+            applied: Vec::new(),
+            threads: db::Threads::default(),
+        })
+    }
+
+    /// The schema versions this open applied.
+    pub fn migrations_applied(&self) -> &[i32] {
+        &self.applied
+    }
+
+    /// A read on one of the store's reader connections.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.readers.read(f).await.map_err(StoreError::Unavailable)
+    }
+
+    /// Appends outbox entries older than `min_age` to the log and deletes them; returns how many.
+    pub async fn relay_outbox(&self, min_age: Duration) -> Result<usize, TxnError> {
+        let before = crate::util::now_us() - min_age.as_micros() as i64;
+        let mut total = 0;
+        loop {
+            let rows: Vec<(i64, NewEntry)> = self
+                .read(move |c| {
+                    c.prepare_cached(
+                        "SELECT seq, id, tenant, source, kind, partition_key, dedupe_key, event FROM outbox
+                         WHERE created_at <= ?1 ORDER BY seq LIMIT 500",
+                    )?
+                    .query_map([before], |r| {
+                        Ok((
+                            r.get(0)?,
+                            NewEntry {
+                                id: r.get(1)?,
+                                tenant: r.get(2)?,
+                                source: r.get(3)?,
+                                kind: r.get(4)?,
+                                partition_key: r.get(5)?,
+                                dedupe_key: Some(r.get(6)?),
+                                event: r.get(7)?,
+                                body: None,
+                            },
+                        ))
+                    })?
+                    .collect()
+                })
+                .await?;
+            if rows.is_empty() {
+                return Ok(total);
+            }
+            let (seqs, entries): (Vec<i64>, Vec<NewEntry>) = rows.into_iter().unzip();
+            let n = entries.len();
+            self.log.append(entries).await?;
+            self.delete_outbox(seqs).await?;
+            metrics::counter!("idstream_outbox_relayed_total").increment(n as u64);
+            total += n;
+        }
+    }
+
+    async fn delete_outbox(&self, seqs: Vec<i64>) -> Result<(), StoreError> {
+        self.tx.send(Msg::Cmd(Cmd::Delete(seqs))).await.map_err(|_| StoreError::Closed)
+    }
+
+    /// Every second until `stop`, appends outbox entries older than 2 s (their committer has
+    /// normally appended them long before).
+    pub async fn run_relay(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            if let Err(e) = self.relay_outbox(Duration::from_secs(2)).await {
+                tracing::warn!(error = %e, "outbox relay: cannot append; will retry");
+            }
+        }
+    }
+}
+
+fn unavailable(e: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+struct Writer {
+    conn: Connection,
+    /// Wakes the checkpointer.
+    changed: watch::Sender<()>,
+}
+
+impl Writer {
+    fn commit(&mut self, work: Vec<Cmd>, size: usize) {
+        let started = Instant::now();
+        match self.write(&work) {
+            Ok(outcomes) => {
+                metrics::histogram!("idstream_store_commit_seconds").record(started.elapsed().as_secs_f64());
+                metrics::histogram!("idstream_store_batch_ops").record(size as f64);
+                self.changed.send_replace(());
+                for (cmd, outcome) in work.into_iter().zip(outcomes) {
+                    if let (Cmd::Txn { reply, .. }, Some(r)) = (cmd, outcome) {
+                        let _ = reply.send(r);
+                    }
+                }
+            }
+            Err(e) => {
+                metrics::counter!("idstream_store_failed_batches_total").increment(1);
+                tracing::error!(error = %e, ops = size, "store batch failed; nothing of it was stored");
+                let msg = e.to_string();
+                for cmd in work {
+                    if let Cmd::Txn { reply, .. } = cmd {
+                        let _ = reply.send(Err(TxnError::Store(StoreError::Unavailable(msg.clone()))));
+                    }
+                }
+            }
+        }
+    }
+
+    /// One transaction for the batch; per txn, its outcome (`None` for deletes).
+    #[allow(clippy::type_complexity)]
+    fn write(&mut self, work: &[Cmd]) -> rusqlite::Result<Vec<Option<Result<Vec<i64>, TxnError>>>> {
+        let now_us = crate::util::now_us();
+        let tx = self.conn.transaction()?;
+        let mut outcomes = Vec::with_capacity(work.len());
+        for cmd in work {
+            match cmd {
+                Cmd::Txn { txn, .. } => {
+                    // A txn with a condition gets a savepoint, so a failed condition undoes this
+                    // txn only. (Savepoints cost a sub-journal copy of every page they touch, so
+                    // txns that cannot fail a condition go without.)
+                    let conditional = txn.ops.iter().any(Op::is_conditional);
+                    if conditional {
+                        tx.execute_batch("SAVEPOINT txn")?;
+                    }
+                    let mut failed = None;
+                    for op in &txn.ops {
+                        if let Err(e) = apply(&tx, op)? {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                    if let Some(e) = failed {
+                        tx.execute_batch("ROLLBACK TO txn; RELEASE txn")?;
+                        outcomes.push(Some(Err(e)));
+                        continue;
+                    }
+                    let mut seqs = Vec::with_capacity(txn.entries.len());
+                    {
+                        let mut insert = tx.prepare_cached(
+                            "INSERT INTO outbox (id, tenant, source, kind, partition_key, dedupe_key, event, created_at)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                        )?;
+                        for e in &txn.entries {
+                            insert.execute(params![
+                                e.id,
+                                e.tenant,
+                                e.source,
+                                e.kind,
+                                e.partition_key,
+                                outbox_key(e),
+                                e.event,
+                                now_us
+                            ])?;
+                            seqs.push(tx.last_insert_rowid());
+                        }
+                    }
+                    if conditional {
+                        tx.execute_batch("RELEASE txn")?;
+                    }
+                    outcomes.push(Some(Ok(seqs)));
+                }
+                Cmd::Delete(seqs) => {
+                    let mut delete = tx.prepare_cached("DELETE FROM outbox WHERE seq = ?1")?;
+                    for s in seqs {
+                        delete.execute([s])?;
+                    }
+                    outcomes.push(None);
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(outcomes)
+    }
+}
+
+/// The dedupe key an outbox entry is appended with: its own, or one made from its id, so a
+/// second append (the relay after a crash) is recognised.
+fn outbox_key(e: &NewEntry) -> String {
+    e.dedupe_key.clone().unwrap_or_else(|| format!("entry:{}", e.id))
+}
+
+fn cmd_size(cmd: &Cmd) -> usize {
+    match cmd {
+        Cmd::Txn { txn, .. } => txn.entries.len() + txn.ops.len(),
+        Cmd::Delete(seqs) => seqs.len(),
+    }
+}
+
+fn closed(cmd: Cmd) {
+    if let Cmd::Txn { reply, .. } = cmd {
+        let _ = reply.send(Err(TxnError::Store(StoreError::Closed)));
+    }
+}
 
 fn json_text<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("store records always serialise")
@@ -284,22 +566,50 @@ fn row_ruleset(r: &rusqlite::Row<'_>) -> rusqlite::Result<RulesetRecord> {
     })
 }
 
-impl SqliteLog {
-    /// A read on one of the log's reader connections.
-    async fn read<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        Ok(self.with_reader(f).await?)
-    }
-}
-
 #[async_trait]
-impl Store for SqliteLog {
-    async fn commit(&self, txn: Txn) -> Result<Vec<Appended>, TxnError> {
+impl Store for SqliteStore {
+    async fn commit(&self, mut txn: Txn) -> Result<Vec<Appended>, TxnError> {
+        for e in &mut txn.entries {
+            e.dedupe_key = Some(outbox_key(e));
+        }
+        let entries = txn.entries.clone();
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Cmd::Txn { txn, reply }).await.map_err(|_| LogError::Closed)?;
-        rx.await.map_err(|_| LogError::Closed)?
+        self.tx.send(Msg::Cmd(Cmd::Txn { txn, reply })).await.map_err(|_| StoreError::Closed)?;
+        let seqs = rx.await.map_err(|_| StoreError::Closed)??;
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Committed: the change took effect and its entries are durable in the outbox. If the
+        // log cannot take them now, the relay appends them when it can; the change stands.
+        match self.log.append(entries).await {
+            Ok(appended) => {
+                // Best effort: a row not deleted is appended again by the relay, as a duplicate.
+                let _ = self.delete_outbox(seqs).await;
+                Ok(appended)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "committed; its log entries wait in the outbox for the relay");
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    async fn close(&self) {
+        let (done, rx) = oneshot::channel();
+        if self.tx.send(Msg::Shutdown(done)).await.is_ok() {
+            let _ = rx.await;
+        }
+        self.threads.join().await;
+    }
+
+    async fn checkpoint(&self, consumer: &str) -> Result<Option<u64>, StoreError> {
+        let consumer = consumer.to_owned();
+        self.read(move |c| {
+            c.prepare_cached("SELECT offset FROM checkpoints WHERE consumer = ?1")?
+                .query_row([consumer], |r| r.get::<_, i64>(0).map(|o| o as u64))
+                .optional()
+        })
+        .await
     }
 
     async fn lookup(&self, reqs: Vec<LookupRequest>) -> Result<Vec<LookupResult>, StoreError> {

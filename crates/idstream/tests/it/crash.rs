@@ -47,6 +47,14 @@ pub async fn spawn_server(config: &std::path::Path) -> Proc {
     Proc { child, base }
 }
 
+/// The embedded backends of a data directory, opened read-only beside a running server.
+pub async fn read_only(data: &std::path::Path) -> idstream_server::backend::Backends {
+    use idstream_server::backend::{open, Access, Backend};
+    let mut cfg = idstream_server::config::Config::from_toml("").unwrap();
+    cfg.server.data_dir = data.to_path_buf();
+    open(&Backend::from_config(&cfg), Access::ReadOnly).await.unwrap()
+}
+
 /// Writes a config for the real binary: port 0, data in `dir/data`, the test sources and keys.
 fn write_config(dir: &std::path::Path) -> std::path::PathBuf {
     let config = dir.join("idstream.toml");
@@ -196,7 +204,6 @@ async fn sigterm_drains_in_flight_requests_and_exits_cleanly() {
 /// event has exactly one decision and one `decision.made` entry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_stream_leaves_exactly_one_decision_per_event() {
-    use idstream_server::store::Store as _;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path());
     let data = dir.path().join("data");
@@ -239,7 +246,7 @@ async fn kill_9_mid_stream_leaves_exactly_one_decision_per_event() {
     for t in tasks {
         t.await.unwrap();
     }
-    let store = idstream_server::log::sqlite::SqliteLog::open_read_only(&data).unwrap();
+    let store = read_only(&data).await.store;
     let decided_before = store.decisions_between(0, i64::MAX, None, None, 1_000_000).await.unwrap().len();
     drop(store);
 
@@ -249,12 +256,11 @@ async fn kill_9_mid_stream_leaves_exactly_one_decision_per_event() {
     for t in flood(proc.base.clone(), "after") {
         t.await.unwrap();
     }
-    use idstream_server::log::EventLog as _;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let log = loop {
-        let log = idstream_server::log::sqlite::SqliteLog::open_read_only(&data).unwrap();
-        if log.checkpoint("decisions").await.unwrap() == Some(log.head()) {
-            break log;
+    let (log, store) = loop {
+        let b = read_only(&data).await;
+        if b.store.checkpoint("decisions").await.unwrap() == Some(b.log.head()) {
+            break (b.log, b.store);
         }
         assert!(std::time::Instant::now() < deadline, "the decision worker did not catch up");
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -265,7 +271,7 @@ async fn kill_9_mid_stream_leaves_exactly_one_decision_per_event() {
     let entries = log.read(0, 1_000_000, &Default::default()).await.unwrap();
     let verifications: HashSet<&str> =
         entries.iter().filter(|e| e.kind.starts_with("verification.")).map(|e| e.id.as_str()).collect();
-    let decisions = log.decisions_between(0, i64::MAX, None, None, 1_000_000).await.unwrap();
+    let decisions = store.decisions_between(0, i64::MAX, None, None, 1_000_000).await.unwrap();
     let mut per_event: HashMap<&str, usize> = HashMap::new();
     for d in &decisions {
         *per_event.entry(d.event_id.as_deref().unwrap()).or_default() += 1;
@@ -281,4 +287,80 @@ async fn kill_9_mid_stream_leaves_exactly_one_decision_per_event() {
         verifications.len(),
         decisions.len()
     );
+}
+
+/// The embedded store commits a change with its log entries in `state.db`'s outbox, then
+/// appends them to `events.db`. A crash between the two (here: the log closed under the
+/// commit), or between the append and the outbox delete (here: a row put back), leaves work
+/// for the relay at the next start: every entry reaches the log exactly once, and the change
+/// itself is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_entries_left_by_a_crash_reach_the_log_exactly_once() {
+    use idstream_server::log::sqlite::{SqliteLog, SqliteOptions};
+    use idstream_server::log::{EventLog, NewEntry};
+    use idstream_server::store::sqlite::SqliteStore;
+    use idstream_server::store::{Op, Store, Txn};
+    let dir = tempfile::tempdir().unwrap();
+    let entry = |id: &str, dedupe: Option<&str>| NewEntry {
+        id: id.into(),
+        tenant: "acme".into(),
+        source: "idstream".into(),
+        kind: "subject.updated".into(),
+        partition_key: format!("subject:{id}"),
+        dedupe_key: dedupe.map(str::to_owned),
+        event: format!("{{\"id\":\"{id}\"}}").into_bytes(),
+        body: None,
+    };
+    let subject = |id: &str| Op::PutSubject {
+        tenant: "acme".into(),
+        id: id.into(),
+        attributes: serde_json::json!({"plan": "gold"}),
+        actor: "test".into(),
+        now_us: 1,
+    };
+    {
+        let log = Arc::new(SqliteLog::open(dir.path(), SqliteOptions::default()).unwrap());
+        let store = SqliteStore::open(dir.path(), log.clone(), 64, 64).unwrap();
+        // Appended normally...
+        let ok = store.commit(Txn { entries: vec![entry("e-ok", None)], ops: vec![subject("u-ok")] }).await.unwrap();
+        assert_eq!(ok.len(), 1);
+        // ... then the log goes away under a commit: the change stands, its entries wait.
+        log.close().await;
+        let pending = store
+            .commit(Txn {
+                entries: vec![entry("e-1", None), entry("e-2", Some("decision/ev-2"))],
+                ops: vec![subject("u-1")],
+            })
+            .await
+            .unwrap();
+        assert!(pending.is_empty(), "committed, entries in the outbox");
+        store.close().await;
+    }
+    // A lost outbox delete: the appended entry's row is back, as if the crash came just after
+    // the append.
+    {
+        let db = rusqlite::Connection::open(dir.path().join("state.db")).unwrap();
+        db.execute(
+            "INSERT INTO outbox (id, tenant, source, kind, partition_key, dedupe_key, event, created_at)
+             VALUES ('e-ok', 'acme', 'idstream', 'subject.updated', 'subject:e-ok', 'entry:e-ok', X'7B7D', 0)",
+            [],
+        )
+        .unwrap();
+    }
+    for round in 0..2 {
+        let mut cfg = idstream_server::config::Config::from_toml("").unwrap();
+        cfg.server.data_dir = dir.path().to_path_buf();
+        let b = idstream_server::backend::open(
+            &idstream_server::backend::Backend::from_config(&cfg),
+            idstream_server::backend::Access::Serve,
+        )
+        .await
+        .unwrap();
+        let all = b.log.read(0, 100, &Default::default()).await.unwrap();
+        let ids: Vec<&str> = all.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["e-ok", "e-1", "e-2"], "round {round}: every entry once, in commit order");
+        assert!(b.store.subject("acme", "u-1").await.unwrap().is_some(), "the change itself committed");
+        b.store.close().await;
+        b.log.close().await;
+    }
 }

@@ -93,23 +93,15 @@ pub async fn suite(open: &Opener) {
     assert!(log.get("no-such-id").await.unwrap().is_none());
     assert!(log.read(205, 10, &ReadFilter::default()).await.unwrap().is_empty());
 
-    // Checkpoints.
-    assert_eq!(log.checkpoint("decider").await.unwrap(), None);
-    log.set_checkpoint("decider", 42).await.unwrap();
-    log.set_checkpoint("decider", 43).await.unwrap();
-    log.set_checkpoint("gateway", 7).await.unwrap();
-    assert_eq!(log.checkpoint("decider").await.unwrap(), Some(43));
-
     // Close: later appends are refused, never silently dropped.
     log.close().await;
     assert!(matches!(log.append(vec![entry(9, "a", "x", None)]).await, Err(LogError::Closed)));
     drop(log);
 
-    // Reopen: head, entries, dedupe keys and checkpoints all survived.
+    // Reopen: head, entries and dedupe keys all survived. (Consumer checkpoints are the
+    // store's: store_conformance.)
     let log = open(dir.path()).await;
     assert_eq!(log.head(), 205);
-    assert_eq!(log.checkpoint("decider").await.unwrap(), Some(43));
-    assert_eq!(log.checkpoint("gateway").await.unwrap(), Some(7));
     let r = log.append(vec![entry(1, "a", "s1", Some("k1")), entry(10, "a", "s9", None)]).await.unwrap();
     assert_eq!(r.iter().map(|a| (a.offset, a.duplicate)).collect::<Vec<_>>(), [(1, true), (206, false)]);
     log.close().await;
@@ -144,10 +136,11 @@ async fn sqlite_retention_prunes_safely() {
         let log = SqliteLog::open(dir.path(), SqliteOptions::default()).unwrap();
         let appended = log.append((0..20).map(|i| entry(i, "t", "p", None)).collect()).await.unwrap();
         assert_eq!(appended.last().unwrap().offset, 20);
-        log.set_checkpoint("decisions", 7).await.unwrap();
+        // The guarding consumer has done 7.
+        let guard: idstream_server::log::retention::Guard = std::sync::Arc::new(|| Box::pin(async { Ok(7) }));
         let far_future = i64::MAX / 2;
         // Everything is older than a zero retention, but the consumer has only done 7.
-        let pruned = enforce(&log, std::time::Duration::ZERO, Some("decisions"), far_future).await.unwrap();
+        let pruned = enforce(&log, std::time::Duration::ZERO, Some(&guard), far_future).await.unwrap();
         assert_eq!(pruned, 7);
         assert_eq!(log.read(0, 100, &Default::default()).await.unwrap()[0].offset, 8);
         // Nothing is old enough yet at "now minus a day".

@@ -463,7 +463,7 @@ async fn every_endpoint_answers_as_the_contract_says() {
     // --- A stored row this version cannot read: the call fails loudly (5XX, generic message,
     // the cause only in the server's log), never with a made-up default.
     {
-        let db = rusqlite::Connection::open(srv.dir.path().join("events.db")).unwrap();
+        let db = rusqlite::Connection::open(srv.dir.path().join("state.db")).unwrap();
         db.execute("UPDATE decisions SET detail = '{not json' WHERE id = ?1", [&decision_id]).unwrap();
     }
     let v = c
@@ -472,9 +472,10 @@ async fn every_endpoint_answers_as_the_contract_says() {
     assert_eq!(v["error"], "store_unavailable", "{v}");
     assert!(!v.to_string().contains("json"), "internal detail leaked: {v}");
 
-    // --- The log closed (what a failed disk looks like to a caller): every write is 503 with a
-    // generic message, after the call's own checks passed.
+    // --- The log and the store closed (what a failed disk looks like to a caller): every write
+    // is 503 with a generic message, after the call's own checks passed.
     let more = kyc_body("oa-9", "oa-s9", "oa-u9", "Approved", |_| {});
+    srv.state.store.close().await;
     srv.state.log.close().await;
     let v = c
         .expect(

@@ -794,17 +794,21 @@ async fn suite(b: &Backend) {
 async fn sqlite_store_conforms() {
     let dir = tempfile::tempdir().unwrap();
     let log = Arc::new(SqliteLog::open(dir.path(), SqliteOptions::default()).expect("open log"));
-    let reader = log.clone();
+    let store = Arc::new(
+        idstream_server::store::sqlite::SqliteStore::open(dir.path(), log.clone(), 2048, 1024).expect("open store"),
+    );
+    let reader = store.clone();
     suite(&Backend {
-        store: log.clone(),
+        store: store.clone(),
         log: log.clone(),
         checkpoint: Box::new(move |consumer: &'static str| {
-            let log = reader.clone();
-            async move { log.checkpoint(consumer).await.unwrap() }.boxed()
+            let store = reader.clone();
+            async move { store.checkpoint(consumer).await.unwrap() }.boxed()
         }),
         fenced_checkpoints: false,
     })
     .await;
+    store.close().await;
     log.close().await;
 }
 

@@ -745,9 +745,10 @@ async fn watch_resumes_across_a_server_restart() {
 async fn lagging_tailer_never_duplicates() {
     use std::sync::Arc;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = idstream_server::config::Config::from_toml(&config("")).unwrap();
-    let log = idstream_server::log::sqlite::SqliteLog::open(dir.path(), Default::default()).unwrap();
-    let state = Arc::new(idstream_server::state::AppState::new(&cfg, Arc::new(log)));
+    let mut cfg = idstream_server::config::Config::from_toml(&config("")).unwrap();
+    cfg.server.data_dir = dir.path().to_path_buf();
+    // Opened, not served: no tailer or worker runs until the test starts one.
+    let state = Arc::new(idstream_server::state::AppState::open(&cfg).await.unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(std::future::IntoFuture::into_future(axum::serve(

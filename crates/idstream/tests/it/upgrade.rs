@@ -49,7 +49,7 @@ async fn a_data_directory_from_before_schema_versions_opens_with_everything_in_i
     let dir = v0_copy();
     assert!(versions(dir.path()).is_empty(), "the fixture predates schema versions");
     let srv = TestServer::start_in(dir.clone(), &config()).await;
-    assert_eq!(versions(dir.path()), [1], "migrated in place");
+    assert_eq!(versions(dir.path()), [1, 2], "migrated in place");
 
     // Every event, in order, with its offset.
     let events: Vec<Value> = {
@@ -63,7 +63,7 @@ async fn a_data_directory_from_before_schema_versions_opens_with_everything_in_i
     let count = |kind: &str| events.iter().filter(|e| e["kind"] == kind).count();
     assert_eq!((count("decision.made"), count("review.opened"), count("blocklist.added")), (59, 5, 3));
     // The decision worker's checkpoint survived: nothing is decided again.
-    assert_eq!(srv.state.log.checkpoint("decisions").await.unwrap(), Some(237));
+    assert_eq!(srv.state.store.checkpoint("decisions").await.unwrap(), Some(237));
     srv.decided().await;
     assert_eq!(srv.state.log.head(), 237, "no decision was made twice");
 
@@ -158,6 +158,6 @@ async fn migrate_upgrades_an_embedded_data_directory() {
     let first = run();
     assert!(first.contains("applied migration 1:") && first.contains("head offset 237"), "{first}");
     let second = run();
-    assert!(second.contains("up to date (version 1)"), "{second}");
-    assert_eq!(versions(dir.path()), [1]);
+    assert!(second.contains("up to date (version 2)"), "{second}");
+    assert_eq!(versions(dir.path()), [1, 2]);
 }
