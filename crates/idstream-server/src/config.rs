@@ -369,6 +369,7 @@ mod tests {
 
     /// `IDSTREAM_LOG` is the log filter, not the `[log]` section.
     #[test]
+    #[allow(clippy::result_large_err)] // figment's own Jail signature
     fn the_log_filter_variable_is_not_configuration() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("IDSTREAM_LOG", "warn");
