@@ -11,6 +11,8 @@ use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use idstream_core::event::Provider;
 use idstream_core::signature::{standard, Secret};
+
+use crate::domain::Role;
 use serde::Deserialize;
 
 /// The commented defaults, compiled in.
@@ -28,6 +30,80 @@ pub struct Config {
     pub stream: StreamConfig,
     pub decisions: DecisionsConfig,
     pub store: StoreConfig,
+    pub auth: AuthConfig,
+    pub rate_limits: RateLimitsConfig,
+}
+
+/// Logins, sessions and OIDC.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub session_idle_secs: u64,
+    pub session_max_secs: u64,
+    pub lockout_after: u32,
+    pub lockout_secs: u64,
+    pub secure_cookies: bool,
+    #[serde(default)]
+    pub oidc: Option<OidcConfig>,
+}
+
+/// An OpenID Connect issuer people log in with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    pub issuer: String,
+    pub client_id: String,
+    #[serde(deserialize_with = "secret")]
+    pub client_secret: Secret,
+    pub redirect_url: String,
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    #[serde(default = "default_username_claim")]
+    pub username_claim: String,
+    #[serde(default)]
+    pub role_claim: Option<String>,
+    #[serde(default)]
+    pub roles: std::collections::BTreeMap<String, Role>,
+    #[serde(default)]
+    pub default_role: Option<Role>,
+    #[serde(default)]
+    pub tenant: Option<String>,
+    #[serde(default)]
+    pub tenant_claim: Option<String>,
+}
+
+fn default_scopes() -> Vec<String> {
+    vec!["openid".into(), "profile".into(), "email".into()]
+}
+
+fn default_username_claim() -> String {
+    "preferred_username".into()
+}
+
+fn secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
+    Ok(Secret::new(String::deserialize(d)?))
+}
+
+/// Rate limits of the REST API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitsConfig {
+    pub enabled: bool,
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    pub read: Limit,
+    pub write: Limit,
+    pub backtest: Limit,
+    pub login: Limit,
+    pub per_ip: Limit,
+}
+
+/// A token bucket: `per_sec` on average, bursts of `burst`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limit {
+    pub per_sec: f64,
+    pub burst: u32,
 }
 
 /// Where the state lives: empty URL = the embedded SQLite file; `postgres://...` = PostgreSQL.
@@ -116,10 +192,13 @@ fn secrets<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Secret>, D::Err
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyConfig {
     pub name: String,
-    /// The tenant this key reads, or `*` for all.
+    /// The tenant this key acts for, or `*` for all.
     pub tenant: String,
     /// Hex SHA-256 of the key.
     pub sha256: String,
+    /// What it may do; absent: `admin` of its tenant (as before roles existed), with a warning.
+    #[serde(default)]
+    pub role: Option<Role>,
 }
 
 /// Live streams (`GET /v1/stream`, `GET /v1/stream/sse`): who may connect and how much each
@@ -162,7 +241,8 @@ pub(crate) fn invalid(key: impl Into<String>, problem: impl Into<String>) -> Con
 /// Top-level sections an `IDSTREAM_*` variable may set (`IDSTREAM_LOG__MAX_BATCH`); other
 /// `IDSTREAM_*` variables (the log filter `IDSTREAM_LOG`, the test suite's
 /// `IDSTREAM_TEST_POSTGRES_URL`) are not configuration.
-const ENV_SECTIONS: &[&str] = &["server", "log", "sources", "api_keys", "stream", "decisions", "store"];
+const ENV_SECTIONS: &[&str] =
+    &["server", "log", "sources", "api_keys", "stream", "decisions", "store", "auth", "rate_limits"];
 
 impl Config {
     /// Loads defaults → `file` → environment, then validates.
@@ -248,6 +328,63 @@ impl Config {
             }
             if k.tenant.is_empty() {
                 return Err(invalid(format!("api_keys[{i}].tenant"), "must be a tenant name or `*`"));
+            }
+        }
+        self.validate_access()?;
+        Ok(())
+    }
+
+    fn validate_access(&self) -> Result<(), ConfigError> {
+        let a = &self.auth;
+        for (key, v) in [
+            ("auth.session_idle_secs", a.session_idle_secs),
+            ("auth.session_max_secs", a.session_max_secs),
+            ("auth.lockout_secs", a.lockout_secs),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        if a.lockout_after == 0 {
+            return Err(invalid("auth.lockout_after", "must be greater than 0"));
+        }
+        if let Some(o) = &a.oidc {
+            for (key, url) in [("auth.oidc.issuer", &o.issuer), ("auth.oidc.redirect_url", &o.redirect_url)] {
+                if !(url.starts_with("https://") || url.starts_with("http://")) {
+                    return Err(invalid(key, "must be an http(s) URL"));
+                }
+            }
+            if o.client_id.is_empty() {
+                return Err(invalid("auth.oidc.client_id", "must not be empty"));
+            }
+            if o.tenant.is_none() && o.tenant_claim.is_none() {
+                return Err(invalid(
+                    "auth.oidc.tenant",
+                    "name the tenant of OIDC users (or set auth.oidc.tenant_claim)",
+                ));
+            }
+            if o.role_claim.is_none() && o.default_role.is_none() {
+                return Err(invalid("auth.oidc.default_role", "set a default role or a role_claim with roles"));
+            }
+        }
+        let r = &self.rate_limits;
+        for (key, l) in [
+            ("rate_limits.read", r.read),
+            ("rate_limits.write", r.write),
+            ("rate_limits.backtest", r.backtest),
+            ("rate_limits.login", r.login),
+            ("rate_limits.per_ip", r.per_ip),
+        ] {
+            if !(l.per_sec > 0.0 && l.per_sec.is_finite()) || l.burst == 0 {
+                return Err(invalid(key, "per_sec must be a positive number and burst at least 1"));
+            }
+        }
+        for (i, p) in r.trusted_proxies.iter().enumerate() {
+            if p.parse::<ipnet::IpNet>().is_err() && p.parse::<std::net::IpAddr>().is_err() {
+                return Err(invalid(
+                    format!("rate_limits.trusted_proxies[{i}]"),
+                    "must be an IP address or a CIDR network",
+                ));
             }
         }
         Ok(())
@@ -360,6 +497,10 @@ mod tests {
             ("[log]\nurl = \"http://x\"", "log.url"),
             ("[log]\nnats_stream = \"a.b\"", "log.nats_stream"),
             ("[decisions]\npartitions = 0", "decisions.partitions"),
+            ("[[api_keys]]\nname = \"k\"\ntenant = \"t\"\nsha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\nrole = \"boss\"", "role"),
+            ("[rate_limits]\nread = { per_sec = 0.0, burst = 1 }", "rate_limits.read"),
+            ("[rate_limits]\ntrusted_proxies = [\"not-a-net\"]", "rate_limits.trusted_proxies[0]"),
+            ("[auth]\nlockout_after = 0", "auth.lockout_after"),
         ];
         for (toml, key) in cases {
             let err = Config::from_toml(toml).unwrap_err().to_string();

@@ -128,6 +128,46 @@ impl BlocklistKind {
     }
 }
 
+/// What an identity (an API key or a user) may do in its tenant. One role per identity; README
+/// "Access" has the role × endpoint matrix (`http::authz` is where it is enforced).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Reads.
+    Viewer,
+    /// Viewer + claims and resolves reviews, sets subject attributes, adds blocklist entries.
+    Analyst,
+    /// Analyst + rulesets, blocklist removal, backtests.
+    PolicyAdmin,
+    /// Everything in its tenant, including keys, users and endpoints.
+    Admin,
+    /// Reads everything, including audit data; changes nothing.
+    Auditor,
+    /// Back ends: webhook-independent calls (verifications, decisions, subjects); no review
+    /// actions.
+    Service,
+}
+
+impl Role {
+    pub const ALL: [Role; 6] =
+        [Role::Viewer, Role::Analyst, Role::PolicyAdmin, Role::Admin, Role::Auditor, Role::Service];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Analyst => "analyst",
+            Role::PolicyAdmin => "policy_admin",
+            Role::Admin => "admin",
+            Role::Auditor => "auditor",
+            Role::Service => "service",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +179,10 @@ mod tests {
         }
         for k in BlocklistKind::ALL {
             assert_eq!(BlocklistKind::parse(k.as_str()), Some(k));
+        }
+        for r in Role::ALL {
+            assert_eq!(Role::parse(r.as_str()), Some(r));
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
         }
         for s in [ReviewStatus::Open, ReviewStatus::Claimed, ReviewStatus::Resolved] {
             assert_eq!(ReviewStatus::parse(s.as_str()), Some(s));

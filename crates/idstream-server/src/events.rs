@@ -111,6 +111,24 @@ pub struct SubjectUpdated {
     pub at: String,
 }
 
+/// `access.*`: an API key or a user account changed, or a person logged in or out. Names and
+/// roles only: never a key, a password or a session id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AccessChanged {
+    pub id: String,
+    /// The key's or user's tenant (`*` for operators).
+    pub tenant: String,
+    /// The key's or user's id.
+    pub target_id: String,
+    /// The key's name or the username.
+    pub target_name: String,
+    /// The role it has (after the change), where it matters.
+    pub role: Option<crate::domain::Role>,
+    /// Who did it (for a login: the user).
+    pub actor: String,
+    pub at: String,
+}
+
 /// An event idstream writes itself, tagged by `kind`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "kind")]
@@ -133,6 +151,26 @@ pub enum OwnEvent {
     BlocklistRemoved(BlocklistChanged),
     #[serde(rename = "subject.updated")]
     SubjectUpdated(SubjectUpdated),
+    #[serde(rename = "access.key_created")]
+    AccessKeyCreated(AccessChanged),
+    #[serde(rename = "access.key_revoked")]
+    AccessKeyRevoked(AccessChanged),
+    #[serde(rename = "access.user_created")]
+    AccessUserCreated(AccessChanged),
+    #[serde(rename = "access.user_role_changed")]
+    AccessUserRoleChanged(AccessChanged),
+    #[serde(rename = "access.user_disabled")]
+    AccessUserDisabled(AccessChanged),
+    #[serde(rename = "access.user_enabled")]
+    AccessUserEnabled(AccessChanged),
+    #[serde(rename = "access.password_changed")]
+    AccessPasswordChanged(AccessChanged),
+    #[serde(rename = "access.user_locked")]
+    AccessUserLocked(AccessChanged),
+    #[serde(rename = "access.logged_in")]
+    AccessLoggedIn(AccessChanged),
+    #[serde(rename = "access.logged_out")]
+    AccessLoggedOut(AccessChanged),
 }
 
 /// Every kind [`OwnEvent`] has, for documentation and tests.
@@ -146,6 +184,16 @@ pub const OWN_KINDS: &[&str] = &[
     "blocklist.added",
     "blocklist.removed",
     "subject.updated",
+    "access.key_created",
+    "access.key_revoked",
+    "access.user_created",
+    "access.user_role_changed",
+    "access.user_disabled",
+    "access.user_enabled",
+    "access.password_changed",
+    "access.user_locked",
+    "access.logged_in",
+    "access.logged_out",
 ];
 
 impl OwnEvent {
@@ -160,6 +208,50 @@ impl OwnEvent {
             OwnEvent::BlocklistAdded(_) => "blocklist.added",
             OwnEvent::BlocklistRemoved(_) => "blocklist.removed",
             OwnEvent::SubjectUpdated(_) => "subject.updated",
+            OwnEvent::AccessKeyCreated(_) => "access.key_created",
+            OwnEvent::AccessKeyRevoked(_) => "access.key_revoked",
+            OwnEvent::AccessUserCreated(_) => "access.user_created",
+            OwnEvent::AccessUserRoleChanged(_) => "access.user_role_changed",
+            OwnEvent::AccessUserDisabled(_) => "access.user_disabled",
+            OwnEvent::AccessUserEnabled(_) => "access.user_enabled",
+            OwnEvent::AccessPasswordChanged(_) => "access.password_changed",
+            OwnEvent::AccessUserLocked(_) => "access.user_locked",
+            OwnEvent::AccessLoggedIn(_) => "access.logged_in",
+            OwnEvent::AccessLoggedOut(_) => "access.logged_out",
+        }
+    }
+
+    /// The `access.*` event of this kind.
+    pub fn access(kind: &'static str, e: AccessChanged) -> OwnEvent {
+        match kind {
+            "access.key_created" => OwnEvent::AccessKeyCreated(e),
+            "access.key_revoked" => OwnEvent::AccessKeyRevoked(e),
+            "access.user_created" => OwnEvent::AccessUserCreated(e),
+            "access.user_role_changed" => OwnEvent::AccessUserRoleChanged(e),
+            "access.user_disabled" => OwnEvent::AccessUserDisabled(e),
+            "access.user_enabled" => OwnEvent::AccessUserEnabled(e),
+            "access.password_changed" => OwnEvent::AccessPasswordChanged(e),
+            "access.user_locked" => OwnEvent::AccessUserLocked(e),
+            "access.logged_in" => OwnEvent::AccessLoggedIn(e),
+            "access.logged_out" => OwnEvent::AccessLoggedOut(e),
+            other => unreachable!("no access event kind `{other}`"),
+        }
+    }
+
+    /// The `access.*` payload, if this is one.
+    fn access_payload(&self) -> Option<&AccessChanged> {
+        match self {
+            OwnEvent::AccessKeyCreated(e)
+            | OwnEvent::AccessKeyRevoked(e)
+            | OwnEvent::AccessUserCreated(e)
+            | OwnEvent::AccessUserRoleChanged(e)
+            | OwnEvent::AccessUserDisabled(e)
+            | OwnEvent::AccessUserEnabled(e)
+            | OwnEvent::AccessPasswordChanged(e)
+            | OwnEvent::AccessUserLocked(e)
+            | OwnEvent::AccessLoggedIn(e)
+            | OwnEvent::AccessLoggedOut(e) => Some(e),
+            _ => None,
         }
     }
 
@@ -171,6 +263,7 @@ impl OwnEvent {
             OwnEvent::RulesetUploaded(e) | OwnEvent::RulesetActivated(e) => &e.id,
             OwnEvent::BlocklistAdded(e) | OwnEvent::BlocklistRemoved(e) => &e.id,
             OwnEvent::SubjectUpdated(e) => &e.id,
+            other => &other.access_payload().expect("an access event").id,
         }
     }
 
@@ -181,6 +274,7 @@ impl OwnEvent {
             OwnEvent::RulesetUploaded(e) | OwnEvent::RulesetActivated(e) => &e.tenant,
             OwnEvent::BlocklistAdded(e) | OwnEvent::BlocklistRemoved(e) => &e.tenant,
             OwnEvent::SubjectUpdated(e) => &e.tenant,
+            other => &other.access_payload().expect("an access event").tenant,
         }
     }
 
@@ -195,6 +289,7 @@ impl OwnEvent {
             OwnEvent::RulesetUploaded(e) | OwnEvent::RulesetActivated(e) => format!("ruleset:{}", e.tenant),
             OwnEvent::BlocklistAdded(e) | OwnEvent::BlocklistRemoved(e) => format!("blocklist:{}", e.tenant),
             OwnEvent::SubjectUpdated(e) => format!("subject:{}", e.subject),
+            other => format!("access:{}", other.access_payload().expect("an access event").tenant),
         }
     }
 

@@ -24,6 +24,7 @@
 //! `state`, `server`. Storage (`log`, `store`) never imports `decide`, `stream` or `http`; the
 //! decision worker never imports `http`.
 
+pub mod access;
 pub mod backend;
 pub mod config;
 pub mod decide;

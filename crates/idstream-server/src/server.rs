@@ -70,9 +70,10 @@ pub async fn serve(
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
     });
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        stop.cancelled().await;
-    });
+    let server = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(async move {
+            stop.cancelled().await;
+        });
     let mut server = std::pin::pin!(server.into_future());
     let result = tokio::select! {
         r = &mut server => r,

@@ -20,8 +20,9 @@ use crate::store::Store;
 #[derive(Debug, Clone)]
 pub struct ApiKey {
     pub name: String,
-    /// The tenant it may read, or `*`.
+    /// The tenant it acts for, or `*`.
     pub tenant: String,
+    pub role: crate::domain::Role,
     pub sha256: [u8; 32],
 }
 
@@ -48,6 +49,13 @@ pub struct AppState {
     pub decisions_enabled: bool,
     /// How far this node's decision workers have read.
     pub decide_progress: Arc<crate::decide::Progress>,
+    /// This node's rate limits.
+    pub limits: crate::http::limits::RateLimits,
+    pub login_policy: crate::access::users::LoginPolicy,
+    /// Mark session cookies `Secure`.
+    pub secure_cookies: bool,
+    /// When this node last recorded each run-time key's use (at most once a minute).
+    pub key_last_touch: Mutex<HashMap<String, i64>>,
 }
 
 impl AppState {
@@ -77,7 +85,15 @@ impl AppState {
                 .map(|k| {
                     let mut sha256 = [0u8; 32];
                     hex::decode_to_slice(&k.sha256, &mut sha256).expect("validated at config load");
-                    ApiKey { name: k.name.clone(), tenant: k.tenant.clone(), sha256 }
+                    let role = k.role.unwrap_or_else(|| {
+                        tracing::warn!(
+                            key = %k.name,
+                            tenant = %k.tenant,
+                            "API key without a role: it is an admin of its tenant; give it `role` (README \"Access\")"
+                        );
+                        crate::domain::Role::Admin
+                    });
+                    ApiKey { name: k.name.clone(), tenant: k.tenant.clone(), role, sha256 }
                 })
                 .collect(),
             max_body_bytes: cfg.server.max_body_bytes,
@@ -89,6 +105,15 @@ impl AppState {
             },
             decisions_enabled: cfg.decisions.enabled,
             decide_progress: Default::default(),
+            limits: crate::http::limits::RateLimits::new(&cfg.rate_limits),
+            login_policy: crate::access::users::LoginPolicy {
+                idle_us: cfg.auth.session_idle_secs as i64 * 1_000_000,
+                max_us: cfg.auth.session_max_secs as i64 * 1_000_000,
+                lock_after: cfg.auth.lockout_after,
+                lock_for_us: cfg.auth.lockout_secs as i64 * 1_000_000,
+            },
+            secure_cookies: cfg.auth.secure_cookies,
+            key_last_touch: Mutex::new(HashMap::new()),
         }
     }
 

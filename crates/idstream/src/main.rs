@@ -230,7 +230,12 @@ fn sandbox_mode(cfg: &mut Config) -> anyhow::Result<()> {
         secrets: vec![Secret::new(secret)],
         timestamp_tolerance_secs: 300,
     });
-    cfg.api_keys.push(ApiKeyConfig { name: "sandbox".into(), tenant: "sandbox".into(), sha256: hash_api_key(&key) });
+    cfg.api_keys.push(ApiKeyConfig {
+        name: "sandbox".into(),
+        tenant: "sandbox".into(),
+        sha256: hash_api_key(&key),
+        role: Some(idstream_server::domain::Role::Admin),
+    });
     // Streams too, unless keys are configured: `idstream token --secret-file {data_dir}/sandbox.jwt`.
     let stream = &cfg.stream;
     if stream.hs256_secrets.is_empty() && stream.public_keys.is_empty() && stream.jwks_file.is_none() {

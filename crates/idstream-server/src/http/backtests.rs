@@ -9,7 +9,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::extract::{ApiJson, ApiQuery, Caller};
-use super::responses::{BadRequest, Forbidden, InvalidRuleset, Unauthorized};
+use super::responses::{BadRequest, Forbidden, InvalidRuleset, TooManyRequests, Unauthorized};
 use super::sessions::TenantParam;
 use crate::decide::backtest::Report;
 use crate::error::ApiError;
@@ -38,7 +38,7 @@ pub struct BacktestBody {
     params(TenantParam),
     request_body = BacktestBody,
     security(("api_key" = [])),
-    responses((status = 200, body = Report), BadRequest, Unauthorized, Forbidden, InvalidRuleset, crate::http::responses::ServerError)
+    responses((status = 200, body = Report), BadRequest, Unauthorized, Forbidden, InvalidRuleset, TooManyRequests, crate::http::responses::ServerError)
 )]
 pub async fn run(
     State(st): State<Arc<AppState>>,

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{ApiJson, ApiQuery, Caller};
-use super::responses::{BadRequest, Forbidden, NotFound, Unauthorized, Unavailable};
+use super::responses::{BadRequest, Forbidden, NotFound, TooManyRequests, Unauthorized, Unavailable};
 use super::sessions::TenantParam;
 use crate::error::ApiError;
 use crate::events::{BlocklistChanged, BlocklistKind, OwnEvent};
@@ -121,7 +121,7 @@ const KIND: &str = "`document`, `phone`, `email` or `face`";
     tag = "blocklists",
     params(("kind" = String, Path, description = KIND), ListParams),
     security(("api_key" = [])),
-    responses((status = 200, body = BlockList), BadRequest, Unauthorized, Forbidden, NotFound, crate::http::responses::ServerError)
+    responses((status = 200, body = BlockList), BadRequest, Unauthorized, Forbidden, NotFound, TooManyRequests, crate::http::responses::ServerError)
 )]
 pub async fn list(
     State(st): State<Arc<AppState>>,
@@ -148,7 +148,7 @@ pub async fn list(
     params(("kind" = String, Path, description = KIND), TenantParam),
     request_body = NewBlock,
     security(("api_key" = [])),
-    responses((status = 201, body = BlockAdded), BadRequest, Unauthorized, Forbidden, NotFound, Unavailable, crate::http::responses::ServerError)
+    responses((status = 201, body = BlockAdded), BadRequest, Unauthorized, Forbidden, NotFound, Unavailable, TooManyRequests, crate::http::responses::ServerError)
 )]
 pub async fn add(
     State(st): State<Arc<AppState>>,
@@ -219,7 +219,7 @@ pub async fn add(
     tag = "blocklists",
     params(("kind" = String, Path, description = KIND), ("id" = String, Path, description = "The entry's id"), TenantParam),
     security(("api_key" = [])),
-    responses((status = 200, body = BlockRemoved), BadRequest, Unauthorized, Forbidden, NotFound, Unavailable, crate::http::responses::ServerError)
+    responses((status = 200, body = BlockRemoved), BadRequest, Unauthorized, Forbidden, NotFound, Unavailable, TooManyRequests, crate::http::responses::ServerError)
 )]
 pub async fn remove(
     State(st): State<Arc<AppState>>,

@@ -2,48 +2,46 @@
 //! ([`ApiQuery`]) and JSON bodies ([`ApiJson`]), each refusing bad input with the API's own
 //! error codes instead of axum's plain-text rejections.
 
-use std::sync::Arc;
-
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
+use crate::access::{Identity, IdentityKind};
+use crate::domain::Role;
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::store::access::AuthSessionRecord;
 
-/// The authenticated caller of a REST call: an API key, with the tenant it acts for.
+/// The authenticated caller of a REST call — an API key or a logged-in user — with its tenant
+/// and role. Set by the access middleware (`authz::authorize`), which has already checked the
+/// role against the route; handlers take it as an argument.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    /// The key's name: the actor recorded for the caller's changes.
+    /// The identity's name (key name or username): the actor recorded for its changes.
     pub name: String,
-    /// The tenant the key belongs to, or `*` for every tenant.
+    /// The identity's tenant, or `*` for every tenant.
     pub tenant: String,
+    pub role: Role,
+    /// The identity's stable id (idempotency keys and rate limits are scoped by it).
+    pub id: String,
+    pub kind: IdentityKind,
+    /// The login session, for a cookie-authenticated caller.
+    pub session: Option<AuthSessionRecord>,
 }
 
-/// `Authorization: Bearer <api key>`; 401 when missing or unknown.
-impl FromRequestParts<Arc<AppState>> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, st: &Arc<AppState>) -> Result<Caller, ApiError> {
-        let token = bearer(&parts.headers)?;
-        let key = st.authenticate(token).ok_or_else(|| ApiError::unauthorized("invalid_api_key", "unknown API key"))?;
-        Ok(Caller { name: key.name.clone(), tenant: key.tenant.clone() })
+impl Caller {
+    pub fn from_identity(i: Identity, session: Option<AuthSessionRecord>) -> Caller {
+        Caller { name: i.name, tenant: i.tenant, role: i.role, id: i.id, kind: i.kind, session }
     }
 }
 
-/// The token of `Authorization: Bearer <token>`.
-fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .ok_or_else(|| ApiError::unauthorized("missing_api_key", "send `Authorization: Bearer <api key>`"))?;
-    value
-        .to_str()
-        .ok()
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .ok_or_else(|| ApiError::unauthorized("invalid_api_key", "the Authorization header must be `Bearer <api key>`"))
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Caller, ApiError> {
+        parts.extensions.get::<Caller>().cloned().ok_or_else(super::authz::unauthenticated)
+    }
 }
 
 impl Caller {

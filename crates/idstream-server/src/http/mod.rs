@@ -5,16 +5,21 @@
 //! [`api_router`] with its `#[utoipa::path]`, so a route cannot exist without its entry in the
 //! contract (`GET /openapi.json`, committed as `docs/openapi.json`).
 
+pub mod authz;
 pub mod backtests;
 pub mod blocklists;
 pub mod decisions;
 pub mod events;
 pub mod extract;
+pub mod idempotency;
+pub mod keys;
+pub mod limits;
 pub mod reviews;
 pub mod rulesets;
 pub mod sessions;
 pub mod subjects;
 pub mod system;
+pub mod users;
 
 use std::sync::Arc;
 
@@ -24,7 +29,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::Router;
 use tracing::Instrument as _;
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{IntoResponses, Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -56,6 +61,7 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
         (name = "blocklists", description = "Blocked documents, phones, emails and faces (keyed hashes)"),
         (name = "reviews", description = "Manual review cases"),
         (name = "streams", description = "Live WebSocket and Server-Sent Events streams (JWT)"),
+        (name = "access", description = "API keys, users, logins (README \"Access\" has the role × endpoint matrix)"),
         (name = "system", description = "Health, readiness, metrics and this contract")
     )
 )]
@@ -75,6 +81,13 @@ impl Modify for Security {
                     .description(Some("An API key: `Authorization: Bearer <key>` (`idstream apikey new`)"))
                     .build(),
             ),
+        );
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                "idstream_session",
+                "A login session (POST /v1/auth/login); calls that change something also send its CSRF token as `X-CSRF-Token`",
+            ))),
         );
         components.add_security_scheme(
             "stream_token",
@@ -106,12 +119,31 @@ pub mod responses {
     pub struct BadRequest(ErrorBody);
 
     #[derive(IntoResponses)]
-    #[response(status = 401, description = "No API key (`missing_api_key`) or an unknown one (`invalid_api_key`)")]
+    #[response(
+        status = 401,
+        description = "No credentials (`missing_api_key`), an unknown or revoked key (`invalid_api_key`), or an ended login session (`session_expired`)"
+    )]
     pub struct Unauthorized(ErrorBody);
 
     #[derive(IntoResponses)]
-    #[response(status = 403, description = "The key acts for another tenant (`wrong_tenant`)")]
+    #[response(
+        status = 403,
+        description = "The caller's role cannot do this (`forbidden`: \"role viewer cannot …\"), it acts for another tenant (`wrong_tenant`), or a cookie call lacks its CSRF token (`csrf_token_invalid`)"
+    )]
     pub struct Forbidden(ErrorBody);
+
+    #[derive(IntoResponses)]
+    #[response(
+        status = 429,
+        description = "Rate-limited (`rate_limited`): wait the `Retry-After` seconds",
+        headers(
+            ("retry-after" = u64, description = "Seconds to wait"),
+            ("ratelimit-limit" = u32, description = "The bucket's size"),
+            ("ratelimit-remaining" = u32, description = "Requests left now"),
+            ("ratelimit-reset" = u64, description = "Seconds until the bucket is full again")
+        )
+    )]
+    pub struct TooManyRequests(ErrorBody);
 
     #[derive(IntoResponses)]
     #[response(status = 404, description = "No such object for this tenant (another tenant's answers the same)")]
@@ -166,6 +198,13 @@ pub fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(reviews::claim))
         .routes(routes!(reviews::resolve))
         .routes(routes!(backtests::run))
+        .routes(routes!(keys::list, keys::create))
+        .routes(routes!(keys::revoke))
+        .routes(routes!(users::list, users::create))
+        .routes(routes!(users::get, users::update))
+        .routes(routes!(users::login))
+        .routes(routes!(users::logout))
+        .routes(routes!(users::me))
         .routes(routes!(crate::stream::ws::handler))
         .routes(routes!(crate::stream::sse::handler))
         .routes(routes!(system::healthz))
@@ -191,6 +230,8 @@ pub fn router(state: Arc<AppState>) -> Router {
                 "this endpoint does not take that method",
             )
         })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::idempotent))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), authz::authorize))
         .layer(axum::middleware::from_fn(request_id))
         .with_state(state)
 }

@@ -10,7 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::decisions::DecisionView;
 use super::extract::{ApiJson, ApiQuery, Caller};
-use super::responses::{BadRequest, Conflict, Forbidden, NotFound, Unauthorized, Unavailable};
+use super::responses::{BadRequest, Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized, Unavailable};
 use crate::decide::review;
 use crate::domain::ReviewStatus;
 use crate::error::ApiError;
@@ -135,7 +135,7 @@ async fn visible(st: &AppState, caller: &Caller, id: &str) -> Result<ReviewRecor
     tag = "reviews",
     params(ListParams),
     security(("api_key" = [])),
-    responses((status = 200, body = ReviewList), BadRequest, Unauthorized, Forbidden, crate::http::responses::ServerError)
+    responses((status = 200, body = ReviewList), BadRequest, Unauthorized, Forbidden, TooManyRequests, crate::http::responses::ServerError)
 )]
 pub async fn list(
     State(st): State<Arc<AppState>>,
@@ -168,7 +168,7 @@ pub async fn list(
     tag = "reviews",
     params(("id" = String, Path, description = "The case's id")),
     security(("api_key" = [])),
-    responses((status = 200, body = ReviewView), Unauthorized, NotFound, crate::http::responses::ServerError)
+    responses((status = 200, body = ReviewView), Unauthorized, NotFound, Forbidden, TooManyRequests, crate::http::responses::ServerError)
 )]
 pub async fn get(
     State(st): State<Arc<AppState>>,
@@ -187,7 +187,7 @@ pub async fn get(
     params(("id" = String, Path, description = "The case's id")),
     request_body(content = ClaimBody, description = "Optional"),
     security(("api_key" = [])),
-    responses((status = 200, body = ReviewView), BadRequest, Unauthorized, NotFound, Conflict, Unavailable, crate::http::responses::ServerError)
+    responses((status = 200, body = ReviewView), BadRequest, Unauthorized, NotFound, Conflict, Unavailable, Forbidden, TooManyRequests, crate::http::responses::ServerError)
 )]
 pub async fn claim(
     State(st): State<Arc<AppState>>,
@@ -219,7 +219,7 @@ pub async fn claim(
     params(("id" = String, Path, description = "The case's id")),
     request_body = ResolveBody,
     security(("api_key" = [])),
-    responses((status = 200, body = Resolution), BadRequest, Unauthorized, NotFound, Conflict, Unavailable, crate::http::responses::ServerError)
+    responses((status = 200, body = Resolution), BadRequest, Unauthorized, NotFound, Conflict, Unavailable, Forbidden, TooManyRequests, crate::http::responses::ServerError)
 )]
 pub async fn resolve(
     State(st): State<Arc<AppState>>,

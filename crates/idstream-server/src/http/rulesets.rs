@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{ApiQuery, Caller, TextBody};
-use super::responses::{BadRequest, Forbidden, InvalidRuleset, NotFound, Unauthorized, Unavailable};
+use super::responses::{BadRequest, Forbidden, InvalidRuleset, NotFound, TooManyRequests, Unauthorized, Unavailable};
 use super::sessions::TenantParam;
 use crate::error::ApiError;
 use crate::events::{OwnEvent, RulesetChanged};
@@ -122,7 +122,7 @@ fn changed(tenant: &str, version: &str, label: &str, actor: &str, now: i64) -> R
     tag = "rulesets",
     params(TenantParam),
     security(("api_key" = [])),
-    responses((status = 200, body = RulesetList), BadRequest, Unauthorized, Forbidden, crate::http::responses::ServerError)
+    responses((status = 200, body = RulesetList), BadRequest, Unauthorized, Forbidden, TooManyRequests, crate::http::responses::ServerError)
 )]
 pub async fn list(
     State(st): State<Arc<AppState>>,
@@ -176,7 +176,7 @@ pub async fn list(
         Forbidden,
         InvalidRuleset,
         Unavailable,
-        crate::http::responses::ServerError
+        TooManyRequests, crate::http::responses::ServerError
     )
 )]
 pub async fn upload(
@@ -227,7 +227,7 @@ pub async fn upload(
     tag = "rulesets",
     params(("version" = String, Path, description = "A version (hex SHA-256), or `default`"), TenantParam),
     security(("api_key" = [])),
-    responses((status = 200, body = RulesetDocument), BadRequest, Unauthorized, Forbidden, NotFound, crate::http::responses::ServerError)
+    responses((status = 200, body = RulesetDocument), BadRequest, Unauthorized, Forbidden, NotFound, TooManyRequests, crate::http::responses::ServerError)
 )]
 pub async fn get(
     State(st): State<Arc<AppState>>,
@@ -268,7 +268,7 @@ pub async fn get(
     tag = "rulesets",
     params(("version" = String, Path, description = "The version to activate"), TenantParam),
     security(("api_key" = [])),
-    responses((status = 200, body = RulesetActivation), BadRequest, Unauthorized, Forbidden, NotFound, Unavailable, crate::http::responses::ServerError)
+    responses((status = 200, body = RulesetActivation), BadRequest, Unauthorized, Forbidden, NotFound, Unavailable, TooManyRequests, crate::http::responses::ServerError)
 )]
 pub async fn activate(
     State(st): State<Arc<AppState>>,

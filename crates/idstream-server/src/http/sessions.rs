@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::decisions::DecisionView;
 use super::extract::{ApiQuery, Caller};
-use super::responses::{BadRequest, Forbidden, NotFound, Unauthorized};
+use super::responses::{BadRequest, Forbidden, NotFound, TooManyRequests, Unauthorized};
 use super::reviews::ReviewView;
 use crate::domain::SessionState;
 use crate::error::ApiError;
@@ -50,7 +50,7 @@ pub struct SessionView {
     tag = "decisions",
     params(("id" = String, Path, description = "The provider's session id"), TenantParam),
     security(("api_key" = [])),
-    responses((status = 200, body = SessionView), BadRequest, Unauthorized, Forbidden, NotFound, crate::http::responses::ServerError)
+    responses((status = 200, body = SessionView), BadRequest, Unauthorized, Forbidden, NotFound, TooManyRequests, crate::http::responses::ServerError)
 )]
 pub async fn get(
     State(st): State<Arc<AppState>>,

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use super::extract::{ApiJson, ApiQuery, Caller};
-use super::responses::{BadRequest, Forbidden, NotFound, Unauthorized, Unavailable};
+use super::responses::{BadRequest, Forbidden, NotFound, TooManyRequests, Unauthorized, Unavailable};
 use super::sessions::TenantParam;
 use crate::error::ApiError;
 use crate::events::{OwnEvent, SubjectUpdated};
@@ -41,7 +41,7 @@ impl From<SubjectRecord> for SubjectView {
     tag = "subjects",
     params(("id" = String, Path, description = "Your user id (Didit `vendor_data`)"), TenantParam),
     security(("api_key" = [])),
-    responses((status = 200, body = SubjectView), BadRequest, Unauthorized, Forbidden, NotFound, crate::http::responses::ServerError)
+    responses((status = 200, body = SubjectView), BadRequest, Unauthorized, Forbidden, NotFound, TooManyRequests, crate::http::responses::ServerError)
 )]
 pub async fn get(
     State(st): State<Arc<AppState>>,
@@ -68,7 +68,7 @@ pub async fn get(
     params(("id" = String, Path, description = "Your user id (Didit `vendor_data`)"), TenantParam),
     request_body(content = Object, description = "Attributes: names of letters, digits and `_`; any JSON values"),
     security(("api_key" = [])),
-    responses((status = 200, body = SubjectView), BadRequest, Unauthorized, Forbidden, Unavailable, crate::http::responses::ServerError)
+    responses((status = 200, body = SubjectView), BadRequest, Unauthorized, Forbidden, Unavailable, TooManyRequests, crate::http::responses::ServerError)
 )]
 pub async fn put(
     State(st): State<Arc<AppState>>,

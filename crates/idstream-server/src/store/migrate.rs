@@ -269,12 +269,13 @@ const STORE_TABLES: &[&str] =
 
 /// The embedded store (`state.db`): state, consumer checkpoints, and the outbox of log entries
 /// committed with the state (appended to the log right after, again on restart if need be).
-pub const STATE: &[Migration] = &[Migration {
-    version: 1,
-    description: "sessions, decisions, reviews, blocklist, identities, subjects, rulesets; checkpoints; outbox",
-    code: None,
-    sql: concat!(
-        "
+pub const STATE: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "sessions, decisions, reviews, blocklist, identities, subjects, rulesets; checkpoints; outbox",
+        code: None,
+        sql: concat!(
+            "
 CREATE TABLE IF NOT EXISTS checkpoints (
     consumer   TEXT PRIMARY KEY,
     offset     INTEGER NOT NULL,
@@ -292,9 +293,16 @@ CREATE TABLE IF NOT EXISTS outbox (
     created_at    INTEGER NOT NULL
 );
 ",
-        store_tables_v1!()
-    ),
-}];
+            store_tables_v1!()
+        ),
+    },
+    Migration {
+        version: 2,
+        description: "access: API keys, users, login sessions, idempotent answers",
+        sql: super::access::SQLITE_SCHEMA,
+        code: None,
+    },
+];
 
 /// Version 1 of `events.db`: the log and the store in one file.
 const V1: &str = concat!(

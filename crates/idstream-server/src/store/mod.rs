@@ -15,6 +15,9 @@
 //! Blocklisted and observed identity values are only ever stored as keyed hashes
 //! (`decide::normalize`); nothing here sees them in clear text.
 
+pub mod access;
+mod access_pg;
+mod access_sqlite;
 pub mod migrate;
 pub mod pg;
 pub mod postgres;
@@ -39,6 +42,8 @@ pub struct Txn {
 /// A state change.
 #[derive(Debug, Clone)]
 pub enum Op {
+    /// API keys, users, login sessions, idempotent answers.
+    Access(access::AccessOp),
     SetCheckpoint {
         consumer: String,
         offset: u64,
@@ -93,10 +98,13 @@ pub enum Op {
 impl Op {
     /// Whether the op checks a condition that can make its txn fail without an I/O error.
     pub fn is_conditional(&self) -> bool {
-        matches!(
-            self,
-            Op::ClaimReview { .. } | Op::ResolveReview { .. } | Op::RemoveBlock { .. } | Op::ActivateRuleset { .. }
-        )
+        match self {
+            Op::Access(a) => a.is_conditional(),
+            op => matches!(
+                op,
+                Op::ClaimReview { .. } | Op::ResolveReview { .. } | Op::RemoveBlock { .. } | Op::ActivateRuleset { .. }
+            ),
+        }
     }
 }
 
@@ -305,6 +313,18 @@ pub trait Store: Send + Sync + 'static {
     /// A consumer's stored position (the last offset it finished), as `Op::SetCheckpoint`
     /// committed it with the consumer's effects.
     async fn checkpoint(&self, consumer: &str) -> Result<Option<u64>, StoreError>;
+
+    // Access: API keys, users, login sessions, idempotent answers (`access.rs`).
+    async fn api_key_by_hash(&self, sha256: &str) -> Result<Option<access::ApiKeyRecord>, StoreError>;
+    /// Every key (of one tenant, unless `None`), newest first.
+    async fn api_keys(&self, tenant: Option<&str>) -> Result<Vec<access::ApiKeyRecord>, StoreError>;
+    async fn user(&self, id: &str) -> Result<Option<access::UserRecord>, StoreError>;
+    async fn user_by_name(&self, username: &str) -> Result<Option<access::UserRecord>, StoreError>;
+    async fn user_by_oidc_subject(&self, subject: &str) -> Result<Option<access::UserRecord>, StoreError>;
+    /// Every user (of one tenant, unless `None`), by username.
+    async fn users(&self, tenant: Option<&str>) -> Result<Vec<access::UserRecord>, StoreError>;
+    async fn auth_session(&self, id_sha256: &str) -> Result<Option<access::AuthSessionRecord>, StoreError>;
+    async fn idempotent(&self, scope: &str, key: &str) -> Result<Option<access::IdempotencyRecord>, StoreError>;
     /// The enrichment lookups of a batch of decisions, in one read (one snapshot).
     async fn lookup(&self, reqs: Vec<LookupRequest>) -> Result<Vec<LookupResult>, StoreError>;
     async fn decision(&self, id: &str) -> Result<Option<DecisionRecord>, StoreError>;

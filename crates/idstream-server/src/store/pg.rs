@@ -155,6 +155,12 @@ CREATE TABLE outbox (
 );
 "#,
     },
+    Migration {
+        version: 4,
+        description: "access: API keys, users, login sessions, idempotent answers",
+        sql: super::access::POSTGRES_SCHEMA,
+        code: None,
+    },
 ];
 
 /// A pool of connections to `url` (`postgres://user@host:port/db`); checks one connection so

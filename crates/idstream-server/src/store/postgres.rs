@@ -222,8 +222,9 @@ async fn apply_txn(tx: &Transaction<'_>, ops: &[Op], entries: &[NewEntry]) -> Pg
         if matches!(op, Op::SetCheckpoint { .. }) {
             continue;
         }
-        if op.is_conditional() {
-            // A condition reads the state the ops before it left.
+        if op.is_conditional() || matches!(op, Op::Access(_)) {
+            // A condition reads the state the ops before it left. (Access ops are rare: applied
+            // one by one.)
             pipe.flush().await?;
             if let Err(e) = apply_conditional(tx, op).await? {
                 return Ok(Err(e));
@@ -422,6 +423,7 @@ async fn send_op<'a>(tx: &'a Transaction<'_>, pipe: &mut Pipeline<'a>, op: &'a O
             }));
         }
         Op::SetCheckpoint { .. }
+        | Op::Access(_)
         | Op::ClaimReview { .. }
         | Op::ResolveReview { .. }
         | Op::ActivateRuleset { .. }
@@ -434,6 +436,7 @@ async fn send_op<'a>(tx: &'a Transaction<'_>, pipe: &mut Pipeline<'a>, op: &'a O
 /// the commit, so of two nodes claiming one case, the second waits and then sees the claim.
 async fn apply_conditional(tx: &Transaction<'_>, op: &Op) -> PgResult<Result<(), TxnError>> {
     match op {
+        Op::Access(a) => return super::access_pg::apply(tx, a).await,
         Op::ClaimReview { tenant, id, actor, now_us } => {
             let Some(state) = review_state(tx, tenant, id).await? else {
                 return Ok(Err(review_conflict(id, None)));
@@ -813,6 +816,39 @@ impl Store for PgStore {
 
     async fn close(&self) {
         // Every commit is awaited by its caller; connections close with the pool.
+    }
+
+    async fn api_key_by_hash(&self, sha256: &str) -> Result<Option<access::ApiKeyRecord>, StoreError> {
+        let rows = self.query(super::access_pg::KEY_BY_HASH, &[&sha256]).await?;
+        first(rows, super::access_pg::row_key)
+    }
+
+    async fn api_keys(&self, tenant: Option<&str>) -> Result<Vec<access::ApiKeyRecord>, StoreError> {
+        all(self.query(super::access_pg::KEYS, &[&tenant]).await?, super::access_pg::row_key)
+    }
+
+    async fn user(&self, id: &str) -> Result<Option<access::UserRecord>, StoreError> {
+        first(self.query(super::access_pg::USER_BY_ID, &[&id]).await?, super::access_pg::row_user)
+    }
+
+    async fn user_by_name(&self, username: &str) -> Result<Option<access::UserRecord>, StoreError> {
+        first(self.query(super::access_pg::USER_BY_NAME, &[&username]).await?, super::access_pg::row_user)
+    }
+
+    async fn user_by_oidc_subject(&self, subject: &str) -> Result<Option<access::UserRecord>, StoreError> {
+        first(self.query(super::access_pg::USER_BY_OIDC, &[&subject]).await?, super::access_pg::row_user)
+    }
+
+    async fn users(&self, tenant: Option<&str>) -> Result<Vec<access::UserRecord>, StoreError> {
+        all(self.query(super::access_pg::USERS, &[&tenant]).await?, super::access_pg::row_user)
+    }
+
+    async fn auth_session(&self, id_sha256: &str) -> Result<Option<access::AuthSessionRecord>, StoreError> {
+        first(self.query(super::access_pg::SESSION, &[&id_sha256]).await?, super::access_pg::row_session)
+    }
+
+    async fn idempotent(&self, scope: &str, key: &str) -> Result<Option<access::IdempotencyRecord>, StoreError> {
+        first(self.query(super::access_pg::IDEMPOTENT, &[&scope, &key]).await?, super::access_pg::row_idempotent)
     }
 
     async fn checkpoint(&self, consumer: &str) -> Result<Option<u64>, StoreError> {

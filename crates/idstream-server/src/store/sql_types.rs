@@ -6,7 +6,7 @@ use std::error::Error;
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use tokio_postgres::types::{self as pg, IsNull, Type};
 
-use crate::domain::{BlocklistKind, Outcome, ReviewStatus, SessionState};
+use crate::domain::{BlocklistKind, Outcome, ReviewStatus, Role, SessionState};
 
 macro_rules! sql_text_enum {
     ($($t:ty),* $(,)?) => {$(
@@ -49,7 +49,7 @@ fn unknown(what: &str, s: &str) -> Box<dyn Error + Sync + Send> {
     format!("stored {what} `{s}` is not one this version knows").into()
 }
 
-sql_text_enum!(ReviewStatus, SessionState, BlocklistKind);
+sql_text_enum!(ReviewStatus, SessionState, BlocklistKind, Role);
 
 /// A stored outcome (`Outcome` belongs to the rules crate, so it is read through this wrapper).
 pub struct OutcomeCol(pub Outcome);

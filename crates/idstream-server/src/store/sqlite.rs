@@ -302,6 +302,7 @@ fn json_text<T: serde::Serialize>(v: &T) -> String {
 /// batch rolls back); the inner one is the op's condition not holding (this txn rolls back).
 pub(crate) fn apply(tx: &Transaction<'_>, op: &Op) -> rusqlite::Result<Result<(), TxnError>> {
     match op {
+        Op::Access(a) => return super::access_sqlite::apply(tx, a),
         Op::SetCheckpoint { consumer, offset } => {
             tx.prepare_cached(
                 "INSERT INTO checkpoints (consumer, offset, updated_at) VALUES (?1, ?2, ?3)
@@ -600,6 +601,46 @@ impl Store for SqliteStore {
             let _ = rx.await;
         }
         self.threads.join().await;
+    }
+
+    async fn api_key_by_hash(&self, sha256: &str) -> Result<Option<access::ApiKeyRecord>, StoreError> {
+        let sha256 = sha256.to_owned();
+        self.read(move |c| super::access_sqlite::api_key_by_hash(c, &sha256)).await
+    }
+
+    async fn api_keys(&self, tenant: Option<&str>) -> Result<Vec<access::ApiKeyRecord>, StoreError> {
+        let tenant = tenant.map(str::to_owned);
+        self.read(move |c| super::access_sqlite::api_keys(c, tenant.as_deref())).await
+    }
+
+    async fn user(&self, id: &str) -> Result<Option<access::UserRecord>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |c| super::access_sqlite::user_where(c, "id", &id)).await
+    }
+
+    async fn user_by_name(&self, username: &str) -> Result<Option<access::UserRecord>, StoreError> {
+        let name = username.to_owned();
+        self.read(move |c| super::access_sqlite::user_where(c, "username", &name)).await
+    }
+
+    async fn user_by_oidc_subject(&self, subject: &str) -> Result<Option<access::UserRecord>, StoreError> {
+        let subject = subject.to_owned();
+        self.read(move |c| super::access_sqlite::user_where(c, "oidc_subject", &subject)).await
+    }
+
+    async fn users(&self, tenant: Option<&str>) -> Result<Vec<access::UserRecord>, StoreError> {
+        let tenant = tenant.map(str::to_owned);
+        self.read(move |c| super::access_sqlite::users(c, tenant.as_deref())).await
+    }
+
+    async fn auth_session(&self, id_sha256: &str) -> Result<Option<access::AuthSessionRecord>, StoreError> {
+        let id = id_sha256.to_owned();
+        self.read(move |c| super::access_sqlite::auth_session(c, &id)).await
+    }
+
+    async fn idempotent(&self, scope: &str, key: &str) -> Result<Option<access::IdempotencyRecord>, StoreError> {
+        let (scope, key) = (scope.to_owned(), key.to_owned());
+        self.read(move |c| super::access_sqlite::idempotent(c, &scope, &key)).await
     }
 
     async fn checkpoint(&self, consumer: &str) -> Result<Option<u64>, StoreError> {

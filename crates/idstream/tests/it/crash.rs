@@ -61,7 +61,7 @@ fn write_config(dir: &std::path::Path) -> std::path::PathBuf {
     let toml = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{}",
         dir.join("data").display(),
-        base_config(&[SECRET_NEW], "")
+        base_config(&[SECRET_NEW], "[rate_limits]\nenabled = false\n")
     );
     std::fs::write(&config, toml).unwrap();
     config
