@@ -168,6 +168,15 @@ impl Role {
     }
 }
 
+impl std::str::FromStr for Role {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Role, String> {
+        Role::parse(s)
+            .ok_or_else(|| format!("unknown role `{s}`: one of viewer, analyst, policy_admin, admin, auditor, service"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

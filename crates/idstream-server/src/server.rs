@@ -57,6 +57,7 @@ pub async fn serve(
         .into_iter()
         .map(|task| tokio::spawn(task(tailer_stop.clone())))
         .collect();
+    let pruner = tokio::spawn(prune_access(state.clone(), tailer_stop.clone()));
     let decider = state.decisions_enabled.then(|| {
         let st = state.clone();
         let make = move || st.decider();
@@ -97,8 +98,26 @@ pub async fn serve(
     for task in upkeep {
         let _ = task.await;
     }
+    let _ = pruner.await;
     state.stream.drain(grace).await;
     state.store.close().await;
     state.log.close().await;
     result
+}
+
+/// Every ten minutes: login sessions past their end and idempotency records older than twice
+/// their promised 24 h are removed (every node does it; the deletes are idempotent).
+async fn prune_access(state: Arc<AppState>, stop: CancellationToken) {
+    use crate::store::{access::AccessOp, Op, Txn};
+    loop {
+        let now = crate::util::now_us();
+        let op = AccessOp::PruneAccess { before_us: now - 2 * crate::http::idempotency::KEEP_US, now_us: now };
+        if let Err(e) = state.store.commit(Txn { entries: Vec::new(), ops: vec![Op::Access(op)] }).await {
+            tracing::warn!(error = %e, "could not prune expired login sessions and idempotency records");
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(600)) => {}
+        }
+    }
 }

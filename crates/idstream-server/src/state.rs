@@ -56,6 +56,9 @@ pub struct AppState {
     pub secure_cookies: bool,
     /// When this node last recorded each run-time key's use (at most once a minute).
     pub key_last_touch: Mutex<HashMap<String, i64>>,
+    /// `[auth.oidc]`, and the issuer's metadata once fetched.
+    pub oidc: Option<crate::config::OidcConfig>,
+    pub oidc_cache: crate::http::oidc::OidcCache,
 }
 
 impl AppState {
@@ -114,6 +117,8 @@ impl AppState {
             },
             secure_cookies: cfg.auth.secure_cookies,
             key_last_touch: Mutex::new(HashMap::new()),
+            oidc: cfg.auth.oidc.clone(),
+            oidc_cache: Default::default(),
         }
     }
 

@@ -2,6 +2,7 @@
 //! (`simulate`, `bench`, `watch`) from `idstream-tools`, and the small CLI verbs (`apikey`,
 //! `token`, `rules`, `backtest`, `schema`).
 
+mod access_cli;
 mod backtest;
 
 use std::path::{Path, PathBuf};
@@ -47,10 +48,19 @@ enum Command {
     Simulate(idstream_tools::simulate::SimulateArgs),
     /// Load harness behind BENCHMARKS.md.
     Bench(idstream_tools::bench::BenchArgs),
-    /// Manage read-API keys.
+    /// API keys: config snippets (`new`), or keys made on a running server (`create`, `list`,
+    /// `revoke`).
     Apikey {
         #[command(subcommand)]
-        command: ApikeyCommand,
+        command: access_cli::ApikeyCommand,
+    },
+    /// User accounts for people (written to the configured store; with the embedded backend,
+    /// while `serve` is stopped — or use the API).
+    User {
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: access_cli::UserCommand,
     },
     /// Print the compiled-in default configuration (commented).
     DefaultConfig,
@@ -77,6 +87,8 @@ enum Command {
 enum SchemaKind {
     Openapi,
     Events,
+    /// The role × endpoint matrix (Markdown, as in README "Access").
+    Access,
 }
 
 #[derive(Subcommand)]
@@ -168,20 +180,6 @@ fn mint_token(a: TokenArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[derive(Subcommand)]
-enum ApikeyCommand {
-    /// Generate a new key and print it with the config snippet holding its hash.
-    New {
-        /// Tenant the key may read (`*` for all).
-        #[arg(long)]
-        tenant: String,
-        #[arg(long, default_value = "default")]
-        name: String,
-    },
-    /// Print the SHA-256 of an existing key (read from stdin).
-    Hash,
-}
-
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("IDSTREAM_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -255,13 +253,48 @@ fn sandbox_mode(cfg: &mut Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// In sandbox mode, a first `admin` user for the dashboard, its generated password written to
+/// a file beside the sandbox secret (never to the log). Made once: a data directory that has
+/// users keeps them.
+async fn sandbox_admin(cfg: &Config, state: &AppState) -> anyhow::Result<()> {
+    if !state.store.users(None).await?.is_empty() {
+        return Ok(());
+    }
+    let path = cfg.server.data_dir.join("sandbox.admin-password");
+    let password = idstream_server::access::random_token(18);
+    idstream_server::util::create_private_file(&path, password.as_bytes())
+        .with_context(|| format!("creating {}", path.display()))?;
+    let role = idstream_server::domain::Role::Admin;
+    idstream_server::access::users::create_user(
+        state.store.as_ref(),
+        "sandbox",
+        "admin",
+        role,
+        Some(password),
+        None,
+        "sandbox",
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("creating the sandbox admin: {e}"))?;
+    tracing::warn!(
+        password_file = %path.display(),
+        "sandbox mode: log in as `admin` with the password in {} (change it: `idstream user passwd admin`)",
+        path.display()
+    );
+    Ok(())
+}
+
 async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
     let mut cfg = Config::load(config.as_deref())?;
     init_tracing(cfg.server.log_format);
-    if cfg.sources.is_empty() {
+    let sandbox = cfg.sources.is_empty();
+    if sandbox {
         sandbox_mode(&mut cfg)?;
     }
     let state = Arc::new(AppState::open(&cfg).await?);
+    if sandbox {
+        sandbox_admin(&cfg, &state).await?;
+    }
     let listener = tokio::net::TcpListener::bind(cfg.server.listen)
         .await
         .with_context(|| format!("binding {} (server.listen)", cfg.server.listen))?;
@@ -335,24 +368,8 @@ fn run() -> anyhow::Result<()> {
         Command::Migrate { config } => rt.block_on(migrate(config)),
         Command::Simulate(args) => rt.block_on(idstream_tools::simulate::run(args)),
         Command::Bench(args) => rt.block_on(idstream_tools::bench::run(args)),
-        Command::Apikey { command } => {
-            match command {
-                ApikeyCommand::New { tenant, name } => {
-                    let key = format!("ids_{}", random_token(24));
-                    println!("API key (shown once; give it to the client):\n  {key}\n");
-                    println!(
-                        "Add to the config:\n[[api_keys]]\nname = \"{name}\"\ntenant = \"{tenant}\"\nsha256 = \"{}\"",
-                        hash_api_key(&key)
-                    );
-                }
-                ApikeyCommand::Hash => {
-                    let mut key = String::new();
-                    std::io::stdin().read_line(&mut key)?;
-                    println!("{}", hash_api_key(key.trim()));
-                }
-            }
-            Ok(())
-        }
+        Command::Apikey { command } => rt.block_on(access_cli::apikey(command)),
+        Command::User { config, command } => rt.block_on(access_cli::user(config, command)),
         Command::Token(args) => mint_token(args),
         Command::Watch(args) => rt.block_on(idstream_tools::watch::run(args)),
         Command::Rules { command } => rules(command),
@@ -361,6 +378,10 @@ fn run() -> anyhow::Result<()> {
             let doc = match which {
                 SchemaKind::Openapi => serde_json::to_value(idstream_server::http::openapi())?,
                 SchemaKind::Events => idstream_server::events::json_schema(),
+                SchemaKind::Access => {
+                    print!("{}", idstream_server::http::authz::matrix_markdown());
+                    return Ok(());
+                }
             };
             println!("{}", serde_json::to_string_pretty(&doc)?);
             Ok(())

@@ -154,6 +154,8 @@ pub async fn update_user(
 }
 
 /// How a login attempt ended.
+// Made once per login attempt and moved once: boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Login {
     /// A new session: the cookie value (shown once) and its record.
     Ok { cookie: String, session: AuthSessionRecord, user: UserRecord },

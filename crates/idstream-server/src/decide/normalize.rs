@@ -67,6 +67,12 @@ impl HashKey {
         }
     }
 
+    /// A MAC of `data` for `purpose` (e.g. `oidc-state`), under the installation key: every node
+    /// of an installation computes the same one. Purposes never equal a blocklist kind.
+    pub fn sign(&self, purpose: &str, data: &str) -> String {
+        self.hash(purpose, data)
+    }
+
     fn hash(&self, kind: &str, normal: &str) -> String {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length");
         mac.update(kind.as_bytes());

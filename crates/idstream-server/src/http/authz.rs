@@ -259,7 +259,15 @@ pub async fn key_identity(st: &AppState, token: &str) -> Result<Option<Identity>
         return Ok(None);
     }
     touch_key(st, &k.id);
-    Ok(Some(Identity { kind: IdentityKind::Key, id: k.id, name: k.name, tenant: k.tenant, role: k.role }))
+    // Recorded as `key:<name>`: run-time key names are chosen by admins, so the prefix keeps
+    // them apart from config keys and users.
+    Ok(Some(Identity {
+        kind: IdentityKind::Key,
+        id: k.id,
+        name: format!("key:{}", k.name),
+        tenant: k.tenant,
+        role: k.role,
+    }))
 }
 
 /// Records a key's use, at most once a minute per key and node (not a write per request).
@@ -312,12 +320,19 @@ async fn session_caller(st: &AppState, cookie: &str, headers: &HeaderMap, method
             ));
         }
     }
-    if now - session.last_seen_at_us > 60_000_000 {
+    // Activity is recorded at most once a minute (or a quarter of the idle timeout, if shorter),
+    // not on every request.
+    if now - session.last_seen_at_us > (st.login_policy.idle_us / 4).min(60_000_000) {
         let op = Op::Access(AccessOp::TouchAuthSession { id_sha256: session.id_sha256.clone(), now_us: now });
         let _ = st.store.commit(Txn { entries: Vec::new(), ops: vec![op] }).await;
     }
-    let identity =
-        Identity { kind: IdentityKind::User, id: user.id, name: user.username, tenant: user.tenant, role: user.role };
+    let identity = Identity {
+        kind: IdentityKind::User,
+        id: user.id,
+        name: format!("user:{}", user.username),
+        tenant: user.tenant,
+        role: user.role,
+    };
     Ok(Caller::from_identity(identity, Some(session)))
 }
 

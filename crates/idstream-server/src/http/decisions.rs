@@ -8,7 +8,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::extract::Caller;
-use super::responses::{Forbidden, NotFound, TooManyRequests, Unauthorized};
+use super::responses::{NotFound, TooManyRequests, Unauthorized};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::DecisionRecord;
@@ -37,7 +37,7 @@ impl From<DecisionRecord> for DecisionView {
     tag = "decisions",
     params(("id" = String, Path, description = "The decision's id")),
     security(("api_key" = [])),
-    responses((status = 200, body = DecisionView), Unauthorized, NotFound, Forbidden, TooManyRequests, crate::http::responses::ServerError)
+    responses((status = 200, body = DecisionView), Unauthorized, NotFound, TooManyRequests, crate::http::responses::ServerError)
 )]
 pub async fn get(
     State(st): State<Arc<AppState>>,

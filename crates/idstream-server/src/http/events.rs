@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{ApiQuery, Caller};
-use super::responses::{BadRequest, Forbidden, NotFound, TooManyRequests, Unauthorized};
+use super::responses::{BadRequest, NotFound, TooManyRequests, Unauthorized};
 use crate::error::{ApiError, ErrorBody};
 use crate::events::{EventView, Shown};
 use crate::log::{LogEntry, ReadFilter};
@@ -59,7 +59,7 @@ pub struct EventPage {
         BadRequest,
         Unauthorized,
         (status = 410, body = ErrorBody, description = "`after` was removed by log retention (`offset_expired`)"),
-        Forbidden, TooManyRequests, crate::http::responses::ServerError
+        TooManyRequests, crate::http::responses::ServerError
     )
 )]
 pub async fn list(
@@ -104,7 +104,7 @@ async fn visible_entry(st: &AppState, caller: &Caller, id: &str) -> Result<LogEn
     tag = "events",
     params(("id" = String, Path, description = "The event's id")),
     security(("api_key" = [])),
-    responses((status = 200, body = EventView), Unauthorized, NotFound, Forbidden, TooManyRequests, crate::http::responses::ServerError)
+    responses((status = 200, body = EventView), Unauthorized, NotFound, TooManyRequests, crate::http::responses::ServerError)
 )]
 pub async fn get(
     State(st): State<Arc<AppState>>,
@@ -126,7 +126,7 @@ pub async fn get(
         (status = 200, description = "The body exactly as the provider sent it", content_type = "application/json", body = Object),
         Unauthorized,
         (status = 404, body = ErrorBody, description = "No such event (`event_not_found`), or it did not come from a webhook (`no_body`)"),
-        Forbidden, TooManyRequests, crate::http::responses::ServerError
+        TooManyRequests, crate::http::responses::ServerError
     )
 )]
 pub async fn body(

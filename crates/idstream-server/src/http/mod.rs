@@ -14,6 +14,7 @@ pub mod extract;
 pub mod idempotency;
 pub mod keys;
 pub mod limits;
+pub mod oidc;
 pub mod reviews;
 pub mod rulesets;
 pub mod sessions;
@@ -29,7 +30,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::Router;
 use tracing::Instrument as _;
-use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
 use utoipa::{IntoResponses, Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -89,6 +90,19 @@ impl Modify for Security {
                 "A login session (POST /v1/auth/login); calls that change something also send its CSRF token as `X-CSRF-Token`",
             ))),
         );
+        // Every call an API key may make, a login session may make too.
+        for item in api.paths.paths.values_mut() {
+            for op in
+                [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch].into_iter().flatten()
+            {
+                let Some(security) = op.security.as_mut() else { continue };
+                let text = serde_json::to_string(&*security).unwrap_or_default();
+                if text.contains("\"api_key\"") && !text.contains("\"session\"") {
+                    security.push(SecurityRequirement::new("session", Vec::<String>::new()));
+                }
+            }
+        }
+        let components = api.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "stream_token",
             SecurityScheme::Http(
@@ -205,6 +219,8 @@ pub fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(users::login))
         .routes(routes!(users::logout))
         .routes(routes!(users::me))
+        .routes(routes!(oidc::login))
+        .routes(routes!(oidc::callback))
         .routes(routes!(crate::stream::ws::handler))
         .routes(routes!(crate::stream::sse::handler))
         .routes(routes!(system::healthz))

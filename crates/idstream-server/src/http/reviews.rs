@@ -85,7 +85,7 @@ pub struct ListParams {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimBody {
-    /// The analyst the claim is for (default: the API key's name).
+    /// Deprecated: the analyst is the authenticated caller; any other name is refused (400).
     #[serde(default)]
     pub analyst: Option<String>,
 }
@@ -105,18 +105,26 @@ pub struct ResolveBody {
     /// Up to 10,000 bytes.
     #[serde(default)]
     pub note: String,
-    /// The analyst resolving (default: the API key's name); must hold the claim.
+    /// Deprecated: the analyst is the authenticated caller (who must hold the claim); any other
+    /// name is refused (400).
     #[serde(default)]
     pub analyst: Option<String>,
 }
 
+/// The actor of a review action is the authenticated caller. A body may still name the analyst
+/// (older clients did), but only the caller itself: naming anyone else is refused, never recorded.
 fn actor(caller: &Caller, analyst: Option<String>) -> Result<String, ApiError> {
     match analyst {
-        Some(a) if a.trim().is_empty() || a.len() > 200 => {
-            Err(ApiError::bad_request("invalid_body", "`analyst` must be a non-empty name of at most 200 bytes"))
+        Some(a) if a.trim() != caller.name && a.trim() != caller.name.split_once(':').map_or("", |(_, n)| n) => {
+            Err(ApiError::bad_request(
+                "analyst_mismatch",
+                format!(
+                    "`analyst` must be the caller ({}) or left out: the actor is the authenticated identity",
+                    caller.name
+                ),
+            ))
         }
-        Some(a) => Ok(a.trim().to_owned()),
-        None => Ok(caller.name.clone()),
+        _ => Ok(caller.name.clone()),
     }
 }
 

@@ -47,10 +47,6 @@ async fn session(srv: &TestServer, id: &str) -> Value {
     v
 }
 
-fn json_body(v: Value) -> Option<Vec<u8>> {
-    Some(serde_json::to_vec(&v).unwrap())
-}
-
 async fn simulated_personas_get_the_expected_outcomes(backend: String) {
     use idstream_tools::simulate::{simulate, SimulateArgs};
     let srv = TestServer::start_with(&base_config(&[SECRET_NEW, SECRET_OLD], &backend)).await;
@@ -209,7 +205,8 @@ async fn blocklisted_values_decline_and_are_never_stored_in_clear(backend: Strin
 }
 
 async fn reviews_are_claimed_by_exactly_one_analyst_and_resolved(backend: String) {
-    let srv = TestServer::start_with(&base_config(&[SECRET_NEW, SECRET_OLD], &backend)).await;
+    let analysts: String = (0..10).map(|i| role_key(&format!("analyst-{i}"), "acme", "analyst")).collect();
+    let srv = TestServer::start_with(&base_config(&[SECRET_NEW, SECRET_OLD], &format!("{backend}{analysts}"))).await;
     let aml = |v: &mut Value| v["decision"]["aml_screenings"][0]["total_hits"] = 2.into();
     send(&srv, &kyc_body("e-r1", "s-r1", "rev1", "In Review", aml)).await;
     srv.decided().await;
@@ -224,41 +221,48 @@ async fn reviews_are_claimed_by_exactly_one_analyst_and_resolved(backend: String
     let (s, _) = srv.call("POST", &format!("/v1/reviews/{id}/claim"), Some(KEY_BETA), None).await;
     assert_eq!(s, 404);
 
-    // Ten analysts claim at once: exactly one wins, the others are told who holds it.
-    let claims =
-        futures_util::future::join_all((0..10).map(|i| {
-            let path = format!("/v1/reviews/{id}/claim");
-            let srv = &srv;
-            async move {
-                srv.call("POST", &path, Some(KEY_ACME), json_body(json!({"analyst": format!("analyst-{i}")}))).await
-            }
-        }))
-        .await;
+    // Ten analysts (each with their own key) claim at once: exactly one wins, the others are
+    // told who holds it.
+    let claims = futures_util::future::join_all((0..10).map(|i| {
+        let path = format!("/v1/reviews/{id}/claim");
+        let srv = &srv;
+        async move { srv.call("POST", &path, Some(&format!("key-analyst-{i}")), None).await }
+    }))
+    .await;
     let winners: Vec<&Value> = claims.iter().filter(|(s, _)| *s == 200).map(|(_, v)| v).collect();
     assert_eq!(winners.len(), 1, "{claims:?}");
     let winner = winners[0]["claimed_by"].as_str().unwrap().to_owned();
+    let winner_key = format!("key-{winner}");
+    let other_key = if winner == "analyst-0" { "key-analyst-1" } else { "key-analyst-0" };
     for (s, v) in claims.iter().filter(|(s, _)| *s != 200) {
         assert_eq!(*s, 409, "{v}");
         assert!(v["message"].as_str().unwrap().contains(&winner), "{v}");
     }
-    // Only the claimant resolves; bad outcomes are refused.
+    // Only the claimant resolves; bad outcomes are refused; a body naming someone else as the
+    // analyst is refused rather than recorded.
     let path = format!("/v1/reviews/{id}/resolve");
-    let (s, v) =
-        srv.call("POST", &path, Some(KEY_ACME), json_body(json!({"outcome": "approve", "analyst": "intruder"}))).await;
+    let (s, v) = srv.call("POST", &path, Some(other_key), json_body(json!({"outcome": "approve"}))).await;
     assert_eq!(s, 409, "{v}");
-    let (s, v) =
-        srv.call("POST", &path, Some(KEY_ACME), json_body(json!({"outcome": "maybe", "analyst": winner}))).await;
+    let (s, v) = srv
+        .call("POST", &path, Some(&winner_key), json_body(json!({"outcome": "approve", "analyst": "someone-else"})))
+        .await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("analyst_mismatch")), "{v}");
+    let (s, v) = srv.call("POST", &path, Some(&winner_key), json_body(json!({"outcome": "maybe"}))).await;
     assert_eq!((s, v["error"].as_str()), (400, Some("invalid_body")), "{v}");
     let note = "sanctions hit is a namesake; DOB differs";
     let (s, v) = srv
-        .call("POST", &path, Some(KEY_ACME), json_body(json!({"outcome": "approve", "note": note, "analyst": winner})))
+        .call(
+            "POST",
+            &path,
+            Some(&winner_key),
+            json_body(json!({"outcome": "approve", "note": note, "analyst": winner})),
+        )
         .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["review"]["status"], "resolved");
     assert_eq!(v["review"]["resolved_by"], winner.as_str());
     assert_eq!(v["decision"]["decided_by"], format!("review:{winner}"));
-    let (s, _) =
-        srv.call("POST", &path, Some(KEY_ACME), json_body(json!({"outcome": "decline", "analyst": winner}))).await;
+    let (s, _) = srv.call("POST", &path, Some(&winner_key), json_body(json!({"outcome": "decline"}))).await;
     assert_eq!(s, 409, "a resolved case stays resolved");
 
     let sess = session(&srv, "s-r1").await;

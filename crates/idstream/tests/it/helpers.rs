@@ -59,6 +59,19 @@ sha256 = "{}"
     )
 }
 
+/// A JSON request body for [`TestServer::call`].
+pub fn json_body(v: Value) -> Option<Vec<u8>> {
+    Some(serde_json::to_vec(&v).unwrap())
+}
+
+/// Config for one more API key: `key-<name>`, acting for `tenant` with `role`.
+pub fn role_key(name: &str, tenant: &str, role: &str) -> String {
+    format!(
+        "\n[[api_keys]]\nname = \"{name}\"\ntenant = \"{tenant}\"\nrole = \"{role}\"\nsha256 = \"{}\"\n",
+        hash_api_key(&format!("key-{name}"))
+    )
+}
+
 pub struct TestServer {
     pub base: String,
     pub state: Arc<AppState>,

@@ -1,6 +1,7 @@
 //! One integration-test binary: real servers on 127.0.0.1:0, each with its own data
 //! directory, driven over real HTTP.
 
+mod access;
 mod api;
 mod backends;
 mod crash;

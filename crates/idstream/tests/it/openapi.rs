@@ -13,7 +13,7 @@ use crate::helpers::*;
 const JWT_SECRET: &str = "openapi-test-hs256-secret-0123456789abcdef";
 
 /// The contract, and which of its answers the test has seen.
-struct Contract {
+pub(crate) struct Contract {
     doc: Value,
     seen: std::sync::Mutex<BTreeSet<(String, String, String)>>,
 }
@@ -52,7 +52,7 @@ impl Call<'_> {
 }
 
 impl Contract {
-    fn new(doc: Value) -> Contract {
+    pub(crate) fn new(doc: Value) -> Contract {
         Contract { doc, seen: Default::default() }
     }
 
@@ -71,7 +71,7 @@ impl Contract {
     }
 
     /// Checks an answer against the contract and records it.
-    fn check(&self, method: &str, template: &str, status: u16, content_type: &str, body: &[u8]) {
+    pub(crate) fn check(&self, method: &str, template: &str, status: u16, content_type: &str, body: &[u8]) {
         let (key, r) = self.response(method, template, status);
         if let Some(content) = r["content"].as_object() {
             let media = content.keys().next().expect("a documented media type").clone();
@@ -141,6 +141,11 @@ impl Contract {
                 // `5XX` (the log or store failing mid-call) is documented on every call; it is
                 // provoked once (a corrupt stored row), besides the specific 503s above.
                 for status in op["responses"].as_object().unwrap().keys().filter(|k| *k != "5XX") {
+                    // OIDC answers other than "not configured" need a real OpenID provider: they
+                    // are checked against this contract by access::oidc_login_against_a_real_provider.
+                    if path.starts_with("/v1/auth/oidc/") && status != "404" {
+                        continue;
+                    }
                     if !seen.contains(&(method.clone(), path.clone(), status.clone())) {
                         missing.push(format!("{method} {path} {status}"));
                     }
@@ -160,13 +165,25 @@ const RULESET: &str = "version_label: openapi-test\nthresholds: {review_score: 5
 
 #[tokio::test]
 async fn every_endpoint_answers_as_the_contract_says() {
-    let stream = format!("[stream]\nhs256_secrets = [\"{JWT_SECRET}\"]\n");
+    let stream = format!(
+        "[stream]\nhs256_secrets = [\"{JWT_SECRET}\"]\n{}{}{}",
+        role_key("ana", "acme", "analyst"),
+        role_key("bo", "acme", "analyst"),
+        role_key("vic", "acme", "viewer"),
+    ) + &role_key("svc", "acme", "service");
     let srv = TestServer::start_with(&base_config(&[SECRET_NEW], &stream)).await;
     // The contract the server serves is the one the code generates.
     let (s, served) = srv.get("/openapi.json", None).await;
     assert_eq!(s, 200);
     assert_eq!(served, serde_json::to_value(idstream_server::http::openapi()).unwrap());
     assert_eq!(served["openapi"], "3.1.0");
+    // Every operation of the contract has its access rule (the table README's matrix is made of).
+    for (path, ops) in served["paths"].as_object().unwrap() {
+        for method in ops.as_object().unwrap().keys() {
+            let m: axum::http::Method = method.to_ascii_uppercase().parse().unwrap();
+            assert!(idstream_server::http::authz::action_of(&m, path).is_some(), "{method} {path} has no access rule");
+        }
+    }
     let c = Contract::new(served);
     c.check("get", "/openapi.json", 200, "application/json", b"{}");
     // The validation has teeth: bodies that break the contract are caught.
@@ -369,25 +386,20 @@ async fn every_endpoint_answers_as_the_contract_says() {
     c.expect(
         &srv,
         200,
-        call("POST", t, format!("/v1/reviews/{}/claim", ids[0]), Some(KEY_ACME)).json(json!({"analyst": "ana"})),
+        call("POST", t, format!("/v1/reviews/{}/claim", ids[0]), Some("key-ana")).json(json!({"analyst": "ana"})),
     )
     .await;
     c.expect(
         &srv,
         400,
-        call("POST", t, format!("/v1/reviews/{}/claim", ids[0]), Some(KEY_ACME)).json(json!({"analyst": " "})),
+        call("POST", t, format!("/v1/reviews/{}/claim", ids[0]), Some("key-ana")).json(json!({"analyst": "bo"})),
     )
     .await;
     c.expect(&srv, 401, call("POST", t, format!("/v1/reviews/{}/claim", ids[0]), None)).await;
     c.expect(&srv, 404, call("POST", t, "/v1/reviews/nope/claim", Some(KEY_ACME))).await;
-    c.expect(
-        &srv,
-        409,
-        call("POST", t, format!("/v1/reviews/{}/claim", ids[0]), Some(KEY_ACME)).json(json!({"analyst": "bo"})),
-    )
-    .await;
+    c.expect(&srv, 409, call("POST", t, format!("/v1/reviews/{}/claim", ids[0]), Some("key-bo"))).await;
     let t = "/v1/reviews/{id}/resolve";
-    let resolve = |analyst: &str| json!({"outcome": "approve", "note": "documents fine", "analyst": analyst});
+    let resolve = |_analyst: &str| json!({"outcome": "approve", "note": "documents fine"});
     c.expect(
         &srv,
         400,
@@ -396,14 +408,17 @@ async fn every_endpoint_answers_as_the_contract_says() {
     .await;
     c.expect(&srv, 401, call("POST", t, format!("/v1/reviews/{}/resolve", ids[0]), None).json(resolve("ana"))).await;
     c.expect(&srv, 404, call("POST", t, "/v1/reviews/nope/resolve", Some(KEY_ACME)).json(resolve("ana"))).await;
-    c.expect(&srv, 409, call("POST", t, format!("/v1/reviews/{}/resolve", ids[0]), Some(KEY_ACME)).json(resolve("bo")))
+    c.expect(&srv, 409, call("POST", t, format!("/v1/reviews/{}/resolve", ids[0]), Some("key-bo")).json(resolve("bo")))
         .await;
     c.expect(
         &srv,
         200,
-        call("POST", t, format!("/v1/reviews/{}/resolve", ids[0]), Some(KEY_ACME)).json(resolve("ana")),
+        call("POST", t, format!("/v1/reviews/{}/resolve", ids[0]), Some("key-ana")).json(resolve("ana")),
     )
     .await;
+
+    // --- Access: keys, users, logins, refusals.
+    access_answers(&c, &srv).await;
 
     // --- Streams.
     let tok = idstream_server::stream::auth::mint_hs256(
@@ -524,6 +539,7 @@ async fn every_endpoint_answers_as_the_contract_says() {
     .await;
     srv.state.ready.store(false, std::sync::atomic::Ordering::Relaxed);
     c.expect(&srv, 503, call("GET", "/readyz", "/readyz", None)).await;
+    rate_limited_answers(&c).await;
     let missing = c.unseen();
     assert!(missing.is_empty(), "documented answers never exercised: {missing:#?}");
 }
@@ -559,4 +575,159 @@ async fn request_ids_are_echoed_and_internal_errors_stay_internal() {
     let text = v.to_string();
     assert!(!text.contains("closed") && !text.contains("SQLite") && !text.contains("database"), "{text}");
     assert_eq!(v["message"], "the server is shutting down; nothing was stored, retry later");
+}
+
+/// Keys, users, logins, and the refusals of roles (`403`).
+async fn access_answers(c: &Contract, srv: &TestServer) {
+    let ids: Vec<String> = {
+        let (_, v) = srv.get("/v1/reviews?status=all", Some(KEY_ACME)).await;
+        v["reviews"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_owned()).collect()
+    };
+    let review = ids.first().expect("the test made review cases").clone();
+    // Roles are enforced on every call.
+    c.expect(srv, 403, call("GET", "/v1/reviews/{id}", format!("/v1/reviews/{review}"), Some("key-svc"))).await;
+    let v = c
+        .expect(
+            srv,
+            403,
+            call("POST", "/v1/reviews/{id}/claim", format!("/v1/reviews/{review}/claim"), Some("key-vic")),
+        )
+        .await;
+    assert_eq!(v["message"], "role viewer cannot claim or resolve review cases", "{v}");
+    c.expect(
+        srv,
+        403,
+        call("POST", "/v1/reviews/{id}/resolve", format!("/v1/reviews/{review}/resolve"), Some("key-vic"))
+            .json(json!({"outcome": "approve"})),
+    )
+    .await;
+
+    // --- API keys.
+    let t = "/v1/api-keys";
+    let v = c.expect(srv, 200, call("GET", t, t, Some(KEY_ACME))).await;
+    assert!(v["keys"].as_array().unwrap().iter().any(|k| k["source"] == "config" && k["name"] == "acme"), "{v}");
+    c.expect(srv, 400, call("GET", t, "/v1/api-keys?bogus=1", Some(KEY_ACME))).await;
+    c.expect(srv, 401, call("GET", t, t, None)).await;
+    c.expect(srv, 403, call("GET", t, t, Some("key-vic"))).await;
+    let made =
+        c.expect(srv, 201, call("POST", t, t, Some(KEY_ACME)).json(json!({"name": "ci", "role": "service"}))).await;
+    let new_key = made["api_key"].as_str().unwrap().to_owned();
+    let key_id = made["id"].as_str().unwrap().to_owned();
+    c.expect(srv, 400, call("POST", t, t, Some(KEY_ACME)).json(json!({"name": "", "role": "service"}))).await;
+    c.expect(srv, 401, call("POST", t, t, None).json(json!({"name": "x", "role": "service"}))).await;
+    c.expect(srv, 403, call("POST", t, t, Some("key-vic")).json(json!({"name": "x", "role": "service"}))).await;
+    // The new key works at once; its revocation at once too.
+    let (s, _) = srv.get("/v1/events", Some(&new_key)).await;
+    assert_eq!(s, 200);
+    let t = "/v1/api-keys/{id}";
+    c.expect(srv, 401, call("DELETE", t, format!("/v1/api-keys/{key_id}"), None)).await;
+    c.expect(srv, 403, call("DELETE", t, format!("/v1/api-keys/{key_id}"), Some("key-vic"))).await;
+    c.expect(srv, 404, call("DELETE", t, "/v1/api-keys/nope", Some(KEY_ACME))).await;
+    c.expect(srv, 409, call("DELETE", t, "/v1/api-keys/config:acme", Some(KEY_ACME))).await;
+    c.expect(srv, 200, call("DELETE", t, format!("/v1/api-keys/{key_id}"), Some(KEY_ACME))).await;
+    let (s, v) = srv.get("/v1/events", Some(&new_key)).await;
+    assert_eq!((s, v["error"].as_str()), (401, Some("invalid_api_key")), "{v}");
+
+    // --- Users.
+    let t = "/v1/users";
+    let body = json!({"username": "olga", "role": "analyst", "password": "correct horse battery"});
+    let user = c.expect(srv, 201, call("POST", t, t, Some(KEY_ACME)).json(body.clone())).await;
+    let user_id = user["id"].as_str().unwrap().to_owned();
+    c.expect(srv, 409, call("POST", t, t, Some(KEY_ACME)).json(body.clone())).await;
+    c.expect(
+        srv,
+        400,
+        call("POST", t, t, Some(KEY_ACME)).json(json!({"username": "p", "role": "analyst", "password": "short"})),
+    )
+    .await;
+    c.expect(srv, 401, call("POST", t, t, None).json(body.clone())).await;
+    c.expect(srv, 403, call("POST", t, t, Some("key-vic")).json(body.clone())).await;
+    c.expect(srv, 200, call("GET", t, t, Some(KEY_ACME))).await;
+    c.expect(srv, 400, call("GET", t, "/v1/users?bogus=1", Some(KEY_ACME))).await;
+    c.expect(srv, 401, call("GET", t, t, None)).await;
+    c.expect(srv, 403, call("GET", t, t, Some("key-vic"))).await;
+    let t = "/v1/users/{id}";
+    let one = format!("/v1/users/{user_id}");
+    c.expect(srv, 200, call("GET", t, one.clone(), Some(KEY_ACME))).await;
+    c.expect(srv, 401, call("GET", t, one.clone(), None)).await;
+    c.expect(srv, 403, call("GET", t, one.clone(), Some("key-vic"))).await;
+    c.expect(srv, 404, call("GET", t, "/v1/users/nope", Some(KEY_ACME))).await;
+    c.expect(srv, 200, call("PATCH", t, one.clone(), Some(KEY_ACME)).json(json!({"role": "policy_admin"}))).await;
+    c.expect(srv, 400, call("PATCH", t, one.clone(), Some(KEY_ACME)).json(json!({}))).await;
+    c.expect(srv, 401, call("PATCH", t, one.clone(), None).json(json!({"disabled": true}))).await;
+    c.expect(srv, 403, call("PATCH", t, one.clone(), Some("key-vic")).json(json!({"disabled": true}))).await;
+    c.expect(srv, 404, call("PATCH", t, "/v1/users/nope", Some(KEY_ACME)).json(json!({"disabled": true}))).await;
+
+    // --- OIDC, not configured here.
+    c.expect(srv, 404, call("GET", "/v1/auth/oidc/login", "/v1/auth/oidc/login", None)).await;
+    c.expect(srv, 404, call("GET", "/v1/auth/oidc/callback", "/v1/auth/oidc/callback?code=a&state=b", None)).await;
+
+    // --- Logins.
+    let t = "/v1/auth/login";
+    let creds = json!({"username": "olga", "password": "correct horse battery"});
+    let session = c.expect(srv, 200, call("POST", t, t, None).json(creds.clone())).await;
+    assert_eq!(session["user"]["role"], "policy_admin", "{session}");
+    c.expect(srv, 400, call("POST", t, t, None).json(json!({"username": "olga"}))).await;
+    c.expect(srv, 401, call("POST", t, t, None).json(json!({"username": "olga", "password": "wrong password!"}))).await;
+    let (cookie, csrf) = login(srv, "olga", "correct horse battery").await;
+    let t = "/v1/auth/me";
+    let me = c.expect(srv, 200, call("GET", t, t, None).header("cookie", cookie.clone())).await;
+    assert_eq!((me["name"].as_str(), me["kind"].as_str()), (Some("user:olga"), Some("user")), "{me}");
+    c.expect(srv, 401, call("GET", t, t, None)).await;
+    let t = "/v1/auth/logout";
+    c.expect(srv, 400, call("POST", t, t, Some(KEY_ACME))).await;
+    c.expect(srv, 401, call("POST", t, t, None)).await;
+    c.expect(srv, 403, call("POST", t, t, None).header("cookie", cookie.clone())).await;
+    c.expect(srv, 200, call("POST", t, t, None).header("cookie", cookie.clone()).header("x-csrf-token", csrf)).await;
+    c.expect(srv, 401, call("GET", "/v1/auth/me", "/v1/auth/me", None).header("cookie", cookie)).await;
+    // A disabled account cannot log in.
+    srv.call("PATCH", &format!("/v1/users/{user_id}"), Some(KEY_ACME), json_body(json!({"disabled": true}))).await;
+    c.expect(srv, 403, call("POST", "/v1/auth/login", "/v1/auth/login", None).json(creds)).await;
+}
+
+/// Logs in; the session cookie (`name=value`) and its CSRF token.
+pub async fn login(srv: &TestServer, user: &str, password: &str) -> (String, String) {
+    let r = srv
+        .client
+        .post(srv.url("/v1/auth/login"))
+        .json(&json!({"username": user, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let v: Value = r.json().await.unwrap();
+    (cookie, v["csrf_token"].as_str().unwrap().to_owned())
+}
+
+/// Every limited endpoint answers `429` (with `Retry-After`) once its caller's budget is spent.
+async fn rate_limited_answers(c: &Contract) {
+    let tight = "{ per_sec = 0.001, burst = 1 }";
+    let srv = TestServer::start_with(&base_config(
+        &[SECRET_NEW],
+        &format!("[rate_limits]\nread = {tight}\nwrite = {tight}\nbacktest = {tight}\nlogin = {tight}\n"),
+    ))
+    .await;
+    // Spend each budget once.
+    assert_eq!(srv.get("/v1/events", Some(KEY_ACME)).await.0, 200);
+    srv.call("POST", "/v1/blocklists/email", Some(KEY_ACME), json_body(json!({"value": "a@example.com"}))).await;
+    srv.call("POST", "/v1/backtests", Some(KEY_ACME), json_body(json!({"ruleset": RULESET}))).await;
+    srv.call("POST", "/v1/auth/login", None, json_body(json!({"username": "x", "password": "y"}))).await;
+    for (method, template, action) in idstream_server::http::authz::ROUTES {
+        use idstream_server::http::authz::Action;
+        if matches!(action, Action::Public) {
+            continue;
+        }
+        let path = template.replace("{kind}", "email").replace("{id}", "x").replace("{version}", "x");
+        let v = c.expect(&srv, 429, call(method, template, path, Some(KEY_ACME)).json(json!({}))).await;
+        assert_eq!(v["error"], "rate_limited", "{method} {template}: {v}");
+    }
+    let r = srv.client.get(srv.url("/v1/events")).bearer_auth(KEY_ACME).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(retry >= 1, "{retry}");
+    assert!(r.headers().contains_key("ratelimit-limit") && r.headers().contains_key("ratelimit-reset"));
+    // Webhooks are never limited here.
+    let body = kyc_body("rl-1", "rl-s1", "rl-u1", "Approved", |_| {});
+    assert_eq!(srv.post("didit-main", &body, &signed(&body)).await.0, 200);
 }
