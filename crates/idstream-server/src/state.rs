@@ -56,6 +56,8 @@ pub struct AppState {
     pub secure_cookies: bool,
     /// When this node last recorded each run-time key's use (at most once a minute).
     pub key_last_touch: Mutex<HashMap<String, i64>>,
+    /// The dashboard at `/` and its stream tokens.
+    pub dashboard: crate::config::DashboardConfig,
 }
 
 impl AppState {
@@ -72,7 +74,10 @@ impl AppState {
         crate::server::metrics_handle();
         let Backends { log, store, hash_key, deciders, upkeep } = backends;
         AppState {
-            stream: Arc::new(crate::stream::Hub::new(&cfg.stream, log.clone())),
+            stream: Arc::new(
+                crate::stream::Hub::new(&cfg.stream, log.clone())
+                    .with_signer(&cfg.stream, cfg.dashboard.enabled.then(|| hash_key.derive("stream-token-hs256"))),
+            ),
             log,
             store,
             hash_key,
@@ -114,6 +119,7 @@ impl AppState {
             },
             secure_cookies: cfg.auth.secure_cookies,
             key_last_touch: Mutex::new(HashMap::new()),
+            dashboard: cfg.dashboard.clone(),
         }
     }
 

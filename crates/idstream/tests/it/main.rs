@@ -4,6 +4,7 @@
 mod api;
 mod backends;
 mod crash;
+mod dashboard;
 mod decisions;
 mod helpers;
 mod ingest;
