@@ -90,7 +90,7 @@ try {
   await ana.locator("#feed-state").filter({ hasText: "live" }).waitFor({ timeout: WAIT });
 
   step("webhooks posted now appear in the live feed");
-  simulate(6, 11);
+  simulate(25, 11);
   await ana.locator('#feed-rows tr[data-kind="decision.made"]').first().waitFor({ timeout: WAIT });
   await ana.locator('#feed-rows tr[data-kind^="verification."]').first().waitFor({ timeout: WAIT });
 
@@ -99,7 +99,7 @@ try {
   await ana.locator("#feed-state").filter({ hasText: "paused" }).waitFor({ timeout: WAIT });
   await ana.waitForTimeout(300);
   const before = await ana.locator("#feed-rows tr[data-offset]").count();
-  simulate(6, 12);
+  simulate(10, 12);
   await ana.waitForTimeout(1000);
   assert.equal(await ana.locator("#feed-rows tr[data-offset]").count(), before, "rows arrived while paused");
   await ana.getByRole("button", { name: "Resume" }).click();
@@ -146,7 +146,7 @@ try {
   step("resolving needs a note");
   await ana.getByRole("button", { name: "Approve" }).click();
   await ana.locator("p.error").filter({ hasText: "note is required" }).waitFor({ timeout: WAIT });
-  await ana.getByLabel("Note (required)").fill("Documents checked by hand; AML hit is a namesake.");
+  await ana.getByLabel("Note (required)").fill("Face match re-checked by hand against the document photo: same person.");
   await ana.screenshot({ path: `${shots}/case.png`, fullPage: true });
   await ana.getByRole("button", { name: "Approve" }).click();
   await ana.locator("#case-status").filter({ hasText: "resolved" }).waitFor({ timeout: WAIT });

@@ -70,6 +70,11 @@ export function fmtTime(t) {
   return isNaN(d) ? String(t) : d.toLocaleString(undefined, { hour12: false });
 }
 
+/** When idstream got or made an entry (the provider's own time is in `occurred_at`). */
+export function eventTime(ev) {
+  return fmtTime(ev.received_at || ev.decided_at || ev.at || ev.occurred_at);
+}
+
 export function fmtAge(secs) {
   if (secs < 60) return `${secs}s`;
   if (secs < 3600) return `${Math.floor(secs / 60)}m`;

@@ -2,7 +2,7 @@
 // renewed before it ends; resumes from the last offset after a renewal, a disconnect or a
 // pause, so nothing is lost or shown twice.
 
-import { api, h, pill, fmtTime } from "./api.js";
+import { api, h, pill, eventTime } from "./api.js";
 
 const KEEP = 5000; // entries kept for re-filtering
 const SHOW = 300; // rows rendered at most
@@ -136,10 +136,6 @@ function summary(ev) {
   return [pill(ev.status || ev.provider_status || ""), " ", ev.provider_status && ev.status !== ev.provider_status ? ev.provider_status : ""];
 }
 
-function when(ev) {
-  return fmtTime(ev.decided_at || ev.occurred_at || ev.at || ev.received_at);
-}
-
 function kindClass(kind) {
   if (!kind) return "other";
   if (kind.startsWith("verification.")) return "verification";
@@ -185,7 +181,7 @@ export function feedScreen(root, stream) {
 
   const row = (ev, fresh) =>
     h("tr", { class: fresh ? "new" : null, dataset: { offset: ev.offset, kind: ev.kind } },
-      h("td", {}, when(ev)),
+      h("td", {}, eventTime(ev)),
       h("td", { class: "mono" }, ev.offset),
       h("td", { class: "mono" }, ev.kind),
       h("td", { class: "mono" }, ev.session_id ? h("a", { href: `#/search?session=${encodeURIComponent(ev.session_id)}` }, ev.session_id) : ""),

@@ -1,7 +1,7 @@
 // The screens besides the live feed: review queue and case view, sessions and subjects,
 // blocklists, rules. Buttons follow the signed-in role; the server enforces it anyway.
 
-import { api, h, pill, fmtTime, fmtAge, toast, can } from "./api.js";
+import { api, h, pill, fmtTime, fmtAge, toast, can, eventTime } from "./api.js";
 
 const link = (href, text) => h("a", { href }, text);
 const sessionLink = (id) => (id ? link(`#/search?session=${encodeURIComponent(id)}`, id) : "");
@@ -61,11 +61,11 @@ export async function reviewsScreen(root, me, params) {
         h("td", { class: "mono" }, r.subject || ""),
         h("td", {}, r.reasons.join(", ")),
         h("td", {}, pill(r.status), r.claimed_by ? h("span", { class: "muted" }, ` by ${r.claimed_by}`) : ""),
-        h("td", { class: "actions" },
+        h("td", {}, h("div", { class: "row-actions" },
           link(`#/case/${encodeURIComponent(r.id)}`, "Open case"),
           act && r.status === "open"
             ? h("button", { type: "button", class: "claim", onclick: () => claim(r.id).then(load) }, "Claim")
-            : null)));
+            : null))));
     body.replaceChildren(
       h("p", { class: "muted" }, `${list.reviews.length} case(s), oldest first`),
       table("Review cases", ["Age", "Session", "Subject", "Reasons", "Status", ""], rows, "No cases."));
@@ -159,7 +159,7 @@ export async function caseScreen(root, me, id) {
       }
     };
     actions.append(
-      h("label", { for: "case-note" }, "Note (required)"),
+      h("label", { for: "case-note", class: "field-label" }, "Note (required)"),
       note,
       h("p", { id: "case-note-help", class: "muted" }, "Recorded with your decision and shown in the session's history."),
       err,
@@ -170,7 +170,7 @@ export async function caseScreen(root, me, id) {
   const history = (session && session.history) || [];
   const timeline = history.map((e) =>
     h("tr", {},
-      h("td", {}, fmtTime(e.decided_at || e.occurred_at || e.at)),
+      h("td", {}, eventTime(e)),
       h("td", { class: "mono" }, e.offset),
       h("td", { class: "mono" }, e.kind),
       h("td", {}, pill(e.outcome || e.status || ""), " ", (e.reasons || []).join(", "), e.note ? h("div", { class: "muted" }, `note: ${e.note}`) : "")));
@@ -244,7 +244,7 @@ export async function searchScreen(root, me, params) {
         checksView(latestChecks(s.history)),
         h("h3", {}, "History"),
         table("History", ["Time", "Offset", "Kind", "Result"], s.history.map((e) =>
-          h("tr", {}, h("td", {}, fmtTime(e.decided_at || e.occurred_at || e.at)), h("td", { class: "mono" }, e.offset), h("td", { class: "mono" }, e.kind), h("td", {}, pill(e.outcome || e.status || ""), " ", (e.reasons || []).join(", ")))), "No events."));
+          h("tr", {}, h("td", {}, eventTime(e)), h("td", { class: "mono" }, e.offset), h("td", { class: "mono" }, e.kind), h("td", {}, pill(e.outcome || e.status || ""), " ", (e.reasons || []).join(", ")))), "No events."));
     } else if (subject) {
       const s = await api("GET", `/v1/subjects/${encodeURIComponent(subject)}`);
       out.append(h("div", { class: "card" }, kv([
@@ -280,14 +280,16 @@ export async function blocklistsScreen(root, me, params) {
       if (kind === "document" && country.value.trim()) body.issuing_country = country.value.trim();
       try {
         const r = await api("POST", `/v1/blocklists/${kind}`, body);
-        toast(`Added ${r.entry ? r.entry.id.slice(0, 12) : ""}…${r.rechecked && r.rechecked.length ? `; ${r.rechecked.length} session(s) re-checked` : ""}`);
+        const id = r.id || (r.entry && r.entry.id) || "";
+        const rechecked = r.rechecked && r.rechecked.length ? `; ${r.rechecked.length} session(s) re-checked` : "";
+        toast(`Added to the ${kind} blocklist as ${id.slice(0, 12)}…${rechecked}`);
         value.value = "";
         load();
       } catch (err) {
         failed(err);
       }
     } },
-      h("label", { for: "bl-value" }, `Add a ${kind} (only its keyed hash is kept)`, value),
+      h("label", { for: "bl-value" }, `Add ${kind === "email" ? "an" : "a"} ${kind} (only its keyed hash is kept)`, value),
       kind === "document" ? h("label", { for: "bl-country" }, "Issuing country", country) : null,
       h("label", { for: "bl-reason" }, "Reason", reason),
       h("label", { for: "bl-recheck" }, "Re-check open sessions", recheck),
