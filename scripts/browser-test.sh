@@ -36,6 +36,10 @@ sha256 = "$(printf %s "$admin_key" | sha256sum | cut -d' ' -f1)"
 
 [rate_limits]
 enabled = false
+
+# Short stream tokens, so the test sees the page renew one.
+[dashboard]
+stream_token_ttl_secs = 30
 TOML
 "$bin" serve --config "$work/idstream.toml" >"$work/serve.log" 2>&1 &
 pid=$!

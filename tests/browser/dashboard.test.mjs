@@ -54,6 +54,8 @@ async function userPage(username) {
   const context = await browser.newContext({ viewport: { width: 1360, height: 900 } });
   const page = await context.newPage();
   page.on("pageerror", (e) => errors.push(`${username}: ${e.message}`));
+  page.sockets = [];
+  page.on("websocket", () => page.sockets.push(Date.now()));
   page.on("console", (m) => {
     // A CSP violation or a failed module would show here.
     if (m.type() === "error" && !/status of 4[0-9][0-9]/.test(m.text())) errors.push(`${username}: ${m.text()}`);
@@ -63,6 +65,7 @@ async function userPage(username) {
   await page.getByLabel("Password").fill(PASSWORD);
   await page.getByRole("button", { name: "Sign in" }).click();
   await page.locator("#who").filter({ hasText: username }).waitFor({ timeout: WAIT });
+  page.loggedInAt = Date.now();
   return page;
 }
 
@@ -207,6 +210,16 @@ try {
   await pat.locator("td", { hasText: "browser-test-strict" }).waitFor({ timeout: WAIT });
   const rulesets = await admin("GET", "/v1/rulesets");
   assert.ok(rulesets.rulesets.some((r) => r.label === "browser-test-strict" && !r.active), "draft not stored inactive");
+
+  step("the page renews its stream token before it ends (30 s tokens here) and keeps streaming");
+  const since = Date.now() - ana.loggedInAt;
+  if (since < 36_000) await ana.waitForTimeout(36_000 - since);
+  const renewed = ana.sockets.filter((t) => t - ana.loggedInAt > 18_000 && t - ana.loggedInAt < 30_000);
+  assert.ok(renewed.length > 0, `no new stream connection before the first token ended: ${ana.sockets.map((t) => t - ana.loggedInAt)}`);
+  simulate(2, 13);
+  await ana.locator("#nav").getByRole("link", { name: "Live feed" }).click();
+  const last = Math.max(...(await allEvents()).map((e) => e.offset));
+  await ana.locator(`#feed-rows tr[data-offset="${last}"]`).waitFor({ timeout: WAIT });
 
   step("log out");
   await ana.getByRole("button", { name: "Log out" }).click();
