@@ -233,3 +233,26 @@ async fn page_tokens_never_outlive_the_login_session() {
     // A viewer may watch the stream; the token is bound to their tenant.
     assert_eq!(claims(v["token"].as_str().unwrap())["tenant"], "acme");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs NATS and PostgreSQL: set IDSTREAM_TEST_NATS_URL and IDSTREAM_TEST_POSTGRES_URL"]
+async fn on_nats_and_postgres_every_node_accepts_every_nodes_page_tokens() {
+    let b = crate::backends::ScaleOut::fresh("dashtokens").await;
+    let cfg = base_config(&[SECRET_NEW], &b.toml());
+    let (a, other) = (TestServer::start_with(&cfg).await, TestServer::start_with(&cfg).await);
+    let (cookie, csrf) = login_as(&a, "ana", "analyst").await;
+    let (s, v, _) = token_call(&a, &cookie, Some(&csrf), json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    let token = v["token"].as_str().unwrap().to_owned();
+    // Logged in on node A, streaming from node B (a load balancer may send the page anywhere).
+    let ev = first_event(&other, &token, "verification.status_updated", async {
+        let body = kyc_body("dash-pg-1", "dash-pg-s1", "dash-pg-u1", "Approved", |_| {});
+        let (s, _) = a.post("didit-main", &body, &didit_headers(&body, SECRET_NEW, Sig::All)).await;
+        assert_eq!(s, 200);
+    })
+    .await;
+    assert_eq!(ev["session_id"], "dash-pg-s1");
+    // And the login session works on node B too (the store is shared).
+    let (s, v, _) = token_call(&other, &cookie, Some(&csrf), json!({})).await;
+    assert_eq!(s, 200, "{v}");
+}
