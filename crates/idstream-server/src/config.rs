@@ -32,6 +32,18 @@ pub struct Config {
     pub store: StoreConfig,
     pub auth: AuthConfig,
     pub rate_limits: RateLimitsConfig,
+    pub dashboard: DashboardConfig,
+}
+
+/// The analyst dashboard served at `/`, and the stream tokens its pages get.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardConfig {
+    /// Serve the dashboard at `/` and sign page stream tokens (with idstream's own key when
+    /// `[stream]` has no HS256 secret).
+    pub enabled: bool,
+    /// Lifetime of a stream token from `POST /v1/stream/token` (the page renews before it ends).
+    pub stream_token_ttl_secs: u64,
 }
 
 /// Logins, sessions and OIDC.
@@ -242,7 +254,7 @@ pub(crate) fn invalid(key: impl Into<String>, problem: impl Into<String>) -> Con
 /// `IDSTREAM_*` variables (the log filter `IDSTREAM_LOG`, the test suite's
 /// `IDSTREAM_TEST_POSTGRES_URL`) are not configuration.
 const ENV_SECTIONS: &[&str] =
-    &["server", "log", "sources", "api_keys", "stream", "decisions", "store", "auth", "rate_limits"];
+    &["server", "log", "sources", "api_keys", "stream", "decisions", "store", "auth", "rate_limits", "dashboard"];
 
 impl Config {
     /// Loads defaults → `file` → environment, then validates.
@@ -316,6 +328,9 @@ impl Config {
             }
         }
         self.validate_stream()?;
+        if !(30..=86_400).contains(&self.dashboard.stream_token_ttl_secs) {
+            return Err(invalid("dashboard.stream_token_ttl_secs", "must be between 30 and 86400"));
+        }
         if self.decisions.velocity_window_days == 0 {
             return Err(invalid("decisions.velocity_window_days", "must be greater than 0"));
         }

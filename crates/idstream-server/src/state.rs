@@ -59,6 +59,8 @@ pub struct AppState {
     /// `[auth.oidc]`, and the issuer's metadata once fetched.
     pub oidc: Option<crate::config::OidcConfig>,
     pub oidc_cache: crate::http::oidc::OidcCache,
+    /// The dashboard at `/` and its stream tokens.
+    pub dashboard: crate::config::DashboardConfig,
 }
 
 impl AppState {
@@ -75,7 +77,10 @@ impl AppState {
         crate::server::metrics_handle();
         let Backends { log, store, hash_key, deciders, upkeep } = backends;
         AppState {
-            stream: Arc::new(crate::stream::Hub::new(&cfg.stream, log.clone())),
+            stream: Arc::new(
+                crate::stream::Hub::new(&cfg.stream, log.clone())
+                    .with_signer(&cfg.stream, cfg.dashboard.enabled.then(|| hash_key.derive("stream-token-hs256"))),
+            ),
             log,
             store,
             hash_key,
@@ -119,6 +124,7 @@ impl AppState {
             key_last_touch: Mutex::new(HashMap::new()),
             oidc: cfg.auth.oidc.clone(),
             oidc_cache: Default::default(),
+            dashboard: cfg.dashboard.clone(),
         }
     }
 

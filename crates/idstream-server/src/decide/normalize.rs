@@ -73,6 +73,15 @@ impl HashKey {
         self.hash(purpose, data)
     }
 
+    /// A separate key for another purpose (`label`), derived from this one (HMAC-SHA256), so
+    /// every node holding the hash key agrees on it without storing a second secret.
+    pub fn derive(&self, label: &str) -> [u8; 32] {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        mac.update(b"idstream derived key\0");
+        mac.update(label.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
     fn hash(&self, kind: &str, normal: &str) -> String {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length");
         mac.update(kind.as_bytes());

@@ -148,6 +148,10 @@ pub const ROUTES: &[(&str, &str, Action)] = &[
     ("GET", "/readyz", Action::Public),
     ("GET", "/metrics", Action::Public),
     ("GET", "/openapi.json", Action::Public),
+    // Own: a token to read the caller's own tenant's events, which every role may read.
+    ("POST", "/v1/stream/token", Action::Own),
+    ("GET", "/", Action::Public),
+    ("GET", "/assets/{file}", Action::Public),
 ];
 
 /// The action of a route, if it has one.

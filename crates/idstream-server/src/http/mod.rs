@@ -8,6 +8,7 @@
 pub mod authz;
 pub mod backtests;
 pub mod blocklists;
+pub mod dashboard;
 pub mod decisions;
 pub mod events;
 pub mod extract;
@@ -63,7 +64,8 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
         (name = "reviews", description = "Manual review cases"),
         (name = "streams", description = "Live WebSocket and Server-Sent Events streams (JWT)"),
         (name = "access", description = "API keys, users, logins (README \"Access\" has the role × endpoint matrix)"),
-        (name = "system", description = "Health, readiness, metrics and this contract")
+        (name = "system", description = "Health, readiness, metrics and this contract"),
+        (name = "dashboard", description = "The analyst dashboard's page and files (README \"Dashboard\")")
     )
 )]
 struct ApiDoc;
@@ -227,6 +229,9 @@ pub fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(system::readyz))
         .routes(routes!(system::metrics))
         .routes(routes!(system::openapi_json))
+        .routes(routes!(dashboard::stream_token))
+        .routes(routes!(dashboard::index))
+        .routes(routes!(dashboard::asset))
 }
 
 /// The OpenAPI document of every route.

@@ -153,6 +153,13 @@ impl Authenticator {
         Ok((!keys.is_empty()).then_some(Authenticator { keys }))
     }
 
+    /// Adds an HS256 secret (idstream's own page-token key) to `auth`, making one if needed.
+    pub fn with_hs256(auth: Option<Authenticator>, secret: &[u8]) -> Authenticator {
+        let mut auth = auth.unwrap_or(Authenticator { keys: Vec::new() });
+        auth.keys.push(VerifyKey { alg: Algorithm::HS256, kid: None, key: DecodingKey::from_secret(secret) });
+        auth
+    }
+
     /// Verifies `token` (signature with a key of the token's own, allowed algorithm; `exp`,
     /// `nbf`; the claims idstream needs).
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {

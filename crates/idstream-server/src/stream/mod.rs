@@ -87,7 +87,12 @@ pub struct Hub {
     /// Every connection task, so shutdown can wait for streams to close before the log does.
     tasks: TaskTracker,
     pub(crate) metrics: StreamMetrics,
+    /// The secret page stream tokens are signed with (`POST /v1/stream/token`), if any.
+    signer: Option<Signer>,
 }
+
+/// An HS256 signing secret (never printed).
+struct Signer(Vec<u8>);
 
 #[derive(Default)]
 struct Registry {
@@ -182,7 +187,7 @@ pub struct HubStats {
 
 /// Why streaming is refused when no key is configured.
 pub const NOT_CONFIGURED: &str = "streaming not configured: set stream.hs256_secrets, stream.public_keys or \
-     stream.jwks_file (`idstream token` mints HS256 tokens)";
+     stream.jwks_file (`idstream token` mints HS256 tokens), or turn the dashboard on (dashboard.enabled)";
 
 impl Hub {
     pub fn new(cfg: &StreamConfig, log: Arc<dyn EventLog>) -> Hub {
@@ -213,7 +218,28 @@ impl Hub {
                 catchups: metrics::counter!("idstream_stream_catchup_total"),
                 delivery: metrics::histogram!("idstream_stream_delivery_seconds"),
             },
+            signer: None,
         }
+    }
+
+    /// Lets this hub sign page stream tokens: with the first configured HS256 secret, else
+    /// with `own` (idstream's own key), which the verifier then also accepts. `None` (the
+    /// dashboard is off): no signing, the configured keys only.
+    pub fn with_signer(mut self, cfg: &StreamConfig, own: Option<[u8; 32]>) -> Hub {
+        let Some(own) = own else { return self };
+        if let Some(first) = cfg.hs256_secrets.first() {
+            self.signer = Some(Signer(first.expose().as_bytes().to_vec()));
+        } else {
+            self.auth = Some(Authenticator::with_hs256(self.auth.take(), &own));
+            self.signer = Some(Signer(own.to_vec()));
+        }
+        self
+    }
+
+    /// Signs a stream token, or explains why streams are not configured.
+    pub fn sign(&self, claims: &auth::Claims) -> Result<String, &'static str> {
+        let Signer(secret) = self.signer.as_ref().ok_or(NOT_CONFIGURED)?;
+        Ok(auth::mint_hs256(secret, claims))
     }
 
     pub fn log(&self) -> &Arc<dyn EventLog> {

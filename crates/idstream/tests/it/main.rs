@@ -5,6 +5,7 @@ mod access;
 mod api;
 mod backends;
 mod crash;
+mod dashboard;
 mod decisions;
 mod helpers;
 mod ingest;

@@ -461,8 +461,8 @@ async fn every_endpoint_answers_as_the_contract_says() {
     c.expect(&srv, 410, call("GET", "/v1/events", "/v1/events?after=1", Some(KEY_ACME))).await;
     c.expect(&srv, 410, call("GET", "/v1/stream/sse", format!("/v1/stream/sse?token={tok}&after=1"), None)).await;
 
-    // --- A second server without stream keys: streams are 503.
-    let plain = TestServer::start().await;
+    // --- A second server without stream keys (and without the dashboard's own): streams are 503.
+    let plain = TestServer::start_with(&base_config(&[SECRET_NEW], "[dashboard]\nenabled = false\n")).await;
     c.expect(&plain, 503, call("GET", "/v1/stream/sse", "/v1/stream/sse", None)).await;
     c.expect(
         &plain,
@@ -540,6 +540,7 @@ async fn every_endpoint_answers_as_the_contract_says() {
     srv.state.ready.store(false, std::sync::atomic::Ordering::Relaxed);
     c.expect(&srv, 503, call("GET", "/readyz", "/readyz", None)).await;
     rate_limited_answers(&c).await;
+    dashboard_answers(&c).await;
     let missing = c.unseen();
     assert!(missing.is_empty(), "documented answers never exercised: {missing:#?}");
 }
@@ -730,4 +731,22 @@ async fn rate_limited_answers(c: &Contract) {
     // Webhooks are never limited here.
     let body = kyc_body("rl-1", "rl-s1", "rl-u1", "Approved", |_| {});
     assert_eq!(srv.post("didit-main", &body, &signed(&body)).await.0, 200);
+}
+
+/// The dashboard's page and files, and its stream tokens (issue 17).
+async fn dashboard_answers(c: &Contract) {
+    let limited = "[rate_limits]\nwrite = { per_sec = 0.001, burst = 2 }\n";
+    let srv = TestServer::start_with(&base_config(&[SECRET_NEW], limited)).await;
+    c.expect(&srv, 200, call("GET", "/", "/", None)).await;
+    c.expect(&srv, 200, call("GET", "/assets/{file}", "/assets/app.js", None)).await;
+    c.expect(&srv, 404, call("GET", "/assets/{file}", "/assets/nope.js", None)).await;
+    let t = "/v1/stream/token";
+    c.expect(&srv, 401, call("POST", t, t, None)).await;
+    c.expect(&srv, 400, call("POST", t, t, Some(KEY_ALL))).await;
+    c.expect(&srv, 403, call("POST", t, t, Some(KEY_ACME)).json(json!({"tenant": "beta"}))).await;
+    c.expect(&srv, 200, call("POST", t, t, Some(KEY_ACME))).await;
+    c.expect(&srv, 429, call("POST", t, t, Some(KEY_ACME))).await;
+    let off = TestServer::start_with(&base_config(&[SECRET_NEW], "[dashboard]\nenabled = false\n")).await;
+    c.expect(&off, 404, call("GET", "/", "/", None)).await;
+    c.expect(&off, 503, call("POST", t, t, Some(KEY_ACME))).await;
 }

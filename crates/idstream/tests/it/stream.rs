@@ -398,7 +398,8 @@ async fn auth_message_es256_and_jwks() {
 
 #[tokio::test]
 async fn not_configured_answers_503() {
-    let srv = TestServer::start().await;
+    // Without the dashboard (whose own key would enable streams) and without a key.
+    let srv = TestServer::start_with(&base_config(&[SECRET_NEW], "[dashboard]\nenabled = false\n")).await;
     match try_connect(&srv, "", Some("x")).await {
         Err(tungstenite::Error::Http(resp)) => {
             assert_eq!(resp.status(), 503);

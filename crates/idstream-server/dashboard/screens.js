@@ -1,0 +1,439 @@
+// The screens besides the live feed: review queue and case view, sessions and subjects,
+// blocklists, rules. Buttons follow the signed-in role; the server enforces it anyway.
+
+import { api, h, pill, fmtTime, fmtAge, toast, can, eventTime } from "./api.js";
+
+const link = (href, text) => h("a", { href }, text);
+const sessionLink = (id) => (id ? link(`#/search?session=${encodeURIComponent(id)}`, id) : "");
+const failed = (e) => toast(e.message, true);
+
+function table(label, headers, rows, empty) {
+  return h("table", { "aria-label": label },
+    h("thead", {}, h("tr", {}, headers.map((t) => h("th", { scope: "col" }, t)))),
+    h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: headers.length, class: "empty" }, empty))));
+}
+
+function kv(pairs) {
+  return h("dl", { class: "kv" }, pairs.filter(([, v]) => v !== undefined).map(([k, v]) => [h("dt", {}, k), h("dd", {}, v ?? "–")]));
+}
+
+// --- Review queue ---------------------------------------------------------------------------
+
+export async function reviewsScreen(root, me, params) {
+  const q = { status: params.get("status") || "open", reason: params.get("reason") || "", older: params.get("older") || "" };
+  const body = h("div", {});
+  const go = () => {
+    const p = new URLSearchParams();
+    if (q.status !== "open") p.set("status", q.status);
+    if (q.reason) p.set("reason", q.reason);
+    if (q.older) p.set("older", q.older);
+    location.hash = `#/reviews${p.toString() ? "?" + p : ""}`;
+  };
+  root.append(
+    h("h2", {}, "Review queue"),
+    h("div", { class: "bar" },
+      h("label", { for: "rq-status" }, "Status",
+        h("select", { id: "rq-status", onchange: (e) => { q.status = e.target.value; go(); } },
+          ["open", "claimed", "resolved", "all"].map((s) => h("option", { value: s, selected: s === q.status }, s)))),
+      h("label", { for: "rq-reason" }, "Reason (or prefix)",
+        h("input", { id: "rq-reason", value: q.reason, placeholder: "aml", onchange: (e) => { q.reason = e.target.value.trim(); go(); } })),
+      h("label", { for: "rq-older" }, "Older than (minutes)",
+        h("input", { id: "rq-older", type: "number", min: 0, value: q.older, onchange: (e) => { q.older = e.target.value; go(); } })),
+      h("button", { type: "button", onclick: () => load() }, "Refresh")),
+    body);
+
+  async function load() {
+    const p = new URLSearchParams({ status: q.status, limit: "200" });
+    if (q.reason) p.set("reason", q.reason);
+    if (q.older) p.set("older_than_secs", String(Number(q.older) * 60));
+    let list;
+    try {
+      list = await api("GET", `/v1/reviews?${p}`);
+    } catch (e) {
+      body.replaceChildren(h("p", { class: "error" }, e.message));
+      return;
+    }
+    const act = can(me.role, "act_on_reviews");
+    const rows = list.reviews.map((r) =>
+      h("tr", { dataset: { review: r.id } },
+        h("td", {}, fmtAge(r.age_secs)),
+        h("td", { class: "mono" }, sessionLink(r.session_id)),
+        h("td", { class: "mono" }, r.subject || ""),
+        h("td", {}, r.reasons.join(", ")),
+        h("td", {}, pill(r.status), r.claimed_by ? h("span", { class: "muted" }, ` by ${r.claimed_by}`) : ""),
+        h("td", {}, h("div", { class: "row-actions" },
+          link(`#/case/${encodeURIComponent(r.id)}`, "Open case"),
+          act && r.status === "open"
+            ? h("button", { type: "button", class: "claim", onclick: () => claim(r.id).then(load) }, "Claim")
+            : null))));
+    body.replaceChildren(
+      h("p", { class: "muted" }, `${list.reviews.length} case(s), oldest first`),
+      table("Review cases", ["Age", "Session", "Subject", "Reasons", "Status", ""], rows, "No cases."));
+  }
+  await load();
+}
+
+async function claim(id) {
+  try {
+    const r = await api("POST", `/v1/reviews/${encodeURIComponent(id)}/claim`, {});
+    toast(`Claimed by ${r.claimed_by}`);
+  } catch (e) {
+    failed(e);
+  }
+}
+
+// --- Case view ------------------------------------------------------------------------------
+
+function latestChecks(history) {
+  for (let i = history.length - 1; i >= 0; i--) {
+    const c = history[i].checks;
+    if (c && Object.values(c).some((v) => Array.isArray(v) && v.length)) return c;
+  }
+  return null;
+}
+
+function checksView(checks) {
+  if (!checks) return h("p", { class: "muted" }, "The provider sent no checks for this session.");
+  const names = { documents: "Document", liveness: "Liveness", face_matches: "Face match", aml: "AML", ip: "IP", phone: "Phone", email: "Email" };
+  const rows = [];
+  for (const [k, label] of Object.entries(names)) {
+    for (const c of checks[k] || []) {
+      const { status, ...rest } = c;
+      const details = Object.entries(rest)
+        .filter(([, v]) => v !== null && v !== undefined && !(Array.isArray(v) && !v.length))
+        .map(([f, v]) => `${f}: ${typeof v === "object" ? JSON.stringify(v) : v}`)
+        .join(" · ");
+      rows.push(h("tr", {}, h("td", {}, label), h("td", {}, pill(status || "–")), h("td", { class: "mono" }, details)));
+    }
+  }
+  return table("Provider checks", ["Check", "Status", "Details"], rows, "No checks.");
+}
+
+function firedView(decision) {
+  const fired = (decision && decision.detail && decision.detail.fired) || [];
+  const rows = fired.map((f) =>
+    h("tr", {},
+      h("td", { class: "mono" }, f.rule_id),
+      h("td", {}, f.reason, f.message ? h("div", { class: "muted" }, f.message) : ""),
+      h("td", {}, f.outcome ? pill(f.outcome) : "", f.score !== undefined ? ` +${f.score}` : ""),
+      h("td", { class: "mono" }, Object.entries(f.values || {}).map(([k, v]) => h("div", {}, `${k} = ${JSON.stringify(v)}`)))));
+  return table("Fired rules", ["Rule", "Reason", "Effect", "Values it read"], rows, "No rule fired.");
+}
+
+export async function caseScreen(root, me, id) {
+  let review, decision, session;
+  try {
+    review = await api("GET", `/v1/reviews/${encodeURIComponent(id)}`);
+    [decision, session] = await Promise.all([
+      api("GET", `/v1/decisions/${encodeURIComponent(review.decision_id)}`).catch(() => null),
+      api("GET", `/v1/sessions/${encodeURIComponent(review.session_id)}`).catch(() => null),
+    ]);
+  } catch (e) {
+    root.append(h("h2", {}, "Case"), h("p", { class: "error" }, e.message));
+    return;
+  }
+  const act = can(me.role, "act_on_reviews");
+  const mine = review.status === "claimed" && review.claimed_by === me.name;
+  const actions = h("div", {});
+  if (act && review.status === "open") {
+    actions.append(h("div", { class: "actions" },
+      h("button", { type: "button", class: "primary claim", onclick: async () => { await claim(id); rerender(); } }, "Claim this case")));
+  } else if (review.status === "claimed" && !mine) {
+    actions.append(h("p", { class: "muted", id: "case-holder" }, `Claimed by ${review.claimed_by}: only they can resolve it.`));
+  }
+  if (act && mine) {
+    const note = h("textarea", { id: "case-note", class: "note", required: true, "aria-describedby": "case-note-help" });
+    const err = h("p", { class: "error", role: "alert" });
+    const resolve = async (outcome) => {
+      if (!note.value.trim()) {
+        err.textContent = "A note is required: say why.";
+        note.focus();
+        return;
+      }
+      try {
+        const r = await api("POST", `/v1/reviews/${encodeURIComponent(id)}/resolve`, { outcome, note: note.value.trim() });
+        toast(`Resolved: ${r.decision.outcome}`);
+        rerender();
+      } catch (e) {
+        err.textContent = e.message;
+      }
+    };
+    actions.append(
+      h("label", { for: "case-note", class: "field-label" }, "Note (required)"),
+      note,
+      h("p", { id: "case-note-help", class: "muted" }, "Recorded with your decision and shown in the session's history."),
+      err,
+      h("div", { class: "actions" },
+        h("button", { type: "button", class: "primary resolve", dataset: { outcome: "approve" }, onclick: () => resolve("approve") }, "Approve"),
+        h("button", { type: "button", class: "danger resolve", dataset: { outcome: "decline" }, onclick: () => resolve("decline") }, "Decline")));
+  }
+  const history = (session && session.history) || [];
+  const timeline = history.map((e) =>
+    h("tr", {},
+      h("td", {}, eventTime(e)),
+      h("td", { class: "mono" }, e.offset),
+      h("td", { class: "mono" }, e.kind),
+      h("td", {}, pill(e.outcome || e.status || ""), " ", (e.reasons || []).join(", "), e.note ? h("div", { class: "muted" }, `note: ${e.note}`) : "")));
+  root.append(
+    h("p", {}, link("#/reviews", "← Review queue")),
+    h("h2", {}, `Case ${review.id}`),
+    h("div", { class: "grid2" },
+      h("div", { class: "card" },
+        kv([
+          ["Status", h("span", { id: "case-status" }, pill(review.status))],
+          ["Session", h("span", { class: "mono" }, sessionLink(review.session_id))],
+          ["Subject", review.subject || "–"],
+          ["Reasons", review.reasons.join(", ")],
+          ["Opened", `${fmtTime(review.opened_at)} (${fmtAge(review.age_secs)} ago)`],
+          ["Claimed by", review.claimed_by || "–"],
+          ["Resolved", review.resolved_by ? `${review.outcome} by ${review.resolved_by}` : "–"],
+          ["Note", review.note || "–"],
+          ["Rules' decision", decision ? [pill(decision.outcome), ` score ${decision.score}`] : "–"],
+        ]),
+        actions),
+      h("div", {}, h("h3", {}, "Fired rules"), firedView(decision))),
+    h("h3", {}, "Provider checks"),
+    checksView(latestChecks(history)),
+    h("h3", {}, "Session timeline"),
+    table("Session timeline", ["Time", "Offset", "Kind", "Result"], timeline, "No events."));
+
+  function rerender() {
+    root.replaceChildren();
+    caseScreen(root, me, id);
+  }
+}
+
+// --- Sessions and subjects ------------------------------------------------------------------
+
+export async function searchScreen(root, me, params) {
+  const out = h("div", {});
+  const sid = h("input", { id: "search-session", value: params.get("session") || "", placeholder: "session id" });
+  const sub = h("input", { id: "search-subject", value: params.get("subject") || "", placeholder: "subject id" });
+  root.append(
+    h("h2", {}, "Sessions & subjects"),
+    h("form", { class: "bar", onsubmit: (e) => {
+      e.preventDefault();
+      const p = new URLSearchParams();
+      if (sid.value.trim()) p.set("session", sid.value.trim());
+      else if (sub.value.trim()) p.set("subject", sub.value.trim());
+      location.hash = `#/search?${p}`;
+    } },
+      h("label", { for: "search-session" }, "Session", sid),
+      h("label", { for: "search-subject" }, "or subject", sub),
+      h("button", { type: "submit", class: "primary" }, "Search")),
+    out);
+  const session = params.get("session");
+  const subject = params.get("subject");
+  try {
+    if (session) {
+      const s = await api("GET", `/v1/sessions/${encodeURIComponent(session)}`);
+      out.append(
+        h("div", { class: "card" }, kv([
+          ["Session", h("span", { class: "mono" }, s.session_id)],
+          ["State", pill(s.state || "–")],
+          ["Subject", s.session && s.session.subject ? link(`#/search?subject=${encodeURIComponent(s.session.subject)}`, s.session.subject) : "–"],
+          ["Provider status", (s.session && s.session.provider_status) || "–"],
+        ])),
+        h("h3", {}, "Decisions"),
+        table("Decisions", ["Decided", "Outcome", "Score", "Reasons", "By"], s.decisions.map((d) =>
+          h("tr", {}, h("td", {}, fmtTime(d.decided_at)), h("td", {}, pill(d.outcome)), h("td", {}, d.score), h("td", {}, d.reasons.join(", ")), h("td", {}, d.decided_by))), "No decisions."),
+        h("h3", {}, "Review cases"),
+        table("Review cases", ["Opened", "Status", "Reasons", ""], s.reviews.map((r) =>
+          h("tr", {}, h("td", {}, fmtTime(r.opened_at)), h("td", {}, pill(r.status)), h("td", {}, r.reasons.join(", ")), h("td", {}, link(`#/case/${encodeURIComponent(r.id)}`, "Open case")))), "No cases."),
+        h("h3", {}, "Provider checks"),
+        checksView(latestChecks(s.history)),
+        h("h3", {}, "History"),
+        table("History", ["Time", "Offset", "Kind", "Result"], s.history.map((e) =>
+          h("tr", {}, h("td", {}, eventTime(e)), h("td", { class: "mono" }, e.offset), h("td", { class: "mono" }, e.kind), h("td", {}, pill(e.outcome || e.status || ""), " ", (e.reasons || []).join(", ")))), "No events."));
+    } else if (subject) {
+      const s = await api("GET", `/v1/subjects/${encodeURIComponent(subject)}`);
+      out.append(h("div", { class: "card" }, kv([
+        ["Subject", h("span", { class: "mono" }, s.id)],
+        ["Updated", `${fmtTime(s.updated_at)} by ${s.updated_by || "–"}`],
+        ["Attributes", h("pre", { class: "mono" }, JSON.stringify(s.attributes, null, 2))],
+      ])), h("p", { class: "muted" }, "Sessions of a subject: open one from the live feed or the review queue."));
+    }
+  } catch (e) {
+    out.append(h("p", { class: "error" }, e.status === 404 ? "Nothing found." : e.message));
+  }
+}
+
+// --- Blocklists -----------------------------------------------------------------------------
+
+export async function blocklistsScreen(root, me, params) {
+  const kind = params.get("kind") || "document";
+  const out = h("div", {});
+  root.append(h("h2", {}, "Blocklists"),
+    h("div", { class: "bar" },
+      h("label", { for: "bl-kind" }, "List",
+        h("select", { id: "bl-kind", onchange: (e) => (location.hash = `#/blocklists?kind=${e.target.value}`) },
+          ["document", "phone", "email", "face"].map((k) => h("option", { value: k, selected: k === kind }, k))))));
+  if (can(me.role, "add_block")) {
+    const value = h("input", { id: "bl-value", required: true, placeholder: kind === "email" ? "name@example.com" : kind === "phone" ? "+44 20 7946 0000" : "value" });
+    const country = h("input", { id: "bl-country", placeholder: "e.g. GBR", size: 6 });
+    const reason = h("input", { id: "bl-reason", placeholder: "forged passport, case 1234" });
+    const recheck = h("input", { id: "bl-recheck", type: "checkbox" });
+    root.append(h("form", { class: "bar card", onsubmit: async (e) => {
+      e.preventDefault();
+      const body = { value: value.value, recheck: recheck.checked };
+      if (reason.value.trim()) body.reason = reason.value.trim();
+      if (kind === "document" && country.value.trim()) body.issuing_country = country.value.trim();
+      try {
+        const r = await api("POST", `/v1/blocklists/${kind}`, body);
+        const id = r.id || (r.entry && r.entry.id) || "";
+        const rechecked = r.rechecked && r.rechecked.length ? `; ${r.rechecked.length} session(s) re-checked` : "";
+        toast(`Added to the ${kind} blocklist as ${id.slice(0, 12)}…${rechecked}`);
+        value.value = "";
+        load();
+      } catch (err) {
+        failed(err);
+      }
+    } },
+      h("label", { for: "bl-value" }, `Add ${kind === "email" ? "an" : "a"} ${kind} (only its keyed hash is kept)`, value),
+      kind === "document" ? h("label", { for: "bl-country" }, "Issuing country", country) : null,
+      h("label", { for: "bl-reason" }, "Reason", reason),
+      h("label", { for: "bl-recheck" }, "Re-check open sessions", recheck),
+      h("button", { type: "submit", class: "primary" }, "Add")));
+  }
+  root.append(out);
+  async function load() {
+    try {
+      const list = await api("GET", `/v1/blocklists/${kind}`);
+      const remove = can(me.role, "remove_block");
+      out.replaceChildren(table(`${kind} blocklist`, ["Entry (keyed hash)", "Reason", "Added by", "Added", ""], list.entries.map((b) =>
+        h("tr", {},
+          h("td", { class: "mono" }, b.id),
+          h("td", {}, b.reason || ""),
+          h("td", {}, b.added_by),
+          h("td", {}, fmtTime(b.added_at)),
+          h("td", {}, remove ? h("button", { type: "button", class: "danger", onclick: async () => {
+            if (!confirm("Remove this entry from the blocklist?")) return;
+            try {
+              await api("DELETE", `/v1/blocklists/${kind}/${b.id}`);
+              toast("Removed");
+              load();
+            } catch (e) {
+              failed(e);
+            }
+          } }, "Remove") : ""))), "The list is empty."));
+    } catch (e) {
+      out.replaceChildren(h("p", { class: "error" }, e.message));
+    }
+  }
+  await load();
+}
+
+// --- Rules ----------------------------------------------------------------------------------
+
+export async function rulesScreen(root, me, params) {
+  let list;
+  try {
+    list = await api("GET", "/v1/rulesets");
+  } catch (e) {
+    root.append(h("p", { class: "error" }, e.message));
+    return;
+  }
+  const manage = can(me.role, "manage_rules");
+  const view = params.get("version");
+  const a = list.active;
+  root.append(h("h2", {}, "Rules"),
+    h("p", {}, "Active: ", h("b", { class: "mono" }, a.label || a.version), a.default ? " (the built-in default policy)" : ` — activated by ${a.activated_by} at ${fmtTime(a.activated_at)}`),
+    table("Rulesets", ["Label", "Version", "Uploaded", "By", ""], list.rulesets.map((r) =>
+      h("tr", {},
+        h("td", {}, r.label, r.active ? [" ", pill("active")] : ""),
+        h("td", { class: "mono" }, r.version.slice(0, 12)),
+        h("td", {}, fmtTime(r.created_at)),
+        h("td", {}, r.created_by),
+        h("td", {}, link(`#/rules?version=${encodeURIComponent(r.version)}`, manage ? "Open in editor" : "View")))), "No ruleset uploaded yet: the default policy decides."));
+
+  let text = "";
+  if (view) {
+    try {
+      text = (await api("GET", `/v1/rulesets/${encodeURIComponent(view)}`)).text;
+    } catch (e) {
+      failed(e);
+    }
+  }
+  if (!manage) {
+    if (view) root.append(h("h3", {}, "Ruleset"), h("pre", { class: "card mono" }, text));
+    return;
+  }
+  const editor = h("textarea", { id: "rules-editor", class: "editor", spellcheck: "false", "aria-describedby": "rules-errors" }, text);
+  const errors = h("div", { id: "rules-errors", role: "alert" });
+  const report = h("div", { id: "rules-report" });
+  const activate = h("button", { type: "button", id: "rules-activate", class: "primary", disabled: true }, "Upload and activate");
+  const draft = h("button", { type: "button", id: "rules-draft", disabled: true }, "Upload as draft");
+  let tested = null; // the text the last successful backtest ran
+  editor.addEventListener("input", () => {
+    if (editor.value !== tested) {
+      activate.disabled = draft.disabled = true;
+    }
+  });
+
+  function showErrors(e) {
+    const list = (e.body && (e.body.errors || (e.body.details && e.body.details.errors))) || [];
+    if (!list.length) {
+      errors.replaceChildren(h("p", { class: "error" }, e.message));
+      return;
+    }
+    errors.replaceChildren(h("ul", { class: "errors" }, list.map((x) =>
+      h("li", {}, h("button", { type: "button", class: "linklike", onclick: () => goTo(x.line, x.column) }, x.line ? `line ${x.line}, column ${x.column}` : "document"), `: ${x.message}`))));
+    if (list[0].line) goTo(list[0].line, list[0].column);
+  }
+
+  function goTo(line, column) {
+    if (!line) return;
+    const lines = editor.value.split("\n");
+    let pos = 0;
+    for (let i = 0; i < line - 1 && i < lines.length; i++) pos += lines[i].length + 1;
+    pos += Math.max(0, (column || 1) - 1);
+    editor.focus();
+    editor.setSelectionRange(pos, pos);
+  }
+
+  async function backtest() {
+    errors.replaceChildren();
+    report.replaceChildren(h("p", { class: "muted" }, "Replaying the log's decisions…"));
+    const ruleset = editor.value;
+    try {
+      const r = await api("POST", "/v1/backtests", { ruleset });
+      tested = ruleset;
+      activate.disabled = draft.disabled = false;
+      const outs = ["approve", "review", "decline"];
+      report.replaceChildren(
+        h("h3", {}, `Backtest of ${r.candidate_label}: ${r.changed} of ${r.decisions} decisions would change`),
+        h("table", { class: "matrix", "aria-label": "Live outcome by candidate outcome" },
+          h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "live \\ candidate"), outs.map((o) => h("th", { scope: "col" }, o)))),
+          h("tbody", {}, outs.map((l) => h("tr", {}, h("th", { scope: "row" }, l), outs.map((c) => h("td", {}, (r.matrix[l] && r.matrix[l][c]) || 0)))))),
+        h("p", { class: "muted" }, `Analyst-resolved reviews: ${r.analysts.resolved_reviews}, candidate agrees ${r.analysts.candidate_agrees}, disagrees ${r.analysts.candidate_disagrees}.`),
+        h("h3", {}, "Sessions whose outcome would change"),
+        table("Changed sessions", ["Session", "Live", "Candidate", "Candidate reasons"], r.changed_sessions.map((c) =>
+          h("tr", {}, h("td", { class: "mono" }, sessionLink(c.session_id)), h("td", {}, pill(c.live)), h("td", {}, pill(c.candidate)), h("td", {}, c.candidate_reasons.join(", ")))), "None: the candidate decides every replayed decision the same way."),
+        r.changed_sessions_truncated ? h("p", { class: "muted" }, "Only the first 1000 are listed.") : "");
+    } catch (e) {
+      report.replaceChildren();
+      showErrors(e);
+    }
+  }
+
+  async function upload(andActivate) {
+    if (editor.value !== tested) return;
+    try {
+      const r = await api("POST", `/v1/rulesets${andActivate ? "?activate=true" : ""}`, editor.value);
+      toast(andActivate ? `Activated ${r.label}` : `Uploaded ${r.label} (${r.version.slice(0, 12)}) as a draft`);
+      location.hash = `#/rules?version=${encodeURIComponent(r.version)}`;
+    } catch (e) {
+      showErrors(e);
+    }
+  }
+  draft.addEventListener("click", () => upload(false));
+  activate.addEventListener("click", () => upload(true));
+
+  root.append(
+    h("h3", {}, view ? "Edit (a change uploads a new version)" : "New ruleset"),
+    h("label", { for: "rules-editor", class: "muted" }, "Ruleset YAML — backtest it over the log before it can be uploaded or activated"),
+    editor,
+    errors,
+    h("div", { class: "actions" }, h("button", { type: "button", id: "rules-backtest", class: "primary", onclick: backtest }, "Backtest"), draft, activate),
+    report);
+}
