@@ -56,6 +56,8 @@ pub struct AppState {
     pub secure_cookies: bool,
     /// When this node last recorded each run-time key's use (at most once a minute).
     pub key_last_touch: Mutex<HashMap<String, i64>>,
+    /// Provider accounts idstream calls (`[[providers]]`).
+    pub providers: Arc<crate::provider::Providers>,
 }
 
 impl AppState {
@@ -70,7 +72,12 @@ impl AppState {
         // Sources register their metric handles now; the recorder must exist before that, or
         // the handles would be no-ops.
         crate::server::metrics_handle();
-        let Backends { log, store, hash_key, deciders, upkeep } = backends;
+        let Backends { log, store, hash_key, deciders, mut upkeep } = backends;
+        let providers = Arc::new(crate::provider::Providers::from_config(cfg));
+        if cfg.verifications.reconcile && !providers.is_empty() {
+            let r = crate::provider::reconcile::Reconciler::new(log.clone(), providers.clone(), cfg.verifications.clone());
+            upkeep.push(Box::new(move |stop| Box::pin(r.run(stop))));
+        }
         AppState {
             stream: Arc::new(crate::stream::Hub::new(&cfg.stream, log.clone())),
             log,
@@ -114,6 +121,7 @@ impl AppState {
             },
             secure_cookies: cfg.auth.secure_cookies,
             key_last_touch: Mutex::new(HashMap::new()),
+            providers,
         }
     }
 

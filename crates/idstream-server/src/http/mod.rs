@@ -20,6 +20,7 @@ pub mod sessions;
 pub mod subjects;
 pub mod system;
 pub mod users;
+pub mod verifications;
 
 use std::sync::Arc;
 
@@ -62,7 +63,8 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
         (name = "reviews", description = "Manual review cases"),
         (name = "streams", description = "Live WebSocket and Server-Sent Events streams (JWT)"),
         (name = "access", description = "API keys, users, logins (README \"Access\" has the role × endpoint matrix)"),
-        (name = "system", description = "Health, readiness, metrics and this contract")
+        (name = "system", description = "Health, readiness, metrics and this contract"),
+        (name = "verifications", description = "Hosted verification sessions started with the provider")
     )
 )]
 struct ApiDoc;
@@ -211,6 +213,8 @@ pub fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(system::readyz))
         .routes(routes!(system::metrics))
         .routes(routes!(system::openapi_json))
+        .routes(routes!(verifications::create))
+        .routes(routes!(verifications::get))
 }
 
 /// The OpenAPI document of every route.
