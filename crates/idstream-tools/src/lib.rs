@@ -13,5 +13,6 @@ pub mod bench;
 pub mod bench_decide;
 pub mod bench_stream;
 pub mod personas;
+pub mod sandbox;
 pub mod simulate;
 pub mod watch;

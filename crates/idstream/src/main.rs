@@ -45,6 +45,9 @@ enum Command {
     },
     /// Send realistic signed Didit v3 webhooks from synthetic personas to a server.
     Simulate(idstream_tools::simulate::SimulateArgs),
+    /// A local Didit: hosted sessions, decisions and signed webhooks back, for the whole loop
+    /// on one machine (set `[[providers]] base_url` to its address).
+    Sandbox(idstream_tools::sandbox::SandboxArgs),
     /// Load harness behind BENCHMARKS.md.
     Bench(idstream_tools::bench::BenchArgs),
     /// Manage read-API keys.
@@ -334,6 +337,7 @@ fn run() -> anyhow::Result<()> {
         Command::Serve { config } => rt.block_on(serve(config)),
         Command::Migrate { config } => rt.block_on(migrate(config)),
         Command::Simulate(args) => rt.block_on(idstream_tools::simulate::run(args)),
+        Command::Sandbox(args) => rt.block_on(idstream_tools::sandbox::run(args)),
         Command::Bench(args) => rt.block_on(idstream_tools::bench::run(args)),
         Command::Apikey { command } => {
             match command {
