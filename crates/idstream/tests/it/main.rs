@@ -15,3 +15,4 @@ mod simulate;
 mod store_conformance;
 mod stream;
 mod upgrade;
+mod verifications;
