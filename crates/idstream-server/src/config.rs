@@ -83,6 +83,27 @@ pub struct ProviderConfig {
     pub breaker_open_secs: u64,
 }
 
+impl ProviderConfig {
+    /// A Didit account with the default timeouts, retries and breaker.
+    pub fn didit(id: &str, api_key: Secret, base_url: &str, workflow_id: &str, source: &str) -> ProviderConfig {
+        ProviderConfig {
+            id: id.into(),
+            kind: ProviderKind::Didit,
+            api_key,
+            base_url: base_url.into(),
+            workflow_id: workflow_id.into(),
+            source: source.into(),
+            timeout_ms: default_provider_timeout_ms(),
+            max_retries: default_provider_retries(),
+            backoff_first_ms: default_backoff_first_ms(),
+            backoff_max_ms: default_backoff_max_ms(),
+            max_retry_after_secs: default_max_retry_after_secs(),
+            breaker_failures: default_breaker_failures(),
+            breaker_open_secs: default_breaker_open_secs(),
+        }
+    }
+}
+
 fn default_didit_url() -> String {
     "https://verification.didit.me".into()
 }
@@ -329,8 +350,19 @@ pub(crate) fn invalid(key: impl Into<String>, problem: impl Into<String>) -> Con
 /// Top-level sections an `IDSTREAM_*` variable may set (`IDSTREAM_LOG__MAX_BATCH`); other
 /// `IDSTREAM_*` variables (the log filter `IDSTREAM_LOG`, the test suite's
 /// `IDSTREAM_TEST_POSTGRES_URL`) are not configuration.
-const ENV_SECTIONS: &[&str] =
-    &["server", "log", "sources", "api_keys", "stream", "decisions", "store", "auth", "rate_limits", "providers", "verifications"];
+const ENV_SECTIONS: &[&str] = &[
+    "server",
+    "log",
+    "sources",
+    "api_keys",
+    "stream",
+    "decisions",
+    "store",
+    "auth",
+    "rate_limits",
+    "providers",
+    "verifications",
+];
 
 impl Config {
     /// Loads defaults → `file` → environment, then validates.

@@ -75,7 +75,8 @@ impl AppState {
         let Backends { log, store, hash_key, deciders, mut upkeep } = backends;
         let providers = Arc::new(crate::provider::Providers::from_config(cfg));
         if cfg.verifications.reconcile && !providers.is_empty() {
-            let r = crate::provider::reconcile::Reconciler::new(log.clone(), providers.clone(), cfg.verifications.clone());
+            let r =
+                crate::provider::reconcile::Reconciler::new(log.clone(), providers.clone(), cfg.verifications.clone());
             upkeep.push(Box::new(move |stop| Box::pin(r.run(stop))));
         }
         AppState {

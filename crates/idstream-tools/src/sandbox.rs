@@ -167,7 +167,11 @@ struct Inner {
 type St = Arc<Inner>;
 
 /// Serves the sandbox on `listener` until `stop`.
-pub async fn serve(listener: tokio::net::TcpListener, cfg: SandboxConfig, stop: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    cfg: SandboxConfig,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
     let base = format!("http://{}", listener.local_addr()?);
     let st = Arc::new(Inner {
         webhook_url: Mutex::new(cfg.webhook_url.clone()),
@@ -215,7 +219,8 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
         drop_webhooks: args.drop_webhooks,
         retry_delays: args.retry_delays_secs.iter().map(|s| Duration::from_secs(*s)).collect(),
     };
-    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     eprintln!(
         "idstream sandbox: a local Didit on http://{} — webhooks to {} (set [[providers]] base_url to this address)",
         listener.local_addr()?,
@@ -382,7 +387,12 @@ struct UpdateBody {
     comment: Option<String>,
 }
 
-async fn update_status(State(st): State<St>, headers: HeaderMap, Path(id): Path<String>, body: axum::body::Bytes) -> Response {
+async fn update_status(
+    State(st): State<St>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
     if let Err(r) = gate(&st, &headers, "update_status").await {
         return r;
     }
@@ -396,7 +406,9 @@ async fn update_status(State(st): State<St>, headers: HeaderMap, Path(id): Path<
     let snapshot = {
         let mut sessions = st.sessions.lock().unwrap();
         let Some(s) = sessions.get_mut(&id) else { return error(StatusCode::NOT_FOUND, "Not found.") };
-        if !["Approved", "Declined", "In Review", "Kyc Expired", "Abandoned", "Resubmitted"].contains(&s.status.as_str()) {
+        if !["Approved", "Declined", "In Review", "Kyc Expired", "Abandoned", "Resubmitted"]
+            .contains(&s.status.as_str())
+        {
             return error(StatusCode::BAD_REQUEST, "the session's status cannot be changed now");
         }
         if s.status == body.new_status {
@@ -421,7 +433,8 @@ async fn delete_session(State(st): State<St>, headers: HeaderMap, Path(id): Path
 }
 
 async fn hosted_page(State(st): State<St>, Path(token): Path<String>) -> Response {
-    let found = st.sessions.lock().unwrap().values().find(|s| s.token == token).map(|s| (s.id.clone(), s.status.clone()));
+    let found =
+        st.sessions.lock().unwrap().values().find(|s| s.token == token).map(|s| (s.id.clone(), s.status.clone()));
     match found {
         None => (StatusCode::NOT_FOUND, Html("<h1>No such session</h1>".to_owned())).into_response(),
         Some((id, status)) => Html(format!(
@@ -435,9 +448,14 @@ async fn hosted_page(State(st): State<St>, Path(token): Path<String>) -> Respons
 
 async fn hosted_finish(State(st): State<St>, Path(token): Path<String>) -> Response {
     let id = st.sessions.lock().unwrap().values().find(|s| s.token == token).map(|s| s.id.clone());
-    let Some(id) = id else { return (StatusCode::NOT_FOUND, Html("<h1>No such session</h1>".to_owned())).into_response() };
+    let Some(id) = id else {
+        return (StatusCode::NOT_FOUND, Html("<h1>No such session</h1>".to_owned())).into_response();
+    };
     match finish(&st, &id, None).await {
-        Ok(s) => Html(format!("<h1>Done</h1><p>Status: <b>{}</b>. The result was sent to the webhook URL.</p>", s["status"])).into_response(),
+        Ok(s) => {
+            Html(format!("<h1>Done</h1><p>Status: <b>{}</b>. The result was sent to the webhook URL.</p>", s["status"]))
+                .into_response()
+        }
         Err(r) => r,
     }
 }
@@ -470,7 +488,17 @@ async fn finish(st: &St, id: &str, persona: Option<Persona>) -> Result<Value, Re
             let mix = personas::DEFAULT_MIX;
             let total: u32 = mix.iter().map(|(_, w)| w).sum();
             let mut pick = rng.gen_range(0..total);
-            mix.iter().find(|(_, w)| if pick < *w { true } else { pick -= w; false }).map(|(p, _)| *p).unwrap_or(Persona::Honest)
+            mix.iter()
+                .find(|(_, w)| {
+                    if pick < *w {
+                        true
+                    } else {
+                        pick -= w;
+                        false
+                    }
+                })
+                .map(|(p, _)| *p)
+                .unwrap_or(Persona::Honest)
         });
         (persona, rng.gen::<u64>())
     };
@@ -479,8 +507,7 @@ async fn finish(st: &St, id: &str, persona: Option<Persona>) -> Result<Value, Re
     sim.mix = Some(vec![(persona, 1)]);
     let last = personas::generate(&sim)
         .into_iter()
-        .filter(|d| d.webhook_type == "status.updated")
-        .next_back()
+        .rfind(|d| d.webhook_type == "status.updated")
         .expect("a simulated session has a status webhook");
     let body: Value = serde_json::from_slice(&last.body).expect("the simulator writes JSON");
     let (progress, done) = {
@@ -525,7 +552,10 @@ fn webhook(s: &Session, now: i64, event_id: &str) -> Value {
     if let Some(m) = &s.metadata {
         v["metadata"] = m.clone();
     }
-    if !UNFINISHED.contains(&s.status.as_str()) && s.decision.is_object() && s.decision.as_object().is_some_and(|d| !d.is_empty()) {
+    if !UNFINISHED.contains(&s.status.as_str())
+        && s.decision.is_object()
+        && s.decision.as_object().is_some_and(|d| !d.is_empty())
+    {
         let mut d = s.decision.clone();
         d["status"] = Value::String(s.status.clone());
         v["decision"] = d;

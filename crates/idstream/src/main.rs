@@ -250,10 +250,21 @@ fn sandbox_mode(cfg: &mut Config) -> anyhow::Result<()> {
             jwt_path.display()
         );
     }
+    // Verifications go to `idstream sandbox` on its default address (it accepts any API key
+    // when started without one).
+    if cfg.providers.is_empty() {
+        cfg.providers.push(idstream_server::config::ProviderConfig::didit(
+            "sandbox",
+            Secret::new("sandbox"),
+            "http://127.0.0.1:8090",
+            "sandbox-workflow",
+            "sandbox",
+        ));
+    }
     tracing::warn!(
         secret_file = %secret_path.display(),
         api_key_file = %key_path.display(),
-        "no webhook source configured: sandbox mode, Didit source `sandbox` at POST /webhooks/sandbox (try `idstream simulate`)"
+        "no webhook source configured: sandbox mode, Didit source `sandbox` at POST /webhooks/sandbox (try `idstream simulate`), verifications started with `idstream sandbox` at http://127.0.0.1:8090"
     );
     Ok(())
 }

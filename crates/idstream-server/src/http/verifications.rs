@@ -41,7 +41,10 @@ pub struct BadGateway(ErrorBody);
 
 #[allow(dead_code)]
 #[derive(IntoResponses)]
-#[response(status = 504, description = "The provider did not answer in time (`provider_timeout`); nothing was recorded")]
+#[response(
+    status = 504,
+    description = "The provider did not answer in time (`provider_timeout`); nothing was recorded"
+)]
 pub struct GatewayTimeout(ErrorBody);
 
 /// `POST /v1/verifications`.
@@ -147,7 +150,10 @@ pub struct VerificationView {
 fn check_create(body: &CreateVerification) -> Result<(), ApiError> {
     let subject_ok = (1..=200).contains(&body.subject.len()) && !body.subject.chars().any(char::is_control);
     if !subject_ok {
-        return Err(ApiError::bad_request("invalid_field", "`subject` must be 1 to 200 characters, no control characters"));
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            "`subject` must be 1 to 200 characters, no control characters",
+        ));
     }
     if let Some(w) = &body.workflow_id {
         if w.is_empty() || w.len() > 100 {
@@ -220,7 +226,11 @@ pub async fn create(
     };
     let created = client.create_session(&req).await?;
     if !valid_session_id(&created.session_id) {
-        return Err(ApiError::new(StatusCode::BAD_GATEWAY, "provider_bad_response", "the provider answered an unusable session id; nothing was recorded"));
+        return Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "provider_bad_response",
+            "the provider answered an unusable session id; nothing was recorded",
+        ));
     }
 
     let now = now_us();
@@ -332,7 +342,10 @@ pub async fn get(
     let mut provider_view = None;
     if q.refresh {
         let client = st.providers.get(&created.provider).cloned().ok_or_else(|| {
-            ApiError::bad_request("no_provider", format!("provider account `{}` is no longer configured", created.provider))
+            ApiError::bad_request(
+                "no_provider",
+                format!("provider account `{}` is no longer configured", created.provider),
+            )
         })?;
         let decision = client.get_decision(&session_id).await?;
         let stored_now = matches!(store_polled(st.log.as_ref(), &client, &decision).await?, Recovered::Stored(_));
@@ -358,7 +371,8 @@ pub async fn get(
             event_id: p.id,
             offset,
             provider_status: p.provider_status,
-            obtained_by: if p.signature == idstream_core::signature::Scheme::DiditApi { "poll" } else { "webhook" }.into(),
+            obtained_by: if p.signature == idstream_core::signature::Scheme::DiditApi { "poll" } else { "webhook" }
+                .into(),
         }),
         provider_view,
     }))

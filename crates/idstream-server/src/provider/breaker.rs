@@ -69,7 +69,11 @@ impl Breaker {
         s.consecutive = s.consecutive.saturating_add(1);
         if was_trial || s.consecutive >= self.failures {
             if s.open_until.is_none() || was_trial {
-                tracing::warn!(failures = s.consecutive, open_secs = self.open_for.as_secs(), "provider circuit opened");
+                tracing::warn!(
+                    failures = s.consecutive,
+                    open_secs = self.open_for.as_secs(),
+                    "provider circuit opened"
+                );
             }
             s.open_until = Some(now + self.open_for);
             self.gauge.set(1.0);

@@ -166,13 +166,19 @@ impl DiditClient {
     }
 
     /// `PATCH /v3/session/{id}/update-status/` with `Approved`, `Declined` or `Resubmitted`.
-    pub async fn update_status(&self, session_id: &str, new_status: &str, comment: Option<&str>) -> Result<Value, ProviderError> {
+    pub async fn update_status(
+        &self,
+        session_id: &str,
+        new_status: &str,
+        comment: Option<&str>,
+    ) -> Result<Value, ProviderError> {
         assert!(valid_session_id(session_id), "callers check session ids");
         let mut body = serde_json::json!({ "new_status": new_status });
         if let Some(c) = comment {
             body["comment"] = Value::String(c.to_owned());
         }
-        self.send(Call::UpdateStatus, Method::PATCH, format!("/v3/session/{session_id}/update-status/"), Some(body)).await
+        self.send(Call::UpdateStatus, Method::PATCH, format!("/v3/session/{session_id}/update-status/"), Some(body))
+            .await
     }
 
     fn bad_response(&self, call: Call, e: impl std::fmt::Display) -> ProviderError {
@@ -181,10 +187,19 @@ impl DiditClient {
     }
 
     /// One logical call: breaker, attempts with retries, metrics.
-    async fn send(&self, call: Call, method: Method, path: String, body: Option<Value>) -> Result<Value, ProviderError> {
+    async fn send(
+        &self,
+        call: Call,
+        method: Method,
+        path: String,
+        body: Option<Value>,
+    ) -> Result<Value, ProviderError> {
         if let Err(wait) = self.breaker.admit() {
             self.count(call, "circuit_open", None);
-            return Err(ProviderError::CircuitOpen { provider: self.id.clone(), retry_after_secs: wait.as_secs().max(1) });
+            return Err(ProviderError::CircuitOpen {
+                provider: self.id.clone(),
+                retry_after_secs: wait.as_secs().max(1),
+            });
         }
         let url = format!("{}{}", self.base_url, path);
         let mut retry = 0;
@@ -263,7 +278,10 @@ impl DiditClient {
             return Attempt::Retry(ProviderError::RateLimited { provider: provider() }, retry_after);
         }
         if status.is_server_error() {
-            return Attempt::Retry(ProviderError::Unavailable { provider: provider(), status: Some(status.as_u16()) }, retry_after);
+            return Attempt::Retry(
+                ProviderError::Unavailable { provider: provider(), status: Some(status.as_u16()) },
+                retry_after,
+            );
         }
         if !status.is_success() {
             return Attempt::Fail(ProviderError::Rejected { provider: provider(), status: status.as_u16() });

@@ -55,7 +55,10 @@ impl ProviderError {
     /// Whether the failure says the provider is unwell (counts for the circuit breaker). A
     /// refusal (4xx) or an odd answer means it is up.
     pub fn is_provider_fault(&self) -> bool {
-        matches!(self, ProviderError::Timeout { .. } | ProviderError::Unavailable { .. } | ProviderError::RateLimited { .. })
+        matches!(
+            self,
+            ProviderError::Timeout { .. } | ProviderError::Unavailable { .. } | ProviderError::RateLimited { .. }
+        )
     }
 }
 

@@ -121,14 +121,12 @@ impl Reconciler {
                     continue;
                 }
                 match LogEvent::from_entry(e) {
-                    Ok(LogEvent::Own(OwnEvent::SessionCreated(s))) => {
-                        if self.providers.get(&s.provider).is_some() {
-                            self.pending.entry((s.tenant, s.session_id)).or_insert(Pending {
-                                provider: s.provider,
-                                created_us: e.appended_at_us,
-                                last_poll_us: 0,
-                            });
-                        }
+                    Ok(LogEvent::Own(OwnEvent::SessionCreated(s))) if self.providers.get(&s.provider).is_some() => {
+                        self.pending.entry((s.tenant, s.session_id)).or_insert(Pending {
+                            provider: s.provider,
+                            created_us: e.appended_at_us,
+                            last_poll_us: 0,
+                        });
                     }
                     Ok(LogEvent::Provider(p)) if is_result(&p) => {
                         if let Some(sid) = &p.session_id {
@@ -174,7 +172,8 @@ impl Reconciler {
                     Recovered::NoResult => "no_result",
                     Recovered::Stored(a) => {
                         tracing::info!(provider = %client.id, session_id = %key.1, offset = a.offset, "recovered a result no webhook brought");
-                        metrics::counter!("idstream_reconcile_recovered_total", "provider" => client.id.clone()).increment(1);
+                        metrics::counter!("idstream_reconcile_recovered_total", "provider" => client.id.clone())
+                            .increment(1);
                         self.pending.remove(&key);
                         "recovered"
                     }
@@ -193,7 +192,8 @@ impl Reconciler {
                     "error"
                 }
             };
-            metrics::counter!("idstream_reconcile_polls_total", "provider" => client.id.clone(), "outcome" => outcome).increment(1);
+            metrics::counter!("idstream_reconcile_polls_total", "provider" => client.id.clone(), "outcome" => outcome)
+                .increment(1);
         }
         metrics::gauge!("idstream_reconcile_pending").set(self.pending.len() as f64);
         Ok(())

@@ -567,13 +567,15 @@ async fn request_ids_are_echoed_and_internal_errors_stay_internal() {
 async fn verifications_contract(c: &Contract) {
     use crate::verifications::{config, Sandbox, KEY_SVC};
     let sb = Sandbox::start().await;
-    let srv = TestServer::start_with(&config(&sb, "timeout_ms = 300\nmax_retries = 0\nbreaker_failures = 100", "")).await;
+    let srv =
+        TestServer::start_with(&config(&sb, "timeout_ms = 300\nmax_retries = 0\nbreaker_failures = 100", "")).await;
     let (p, g) = ("/v1/verifications", "/v1/verifications/{session_id}");
     let v = c.expect(&srv, 201, call("POST", p, p, Some(KEY_SVC)).json(json!({"subject": "oa-v1"}))).await;
     let sid = v["session_id"].as_str().unwrap().to_owned();
     c.expect(&srv, 400, call("POST", p, p, Some(KEY_SVC)).json(json!({"subject": ""}))).await;
     c.expect(&srv, 401, call("POST", p, p, None).json(json!({"subject": "oa-v1"}))).await;
-    c.expect(&srv, 403, call("POST", p, "/v1/verifications?tenant=beta", Some(KEY_SVC)).json(json!({"subject": "x"}))).await;
+    c.expect(&srv, 403, call("POST", p, "/v1/verifications?tenant=beta", Some(KEY_SVC)).json(json!({"subject": "x"})))
+        .await;
     c.expect(&srv, 200, call("GET", g, format!("/v1/verifications/{sid}"), Some(KEY_SVC))).await;
     c.expect(&srv, 200, call("GET", g, format!("/v1/verifications/{sid}?refresh=true"), Some(KEY_SVC))).await;
     c.expect(&srv, 400, call("GET", g, format!("/v1/verifications/{sid}"), Some(KEY_ALL))).await;

@@ -41,7 +41,13 @@ impl Sandbox {
     }
 
     pub async fn control(&self, method: &str, path: &str, body: Value) -> Value {
-        let r = self.client.request(method.parse().unwrap(), format!("{}{path}", self.base)).json(&body).send().await.unwrap();
+        let r = self
+            .client
+            .request(method.parse().unwrap(), format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert!(r.status().is_success(), "sandbox {path}: {}", r.status());
         r.json().await.unwrap_or(Value::Null)
     }
@@ -121,6 +127,11 @@ backoff_max_ms = 100
     )
 }
 
+/// The config with the provider account named `id` (metrics are labelled by it).
+fn with_provider_id(cfg: &str, id: &str) -> String {
+    cfg.replace("id = \"didit\"\nkind", &format!("id = \"{id}\"\nkind"))
+}
+
 pub async fn create(srv: &TestServer, body: Value) -> (u16, Value) {
     srv.call("POST", "/v1/verifications", Some(KEY_SVC), Some(serde_json::to_vec(&body).unwrap())).await
 }
@@ -141,11 +152,7 @@ pub async fn wait_for(srv: &TestServer, session: &str, what: &str, check: impl F
 
 /// The session's events of `kind` in the log.
 async fn events_of(srv: &TestServer, session: &str, kind: &str) -> Vec<Value> {
-    srv.all_events()
-        .await
-        .into_iter()
-        .filter(|e| e["kind"] == kind && e["session_id"] == session)
-        .collect()
+    srv.all_events().await.into_iter().filter(|e| e["kind"] == kind && e["session_id"] == session).collect()
 }
 
 /// The session's result events (verification events with a result status).
@@ -188,7 +195,10 @@ async fn a_hosted_session_runs_end_to_end_against_the_sandbox() {
     assert_eq!(created.len(), 1);
     assert!(!created[0].to_string().contains(v["session_token"].as_str().unwrap()), "the token is not logged");
     let (_, subj) = srv.get("/v1/subjects/u-1", Some(KEY_SVC)).await;
-    assert_eq!(subj["attributes"], json!({"plan": "gold", "expected_first_name": "Ana", "expected_date_of_birth": "1990-01-02"}));
+    assert_eq!(
+        subj["attributes"],
+        json!({"plan": "gold", "expected_first_name": "Ana", "expected_date_of_birth": "1990-01-02"})
+    );
 
     // The user finishes; the sandbox sends its signed webhooks; idstream decides.
     let done = sb.complete(&session, "honest").await;
@@ -202,13 +212,13 @@ async fn a_hosted_session_runs_end_to_end_against_the_sandbox() {
     assert_eq!(sb.stats().await["webhooks_delivered"], 2, "In Progress, then the result");
 
     // Only service and admin keys start verifications.
-    let (s, v) = srv
-        .call("POST", "/v1/verifications", Some(KEY_VIEWER), Some(br#"{"subject":"u-2"}"#.to_vec()))
-        .await;
+    let (s, v) = srv.call("POST", "/v1/verifications", Some(KEY_VIEWER), Some(br#"{"subject":"u-2"}"#.to_vec())).await;
     assert_eq!(s, 403, "{v}");
     assert_eq!(sb.calls("create_session").await, 1);
     // Bad input is refused before the provider is called.
-    for bad in [json!({"subject": ""}), json!({"subject": "u", "callback": "ftp://x"}), json!({"subject": "u", "nope": 1})] {
+    for bad in
+        [json!({"subject": ""}), json!({"subject": "u", "callback": "ftp://x"}), json!({"subject": "u", "nope": 1})]
+    {
         let (s, v) = create(&srv, bad.clone()).await;
         assert_eq!(s, 400, "{bad}: {v}");
     }
@@ -247,8 +257,11 @@ async fn provider_failures_answer_502_or_504_and_record_nothing() {
     assert!(!metrics.contains(DIDIT_API_KEY));
     for outcome in ["unavailable", "timeout", "rejected"] {
         assert!(
-            metrics.contains(&format!("idstream_provider_calls_total{{provider=\"didit\",call=\"create_session\",outcome=\"{outcome}\"}}"))
-                || metrics.lines().any(|l| l.starts_with("idstream_provider_calls_total") && l.contains(&format!("outcome=\"{outcome}\""))),
+            metrics.contains(&format!(
+                "idstream_provider_calls_total{{provider=\"didit\",call=\"create_session\",outcome=\"{outcome}\"}}"
+            )) || metrics.lines().any(
+                |l| l.starts_with("idstream_provider_calls_total") && l.contains(&format!("outcome=\"{outcome}\""))
+            ),
             "no {outcome} in metrics"
         );
     }
@@ -277,8 +290,8 @@ async fn retries_honour_retry_after_on_429() {
 #[tokio::test]
 async fn the_circuit_breaker_opens_and_recovers() {
     let sb = Sandbox::start().await;
-    let srv =
-        TestServer::start_with(&config(&sb, "max_retries = 0\nbreaker_failures = 2\nbreaker_open_secs = 1", "")).await;
+    let cfg = config(&sb, "max_retries = 0\nbreaker_failures = 2\nbreaker_open_secs = 1", "");
+    let srv = TestServer::start_with(&with_provider_id(&cfg, "didit-breaker")).await;
     sb.faults(json!({"fail_next": 1000, "fail_status": 503})).await;
     for _ in 0..2 {
         let (s, v) = create(&srv, json!({"subject": "u-1"})).await;
@@ -289,7 +302,7 @@ async fn the_circuit_breaker_opens_and_recovers() {
     assert_eq!((s, v["error"].as_str()), (502, Some("provider_circuit_open")), "{v}");
     assert_eq!(sb.calls("create_session").await, 2);
     let metrics = srv.client.get(srv.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("idstream_provider_circuit_open{provider=\"didit\"} 1"), "{metrics}");
+    assert!(metrics.contains("idstream_provider_circuit_open{provider=\"didit-breaker\"} 1"), "{metrics}");
 
     // After breaker_open_secs one trial goes out; the provider is back, the circuit closes.
     sb.faults(json!({})).await;
@@ -347,9 +360,23 @@ fn late_webhook(decision: &Value) -> Vec<u8> {
 
 #[tokio::test]
 async fn dropped_webhooks_are_recovered_once_whatever_the_order() {
+    dropped_webhooks_case("", "didit-emb").await;
+}
+
+/// The same on NATS JetStream + PostgreSQL.
+#[tokio::test]
+async fn dropped_webhooks_are_recovered_once_on_nats_and_postgres() {
+    let b = crate::backends::ScaleOut::fresh("verif").await;
+    dropped_webhooks_case(&b.toml(), "didit-nats").await;
+}
+
+/// Metrics are process-wide: each test names its provider account `pid`, so its counters are
+/// its own.
+async fn dropped_webhooks_case(backend: &str, pid: &str) {
     let sb = Sandbox::start().await;
-    let recon = "[verifications]\nreconcile = true\nreconcile_after_secs = 1\nreconcile_interval_secs = 1\n";
-    let srv = TestServer::start_with(&config(&sb, "", recon)).await;
+    let recon =
+        format!("[verifications]\nreconcile = true\nreconcile_after_secs = 1\nreconcile_interval_secs = 1\n{backend}");
+    let srv = TestServer::start_with(&with_provider_id(&config(&sb, "", &recon), pid)).await;
     sb.webhooks_to(&srv).await;
 
     // 1. Every webhook lost: reconciliation polls and stores the result, once.
@@ -362,7 +389,8 @@ async fn dropped_webhooks_are_recovered_once_whatever_the_order() {
     assert_eq!(v["result"]["obtained_by"], "poll", "{v}");
     assert_eq!(sb.stats().await["webhooks_dropped"], 2);
     let metrics = srv.client.get(srv.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("idstream_reconcile_recovered_total{provider=\"didit\"} 1"), "{metrics}");
+    let recovered = format!("idstream_reconcile_recovered_total{{provider=\"{pid}\"}} 1");
+    assert!(metrics.contains(&recovered), "{metrics}");
 
     // Poll first, then the webhook after all (Didit's late retry, with its own event id and
     // timestamp): the result key matches, so it is a duplicate and nothing new is stored.
@@ -395,5 +423,5 @@ async fn dropped_webhooks_are_recovered_once_whatever_the_order() {
     // sees it within a tick, well under reconcile_after_secs... or one poll at most, which
     // stores nothing).
     let metrics = srv.client.get(srv.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("idstream_reconcile_recovered_total{provider=\"didit\"} 1"), "still one: {metrics}");
+    assert!(metrics.contains(&recovered), "still one: {metrics}");
 }
