@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use idstream_server::state::hash_api_key;
+use idstream_server::stream::auth::{mint_hs256, Claims};
 use idstream_tools::sandbox::{self, SandboxConfig};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -16,6 +17,7 @@ use crate::helpers::*;
 pub const DIDIT_API_KEY: &str = "sandbox-didit-api-key-0123456789";
 pub const KEY_SVC: &str = "key-acme-service";
 const KEY_VIEWER: &str = "key-acme-viewer";
+const JWT_SECRET: &str = "verifications-test-hs256-secret-0123456789";
 
 /// A running `idstream sandbox`.
 pub struct Sandbox {
@@ -167,7 +169,8 @@ async fn results_of(srv: &TestServer, session: &str) -> Vec<Value> {
 #[tokio::test]
 async fn a_hosted_session_runs_end_to_end_against_the_sandbox() {
     let sb = Sandbox::start().await;
-    let srv = TestServer::start_with(&config(&sb, "", "")).await;
+    let stream = format!("[stream]\nhs256_secrets = [\"{JWT_SECRET}\"]\n");
+    let srv = TestServer::start_with(&config(&sb, "", &stream)).await;
     sb.webhooks_to(&srv).await;
     // An attribute set before is kept; expected details are merged in beside it.
     let (s, _) = srv.call("PUT", "/v1/subjects/u-1", Some(KEY_SVC), Some(br#"{"plan":"gold"}"#.to_vec())).await;
@@ -210,6 +213,37 @@ async fn a_hosted_session_runs_end_to_end_against_the_sandbox() {
     srv.decided().await;
     assert_eq!(events_of(&srv, &session, "decision.made").await.len(), 1);
     assert_eq!(sb.stats().await["webhooks_delivered"], 2, "In Progress, then the result");
+
+    // The whole story on a live stream of the session, in order.
+    let claims = Claims {
+        sub: "test".into(),
+        tenant: "acme".into(),
+        kinds: vec!["*".into()],
+        exp: (now() + 300) as u64,
+        nbf: None,
+        iat: None,
+    };
+    let tok = mint_hs256(JWT_SECRET.as_bytes(), &claims);
+    let mut resp = srv
+        .client
+        .get(srv.url(&format!("/v1/stream/sse?after=0&session_id={session}&token={tok}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut text = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !text.contains("decision.made") {
+        let chunk = tokio::time::timeout_at(deadline.into(), resp.chunk()).await.expect("stream stalled").unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk.expect("stream ended")));
+    }
+    let kinds: Vec<&str> = ["session.created", "\"In Progress\"", "\"Approved\"", "decision.made"]
+        .into_iter()
+        .filter(|k| text.contains(k))
+        .collect();
+    assert_eq!(kinds.len(), 4, "{text}");
+    let at = |k: &str| text.find(k).unwrap();
+    assert!(at("session.created") < at("\"In Progress\"") && at("\"Approved\"") < at("decision.made"), "{text}");
 
     // Only service and admin keys start verifications.
     let (s, v) = srv.call("POST", "/v1/verifications", Some(KEY_VIEWER), Some(br#"{"subject":"u-2"}"#.to_vec())).await;
