@@ -427,6 +427,82 @@ pub fn didit_kind(webhook_type: &str) -> String {
     }
 }
 
+/// Didit statuses that are a session's result (a decision, or the end of the session without
+/// one). Their events are keyed by [`didit_result_key`].
+pub const DIDIT_RESULT_STATUSES: &[&str] =
+    &["Approved", "Declined", "In Review", "Resubmitted", "Abandoned", "Expired", "Kyc Expired"];
+
+/// The dedupe key of a Didit session *result*, the same whether the result arrived by webhook
+/// (`status.updated`) or was obtained by polling `GET /v3/session/{id}/decision/`, so the two
+/// paths, in either order, store one event and give one decision.
+///
+/// Pinned as `result:{session_id}|{status}|{fingerprint}`, where the fingerprint lists every
+/// check entry of the decision as `array/node_id=status`, sorted, then `reviews=N`. Didit's
+/// `event_id` cannot be used: it differs per delivery attempt and a polled decision has none.
+/// The fingerprint separates two results with the same status (declined, resubmitted, declined
+/// again) as long as a check or a review changed in between. `None` for a status that is not a
+/// result (`Not Started`, `In Progress`, ...): those keep their per-delivery key.
+pub fn didit_result_key(session_id: &str, status: &str, decision: Option<&Value>) -> Option<String> {
+    if !DIDIT_RESULT_STATUSES.contains(&status) {
+        return None;
+    }
+    let mut parts = Vec::new();
+    let mut reviews = 0;
+    if let Some(Value::Object(d)) = decision {
+        for (name, v) in d {
+            match (name.as_str(), v) {
+                ("reviews", Value::Array(a)) => reviews = a.len(),
+                (_, Value::Array(items)) => {
+                    for item in items {
+                        let node = item.get("node_id").and_then(Value::as_str).unwrap_or("");
+                        let st = item.get("status").and_then(Value::as_str).unwrap_or("");
+                        parts.push(format!("{name}/{node}={st}"));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    parts.sort();
+    Some(format!("result:{session_id}|{status}|{};reviews={reviews}", parts.join(",")))
+}
+
+/// Normalises the answer of Didit's `GET /v3/session/{id}/decision/` into the same event a
+/// `status.updated` webhook with that result would give (kind `verification.status_updated`,
+/// the same [`didit_result_key`]), marked as polled: `signature` is [`Scheme::DiditApi`] and
+/// `provider_kind` is `session.decision`. The feature arrays sit at the top level of the answer
+/// (a webhook carries them under `decision`); an answer with a `decision` object is read
+/// from there. `None` when the status is not a result yet.
+pub fn normalise_didit_poll(env: Envelope<'_>, body: &Value) -> Result<Option<IdentityEvent>, NormaliseError> {
+    let session_id = req_str(body, "session_id")?.to_owned();
+    let provider_status = req_str(body, "status")?.to_owned();
+    let decision = body.get("decision").filter(|d| d.is_object()).unwrap_or(body);
+    let Some(dedupe_key) = didit_result_key(&session_id, &provider_status, Some(decision)) else {
+        return Ok(None);
+    };
+    let subject = opt_str(body, "vendor_data").filter(|s| !s.is_empty());
+    Ok(Some(IdentityEvent {
+        id: env.id,
+        offset: 0,
+        tenant: env.tenant.to_owned(),
+        source: env.source.to_owned(),
+        provider: Provider::Didit,
+        kind: didit_kind("status.updated"),
+        provider_kind: "session.decision".into(),
+        provider_event_id: None,
+        session_id: Some(session_id),
+        subject,
+        status: Status::from_didit(&provider_status),
+        provider_status: Some(provider_status),
+        occurred_at: rfc3339(env.received_at),
+        received_at: rfc3339(env.received_at),
+        signature: Scheme::DiditApi,
+        unauthenticated_decision: false,
+        dedupe_key,
+        checks: didit_checks(decision),
+    }))
+}
+
 /// Normalises a verified Didit webhook body.
 pub fn normalise_didit(env: Envelope<'_>, body: &Value, timestamp: i64) -> Result<IdentityEvent, NormaliseError> {
     let webhook_type = req_str(body, "webhook_type")?;
@@ -443,9 +519,14 @@ pub fn normalise_didit(env: Envelope<'_>, body: &Value, timestamp: i64) -> Resul
     };
     let status = provider_status.as_deref().and_then(Status::from_didit);
     let provider_event_id = opt_str(body, "event_id");
-    let dedupe_key = match &provider_event_id {
-        Some(id) => format!("event:{id}"),
-        None => format!(
+    let result_key = match (webhook_type, session_id.as_deref(), provider_status.as_deref()) {
+        ("status.updated", Some(session), Some(st)) => didit_result_key(session, st, body.get("decision")),
+        _ => None,
+    };
+    let dedupe_key = match (result_key, &provider_event_id) {
+        (Some(key), _) => key,
+        (None, Some(id)) => format!("event:{id}"),
+        (None, None) => format!(
             "composite:{}|{}|{}|{}",
             session_id.as_deref().unwrap_or(""),
             webhook_type,
@@ -640,14 +721,53 @@ mod tests {
     #[test]
     fn dedupe_key_prefers_event_id_then_composite() {
         let body =
-            json!({"webhook_type": "status.updated", "session_id": "s1", "status": "Approved", "event_id": "e1"});
+            json!({"webhook_type": "status.updated", "session_id": "s1", "status": "In Progress", "event_id": "e1"});
         assert_eq!(normalise_didit(env(), &body, 7).unwrap().dedupe_key, "event:e1");
-        let body = json!({"webhook_type": "status.updated", "session_id": "s1", "status": "Approved"});
+        let body = json!({"webhook_type": "status.updated", "session_id": "s1", "status": "In Progress"});
+        assert_eq!(normalise_didit(env(), &body, 7).unwrap().dedupe_key, "composite:s1|status.updated|7|In Progress");
+        // A result is keyed by the result, not the delivery (see `didit_result_key`).
+        let body =
+            json!({"webhook_type": "status.updated", "session_id": "s1", "status": "Approved", "event_id": "e1"});
         let ev = normalise_didit(env(), &body, 7).unwrap();
-        assert_eq!(ev.dedupe_key, "composite:s1|status.updated|7|Approved");
+        assert_eq!(ev.dedupe_key, "result:s1|Approved|;reviews=0");
         assert_eq!(ev.kind, "verification.status_updated");
         assert_eq!(ev.status, Some(Status::Approved));
         assert_eq!(ev.occurred_at, "1970-01-01T00:00:07Z");
+    }
+
+    /// The pinned result key: a webhook and a poll of the same result agree; another delivery
+    /// attempt (new `event_id`, new timestamp) of the same result is the same key; a changed
+    /// check or another review is a different result.
+    #[test]
+    fn result_key_is_the_same_by_webhook_and_by_poll() {
+        let decision = json!({
+            "session_id": "s1", "status": "Declined",
+            "id_verifications": [{"node_id": "id_1", "status": "Declined"}],
+            "liveness_checks": [{"node_id": "l_1", "status": "Approved", "score": 91}],
+            "reviews": []
+        });
+        let hook = |event_id: &str, ts: i64| {
+            let body = json!({"webhook_type": "status.updated", "session_id": "s1", "status": "Declined",
+                "event_id": event_id, "timestamp": ts, "vendor_data": "u1", "decision": decision});
+            normalise_didit(env(), &body, ts).unwrap()
+        };
+        let mut polled_body = decision.clone();
+        polled_body["vendor_data"] = json!("u1");
+        let polled = normalise_didit_poll(env(), &polled_body).unwrap().unwrap();
+        let want = "result:s1|Declined|id_verifications/id_1=Declined,liveness_checks/l_1=Approved;reviews=0";
+        assert_eq!(hook("e1", 10).dedupe_key, want);
+        assert_eq!(hook("e2", 99).dedupe_key, want);
+        assert_eq!(polled.dedupe_key, want);
+        assert_eq!(polled.kind, "verification.status_updated");
+        assert_eq!(polled.signature, Scheme::DiditApi);
+        assert_eq!(polled.subject.as_deref(), Some("u1"));
+        assert_eq!(polled.checks, hook("e1", 10).checks);
+        let mut other = decision.clone();
+        other["reviews"] = json!([{"id": "r1"}]);
+        assert_ne!(didit_result_key("s1", "Declined", Some(&other)).unwrap(), want);
+        assert!(didit_result_key("s1", "In Progress", Some(&decision)).is_none());
+        let not_yet = json!({"session_id": "s1", "status": "In Progress"});
+        assert!(normalise_didit_poll(env(), &not_yet).unwrap().is_none());
     }
 
     #[test]

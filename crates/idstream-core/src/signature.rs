@@ -45,6 +45,10 @@ pub enum Scheme {
     DiditSimple,
     /// Standard Webhooks `v1` (HMAC-SHA256 over `id.timestamp.body`).
     StandardV1,
+    /// Not a webhook: the result was obtained by polling Didit's decision API with the
+    /// provider account's API key (reconciliation of a lost webhook, or a refresh). The whole
+    /// body came over an authenticated TLS call, so it counts as covered.
+    DiditApi,
 }
 
 impl Scheme {

@@ -33,6 +33,115 @@ pub struct Config {
     pub auth: AuthConfig,
     pub rate_limits: RateLimitsConfig,
     pub dashboard: DashboardConfig,
+    /// Provider accounts idstream calls (start verifications, poll results).
+    #[serde(default)]
+    pub providers: Vec<ProviderConfig>,
+    pub verifications: VerificationsConfig,
+}
+
+/// The kind of provider account (`[[providers]] kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    Didit,
+}
+
+/// A provider account (`[[providers]]`): the API key idstream calls the provider with. Its
+/// tenant is its webhook source's tenant, where its results arrive.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub id: String,
+    pub kind: ProviderKind,
+    /// Sent as `x-api-key`; never logged (`Secret`).
+    #[serde(deserialize_with = "secret")]
+    pub api_key: Secret,
+    #[serde(default = "default_didit_url")]
+    pub base_url: String,
+    /// The workflow of sessions created without one.
+    pub workflow_id: String,
+    /// The `[[sources]] id` whose webhooks carry this account's results.
+    pub source: String,
+    /// Per attempt, connect to last byte.
+    #[serde(default = "default_provider_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Retries after the first attempt (5xx, 429, connection errors).
+    #[serde(default = "default_provider_retries")]
+    pub max_retries: u32,
+    /// The first back-off; doubles per retry, with full jitter, up to `backoff_max_ms`.
+    #[serde(default = "default_backoff_first_ms")]
+    pub backoff_first_ms: u64,
+    #[serde(default = "default_backoff_max_ms")]
+    pub backoff_max_ms: u64,
+    /// A `Retry-After` longer than this is not waited for: the call fails at once.
+    #[serde(default = "default_max_retry_after_secs")]
+    pub max_retry_after_secs: u64,
+    /// Failed calls in a row that open the circuit breaker ...
+    #[serde(default = "default_breaker_failures")]
+    pub breaker_failures: u32,
+    /// ... for this long; then one trial call decides whether it closes.
+    #[serde(default = "default_breaker_open_secs")]
+    pub breaker_open_secs: u64,
+}
+
+impl ProviderConfig {
+    /// A Didit account with the default timeouts, retries and breaker.
+    pub fn didit(id: &str, api_key: Secret, base_url: &str, workflow_id: &str, source: &str) -> ProviderConfig {
+        ProviderConfig {
+            id: id.into(),
+            kind: ProviderKind::Didit,
+            api_key,
+            base_url: base_url.into(),
+            workflow_id: workflow_id.into(),
+            source: source.into(),
+            timeout_ms: default_provider_timeout_ms(),
+            max_retries: default_provider_retries(),
+            backoff_first_ms: default_backoff_first_ms(),
+            backoff_max_ms: default_backoff_max_ms(),
+            max_retry_after_secs: default_max_retry_after_secs(),
+            breaker_failures: default_breaker_failures(),
+            breaker_open_secs: default_breaker_open_secs(),
+        }
+    }
+}
+
+fn default_didit_url() -> String {
+    "https://verification.didit.me".into()
+}
+fn default_provider_timeout_ms() -> u64 {
+    10_000
+}
+fn default_provider_retries() -> u32 {
+    2
+}
+fn default_backoff_first_ms() -> u64 {
+    200
+}
+fn default_backoff_max_ms() -> u64 {
+    2_000
+}
+fn default_max_retry_after_secs() -> u64 {
+    10
+}
+fn default_breaker_failures() -> u32 {
+    5
+}
+fn default_breaker_open_secs() -> u64 {
+    30
+}
+
+/// Verifications started through idstream and the reconciliation of their results.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerificationsConfig {
+    /// Poll the provider for sessions created through idstream that have no result yet.
+    pub reconcile: bool,
+    /// A session is polled once it is this old without a result ...
+    pub reconcile_after_secs: u64,
+    /// ... at most every this many seconds ...
+    pub reconcile_interval_secs: u64,
+    /// ... until it is this old (then it is left alone).
+    pub reconcile_max_age_secs: u64,
 }
 
 /// The analyst dashboard served at `/`, and the stream tokens its pages get.
@@ -253,8 +362,20 @@ pub(crate) fn invalid(key: impl Into<String>, problem: impl Into<String>) -> Con
 /// Top-level sections an `IDSTREAM_*` variable may set (`IDSTREAM_LOG__MAX_BATCH`); other
 /// `IDSTREAM_*` variables (the log filter `IDSTREAM_LOG`, the test suite's
 /// `IDSTREAM_TEST_POSTGRES_URL`) are not configuration.
-const ENV_SECTIONS: &[&str] =
-    &["server", "log", "sources", "api_keys", "stream", "decisions", "store", "auth", "rate_limits", "dashboard"];
+const ENV_SECTIONS: &[&str] = &[
+    "server",
+    "log",
+    "sources",
+    "api_keys",
+    "stream",
+    "decisions",
+    "store",
+    "auth",
+    "rate_limits",
+    "providers",
+    "verifications",
+    "dashboard",
+];
 
 impl Config {
     /// Loads defaults → `file` → environment, then validates.
@@ -346,6 +467,50 @@ impl Config {
             }
         }
         self.validate_access()?;
+        self.validate_providers()?;
+        Ok(())
+    }
+
+    fn validate_providers(&self) -> Result<(), ConfigError> {
+        let mut seen = std::collections::HashSet::new();
+        for (i, p) in self.providers.iter().enumerate() {
+            let key = |k: &str| format!("providers[{i}].{k}");
+            if p.id.is_empty() || !p.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return Err(invalid(key("id"), "must be non-empty and use only letters, digits, '-' and '_'"));
+            }
+            if !seen.insert(p.id.as_str()) {
+                return Err(invalid(key("id"), format!("`{}` is used by another provider", p.id)));
+            }
+            if p.api_key.expose().is_empty() {
+                return Err(invalid(key("api_key"), "is empty"));
+            }
+            if !(p.base_url.starts_with("https://") || p.base_url.starts_with("http://")) {
+                return Err(invalid(key("base_url"), "must be an http(s) URL"));
+            }
+            if p.workflow_id.is_empty() {
+                return Err(invalid(key("workflow_id"), "must name the default workflow"));
+            }
+            match self.sources.iter().find(|s| s.id == p.source) {
+                None => return Err(invalid(key("source"), format!("names no configured source (`{}`)", p.source))),
+                Some(s) if s.provider != Provider::Didit => {
+                    return Err(invalid(key("source"), "must be a source with provider = \"didit\""));
+                }
+                Some(_) => {}
+            }
+            if p.timeout_ms == 0 || p.breaker_failures == 0 || p.breaker_open_secs == 0 {
+                return Err(invalid(
+                    key("timeout_ms"),
+                    "timeout_ms, breaker_failures and breaker_open_secs must be greater than 0",
+                ));
+            }
+        }
+        let v = &self.verifications;
+        if v.reconcile_interval_secs == 0 {
+            return Err(invalid("verifications.reconcile_interval_secs", "must be greater than 0"));
+        }
+        if v.reconcile_max_age_secs <= v.reconcile_after_secs {
+            return Err(invalid("verifications.reconcile_max_age_secs", "must be greater than reconcile_after_secs"));
+        }
         Ok(())
     }
 
@@ -516,6 +681,11 @@ mod tests {
             ("[rate_limits]\nread = { per_sec = 0.0, burst = 1 }", "rate_limits.read"),
             ("[rate_limits]\ntrusted_proxies = [\"not-a-net\"]", "rate_limits.trusted_proxies[0]"),
             ("[auth]\nlockout_after = 0", "auth.lockout_after"),
+            (
+                "[[providers]]\nid = \"d\"\nkind = \"didit\"\napi_key = \"k\"\nworkflow_id = \"w\"\nsource = \"nope\"",
+                "providers[0].source",
+            ),
+            ("[verifications]\nreconcile_interval_secs = 0", "verifications.reconcile_interval_secs"),
         ];
         for (toml, key) in cases {
             let err = Config::from_toml(toml).unwrap_err().to_string();
@@ -543,5 +713,17 @@ mod tests {
         )
         .unwrap();
         assert!(!format!("{c:?}").contains("topsecret"));
+    }
+
+    #[test]
+    fn provider_api_keys_never_print_and_defaults_apply() {
+        let c = Config::from_toml(
+            "[[sources]]\nid = \"a\"\nprovider = \"didit\"\ntenant = \"t\"\nsecrets = [\"s\"]\n\
+             [[providers]]\nid = \"d\"\nkind = \"didit\"\napi_key = \"topsecret-api\"\nworkflow_id = \"w\"\nsource = \"a\"",
+        )
+        .unwrap();
+        assert!(!format!("{c:?}").contains("topsecret-api"));
+        assert_eq!(c.providers[0].base_url, "https://verification.didit.me");
+        assert_eq!(c.providers[0].max_retries, 2);
     }
 }

@@ -135,6 +135,22 @@ impl From<NormaliseError> for ApiError {
     }
 }
 
+/// A provider call that failed: 504 when it timed out, 502 otherwise. Nothing was recorded.
+impl From<crate::provider::ProviderError> for ApiError {
+    fn from(e: crate::provider::ProviderError) -> Self {
+        use crate::provider::ProviderError as P;
+        let (status, code) = match &e {
+            P::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "provider_timeout"),
+            P::Unavailable { .. } => (StatusCode::BAD_GATEWAY, "provider_unavailable"),
+            P::RateLimited { .. } => (StatusCode::BAD_GATEWAY, "provider_rate_limited"),
+            P::CircuitOpen { .. } => (StatusCode::BAD_GATEWAY, "provider_circuit_open"),
+            P::Rejected { .. } => (StatusCode::BAD_GATEWAY, "provider_rejected"),
+            P::BadResponse { .. } => (StatusCode::BAD_GATEWAY, "provider_bad_response"),
+        };
+        ApiError::new(status, code, format!("{e}; nothing was recorded"))
+    }
+}
+
 impl From<BytesRejection> for ApiError {
     fn from(e: BytesRejection) -> Self {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {

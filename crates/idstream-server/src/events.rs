@@ -129,6 +129,27 @@ pub struct AccessChanged {
     pub at: String,
 }
 
+/// `session.created`: idstream created a hosted verification session with a provider
+/// (`POST /v1/verifications`). Never the session's URL or token (a bearer capability).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SessionCreated {
+    pub id: String,
+    pub tenant: String,
+    /// The provider's session id (the partition key of the session's events).
+    pub session_id: String,
+    pub subject: String,
+    /// The `[[providers]] id` it was created with.
+    pub provider: String,
+    /// The webhook source its results arrive on.
+    pub source: String,
+    pub workflow_id: String,
+    /// The provider's status at creation (Didit: `Not Started`).
+    pub provider_status: String,
+    pub actor: String,
+    /// RFC 3339 UTC.
+    pub at: String,
+}
+
 /// An event idstream writes itself, tagged by `kind`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "kind")]
@@ -171,6 +192,8 @@ pub enum OwnEvent {
     AccessLoggedIn(AccessChanged),
     #[serde(rename = "access.logged_out")]
     AccessLoggedOut(AccessChanged),
+    #[serde(rename = "session.created")]
+    SessionCreated(SessionCreated),
 }
 
 /// Every kind [`OwnEvent`] has, for documentation and tests.
@@ -194,6 +217,7 @@ pub const OWN_KINDS: &[&str] = &[
     "access.user_locked",
     "access.logged_in",
     "access.logged_out",
+    "session.created",
 ];
 
 impl OwnEvent {
@@ -218,6 +242,7 @@ impl OwnEvent {
             OwnEvent::AccessUserLocked(_) => "access.user_locked",
             OwnEvent::AccessLoggedIn(_) => "access.logged_in",
             OwnEvent::AccessLoggedOut(_) => "access.logged_out",
+            OwnEvent::SessionCreated(_) => "session.created",
         }
     }
 
@@ -263,6 +288,7 @@ impl OwnEvent {
             OwnEvent::RulesetUploaded(e) | OwnEvent::RulesetActivated(e) => &e.id,
             OwnEvent::BlocklistAdded(e) | OwnEvent::BlocklistRemoved(e) => &e.id,
             OwnEvent::SubjectUpdated(e) => &e.id,
+            OwnEvent::SessionCreated(e) => &e.id,
             other => &other.access_payload().expect("an access event").id,
         }
     }
@@ -274,6 +300,7 @@ impl OwnEvent {
             OwnEvent::RulesetUploaded(e) | OwnEvent::RulesetActivated(e) => &e.tenant,
             OwnEvent::BlocklistAdded(e) | OwnEvent::BlocklistRemoved(e) => &e.tenant,
             OwnEvent::SubjectUpdated(e) => &e.tenant,
+            OwnEvent::SessionCreated(e) => &e.tenant,
             other => &other.access_payload().expect("an access event").tenant,
         }
     }
@@ -289,6 +316,7 @@ impl OwnEvent {
             OwnEvent::RulesetUploaded(e) | OwnEvent::RulesetActivated(e) => format!("ruleset:{}", e.tenant),
             OwnEvent::BlocklistAdded(e) | OwnEvent::BlocklistRemoved(e) => format!("blocklist:{}", e.tenant),
             OwnEvent::SubjectUpdated(e) => format!("subject:{}", e.subject),
+            OwnEvent::SessionCreated(e) => e.session_id.clone(),
             other => format!("access:{}", other.access_payload().expect("an access event").tenant),
         }
     }
@@ -301,6 +329,9 @@ impl OwnEvent {
                 Some(event) => format!("decision/{event}"),
                 None => format!("decision/{}", e.decision_id),
             }),
+            // Didit answers a creation for a user with an unfinished session with that session
+            // again: recorded once.
+            OwnEvent::SessionCreated(e) => Some(format!("session.created/{}/{}", e.provider, e.session_id)),
             _ => None,
         }
     }
@@ -310,6 +341,7 @@ impl OwnEvent {
         match self {
             OwnEvent::DecisionMade(e) => Some(&e.session_id),
             OwnEvent::ReviewOpened(e) | OwnEvent::ReviewClaimed(e) | OwnEvent::ReviewResolved(e) => Some(&e.session_id),
+            OwnEvent::SessionCreated(e) => Some(&e.session_id),
             _ => None,
         }
     }
@@ -321,6 +353,7 @@ impl OwnEvent {
                 e.subject.as_deref()
             }
             OwnEvent::SubjectUpdated(e) => Some(&e.subject),
+            OwnEvent::SessionCreated(e) => Some(&e.subject),
             _ => None,
         }
     }

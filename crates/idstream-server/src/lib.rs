@@ -13,6 +13,8 @@
 //!   across nodes, review resolutions, backtests, normal forms and keyed hashes of identities.
 //! - [`stream`]: live WebSocket / SSE streams of the log (JWT, tenant scope, resume by offset).
 //! - [`http`]: the REST API, handlers grouped by resource, and its OpenAPI contract.
+//! - [`provider`]: calls to providers (the Didit client, its circuit breaker) and the
+//!   reconciliation of results whose webhooks were lost.
 //!
 //! Around them: [`events`] (the log's typed schema), [`domain`] (outcome, session state,
 //! review status, blocklist kind), [`config`], [`backend`] (chooses and opens the backends once),
@@ -34,6 +36,7 @@ pub mod events;
 pub mod http;
 pub mod ingest;
 pub mod log;
+pub mod provider;
 pub mod server;
 pub mod sqlite;
 pub mod state;

@@ -61,6 +61,8 @@ pub struct AppState {
     pub oidc_cache: crate::http::oidc::OidcCache,
     /// The dashboard at `/` and its stream tokens.
     pub dashboard: crate::config::DashboardConfig,
+    /// Provider accounts idstream calls (`[[providers]]`).
+    pub providers: Arc<crate::provider::Providers>,
 }
 
 impl AppState {
@@ -75,7 +77,13 @@ impl AppState {
         // Sources register their metric handles now; the recorder must exist before that, or
         // the handles would be no-ops.
         crate::server::metrics_handle();
-        let Backends { log, store, hash_key, deciders, upkeep } = backends;
+        let Backends { log, store, hash_key, deciders, mut upkeep } = backends;
+        let providers = Arc::new(crate::provider::Providers::from_config(cfg));
+        if cfg.verifications.reconcile && !providers.is_empty() {
+            let r =
+                crate::provider::reconcile::Reconciler::new(log.clone(), providers.clone(), cfg.verifications.clone());
+            upkeep.push(Box::new(move |stop| Box::pin(r.run(stop))));
+        }
         AppState {
             stream: Arc::new(
                 crate::stream::Hub::new(&cfg.stream, log.clone())
@@ -125,6 +133,7 @@ impl AppState {
             oidc: cfg.auth.oidc.clone(),
             oidc_cache: Default::default(),
             dashboard: cfg.dashboard.clone(),
+            providers,
         }
     }
 

@@ -8,10 +8,13 @@
 //! - [`bench`], [`bench_stream`], [`bench_decide`]: the load harness behind BENCHMARKS.md
 //!   (`idstream bench ingest|log|stream|decide`).
 //! - [`watch`]: `idstream watch`, a command-line stream client that resumes after disconnects.
+//! - [`sandbox`]: `idstream sandbox`, a local Didit API (hosted sessions, decisions, signed
+//!   webhooks back, injected faults) for the whole loop on one machine and for tests.
 
 pub mod bench;
 pub mod bench_decide;
 pub mod bench_stream;
 pub mod personas;
+pub mod sandbox;
 pub mod simulate;
 pub mod watch;

@@ -46,6 +46,9 @@ enum Command {
     },
     /// Send realistic signed Didit v3 webhooks from synthetic personas to a server.
     Simulate(idstream_tools::simulate::SimulateArgs),
+    /// A local Didit: hosted sessions, decisions and signed webhooks back, for the whole loop
+    /// on one machine (set `[[providers]] base_url` to its address).
+    Sandbox(idstream_tools::sandbox::SandboxArgs),
     /// Load harness behind BENCHMARKS.md.
     Bench(idstream_tools::bench::BenchArgs),
     /// API keys: config snippets (`new`), or keys made on a running server (`create`, `list`,
@@ -245,10 +248,21 @@ fn sandbox_mode(cfg: &mut Config) -> anyhow::Result<()> {
             jwt_path.display()
         );
     }
+    // Verifications go to `idstream sandbox` on its default address (it accepts any API key
+    // when started without one).
+    if cfg.providers.is_empty() {
+        cfg.providers.push(idstream_server::config::ProviderConfig::didit(
+            "sandbox",
+            Secret::new("sandbox"),
+            "http://127.0.0.1:8090",
+            "sandbox-workflow",
+            "sandbox",
+        ));
+    }
     tracing::warn!(
         secret_file = %secret_path.display(),
         api_key_file = %key_path.display(),
-        "no webhook source configured: sandbox mode, Didit source `sandbox` at POST /webhooks/sandbox (try `idstream simulate`)"
+        "no webhook source configured: sandbox mode, Didit source `sandbox` at POST /webhooks/sandbox (try `idstream simulate`), verifications started with `idstream sandbox` at http://127.0.0.1:8090"
     );
     Ok(())
 }
@@ -367,6 +381,7 @@ fn run() -> anyhow::Result<()> {
         Command::Serve { config } => rt.block_on(serve(config)),
         Command::Migrate { config } => rt.block_on(migrate(config)),
         Command::Simulate(args) => rt.block_on(idstream_tools::simulate::run(args)),
+        Command::Sandbox(args) => rt.block_on(idstream_tools::sandbox::run(args)),
         Command::Bench(args) => rt.block_on(idstream_tools::bench::run(args)),
         Command::Apikey { command } => rt.block_on(access_cli::apikey(command)),
         Command::User { config, command } => rt.block_on(access_cli::user(config, command)),

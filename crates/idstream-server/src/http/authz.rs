@@ -56,6 +56,8 @@ pub enum Action {
     ManageKeys,
     ReadUsers,
     ManageUsers,
+    StartVerifications,
+    ReadVerifications,
 }
 
 use Role::{Admin as AD, Analyst as AN, Auditor as AU, PolicyAdmin as PA, Service as SV, Viewer as VW};
@@ -72,6 +74,7 @@ impl Action {
             Action::AddToBlocklist | Action::ActOnReviews => &[AN, PA, AD],
             Action::ReadKeys | Action::ReadUsers => &[AD, AU],
             Action::ManageKeys | Action::ManageUsers => &[AD],
+            Action::StartVerifications | Action::ReadVerifications => &[AD, SV],
         }
     }
 
@@ -95,6 +98,8 @@ impl Action {
             Action::ManageKeys => "create or revoke API keys",
             Action::ReadUsers => "list users",
             Action::ManageUsers => "create or change users",
+            Action::StartVerifications => "start verifications",
+            Action::ReadVerifications => "read verifications",
         }
     }
 
@@ -152,6 +157,8 @@ pub const ROUTES: &[(&str, &str, Action)] = &[
     ("POST", "/v1/stream/token", Action::Own),
     ("GET", "/", Action::Public),
     ("GET", "/assets/{file}", Action::Public),
+    ("POST", "/v1/verifications", Action::StartVerifications),
+    ("GET", "/v1/verifications/{session_id}", Action::ReadVerifications),
 ];
 
 /// The action of a route, if it has one.

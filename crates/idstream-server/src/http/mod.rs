@@ -22,6 +22,7 @@ pub mod sessions;
 pub mod subjects;
 pub mod system;
 pub mod users;
+pub mod verifications;
 
 use std::sync::Arc;
 
@@ -65,7 +66,8 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
         (name = "streams", description = "Live WebSocket and Server-Sent Events streams (JWT)"),
         (name = "access", description = "API keys, users, logins (README \"Access\" has the role × endpoint matrix)"),
         (name = "system", description = "Health, readiness, metrics and this contract"),
-        (name = "dashboard", description = "The analyst dashboard's page and files (README \"Dashboard\")")
+        (name = "dashboard", description = "The analyst dashboard's page and files (README \"Dashboard\")"),
+        (name = "verifications", description = "Hosted verification sessions started with the provider")
     )
 )]
 struct ApiDoc;
@@ -232,6 +234,8 @@ pub fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(dashboard::stream_token))
         .routes(routes!(dashboard::index))
         .routes(routes!(dashboard::asset))
+        .routes(routes!(verifications::create))
+        .routes(routes!(verifications::get))
 }
 
 /// The OpenAPI document of every route.

@@ -30,9 +30,17 @@ async fn post_webhook(srv: &TestServer, body: Vec<u8>) -> (u16, Value) {
 /// may make it: `2xx` for the allowed roles, `403` naming the role for the others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_role_gets_exactly_what_the_matrix_allows() {
+    // A provider account (our own Didit sandbox) for the verification calls.
+    let sb = crate::verifications::Sandbox::start().await;
+    let provider = format!(
+        "[[providers]]\nid = \"didit\"\nkind = \"didit\"\napi_key = \"{}\"\nbase_url = \"{}\"\n\
+         workflow_id = \"wf-default\"\nsource = \"didit-main\"\n",
+        crate::verifications::DIDIT_API_KEY,
+        sb.base
+    );
     let srv = TestServer::start_with(&base_config(
         &[SECRET_NEW],
-        &format!("[rate_limits]\nenabled = false\n{}", keys_for_every_role()),
+        &format!("[rate_limits]\nenabled = false\n{}{provider}", keys_for_every_role()),
     ))
     .await;
     let n = Role::ALL.len();
@@ -62,6 +70,9 @@ async fn every_role_gets_exactly_what_the_matrix_allows() {
     let up =
         srv.call("POST", "/v1/rulesets", Some(KEY_ACME), Some(RULESET.replace("LABEL", "base").into_bytes())).await;
     let version = up.1["version"].as_str().unwrap().to_owned();
+    let (s, v) = srv.call("POST", "/v1/verifications", Some(KEY_ACME), json_body(json!({"subject": "m-v"}))).await;
+    assert_eq!(s, 201, "{v}");
+    let verification = v["session_id"].as_str().unwrap().to_owned();
     let mut entries = Vec::new();
     let mut keys = Vec::new();
     let mut users = Vec::new();
@@ -143,6 +154,10 @@ async fn every_role_gets_exactly_what_the_matrix_allows() {
                 "/v1/auth/logout" => continue,
                 "/v1/auth/me" => ("/v1/auth/me".into(), None),
                 "/v1/stream/token" => ("/v1/stream/token".into(), None),
+                "/v1/verifications" => {
+                    ("/v1/verifications".into(), json_body(json!({"subject": format!("m-v-{}", role.as_str())})))
+                }
+                "/v1/verifications/{session_id}" => (format!("/v1/verifications/{verification}"), None),
                 other => panic!("the matrix test has no request for {method} {other}: add one"),
             };
             let (status, v) = srv.call(method, &path, Some(&key), body).await;

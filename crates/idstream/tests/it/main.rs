@@ -17,3 +17,4 @@ mod simulate;
 mod store_conformance;
 mod stream;
 mod upgrade;
+mod verifications;

@@ -541,6 +541,7 @@ async fn every_endpoint_answers_as_the_contract_says() {
     c.expect(&srv, 503, call("GET", "/readyz", "/readyz", None)).await;
     rate_limited_answers(&c).await;
     dashboard_answers(&c).await;
+    verifications_contract(&c).await;
     let missing = c.unseen();
     assert!(missing.is_empty(), "documented answers never exercised: {missing:#?}");
 }
@@ -749,4 +750,44 @@ async fn dashboard_answers(c: &Contract) {
     let off = TestServer::start_with(&base_config(&[SECRET_NEW], "[dashboard]\nenabled = false\n")).await;
     c.expect(&off, 404, call("GET", "/", "/", None)).await;
     c.expect(&off, 503, call("POST", t, t, Some(KEY_ACME))).await;
+}
+
+/// `POST /v1/verifications` and `GET /v1/verifications/{session_id}`, against `idstream
+/// sandbox`: every documented status.
+async fn verifications_contract(c: &Contract) {
+    use crate::verifications::{config, Sandbox, KEY_SVC};
+    let sb = Sandbox::start().await;
+    let srv =
+        TestServer::start_with(&config(&sb, "timeout_ms = 300\nmax_retries = 0\nbreaker_failures = 100", "")).await;
+    let (p, g) = ("/v1/verifications", "/v1/verifications/{session_id}");
+    let v = c.expect(&srv, 201, call("POST", p, p, Some(KEY_SVC)).json(json!({"subject": "oa-v1"}))).await;
+    let sid = v["session_id"].as_str().unwrap().to_owned();
+    c.expect(&srv, 400, call("POST", p, p, Some(KEY_SVC)).json(json!({"subject": ""}))).await;
+    c.expect(&srv, 401, call("POST", p, p, None).json(json!({"subject": "oa-v1"}))).await;
+    c.expect(&srv, 403, call("POST", p, "/v1/verifications?tenant=beta", Some(KEY_SVC)).json(json!({"subject": "x"})))
+        .await;
+    c.expect(&srv, 200, call("GET", g, format!("/v1/verifications/{sid}"), Some(KEY_SVC))).await;
+    c.expect(&srv, 200, call("GET", g, format!("/v1/verifications/{sid}?refresh=true"), Some(KEY_SVC))).await;
+    c.expect(&srv, 400, call("GET", g, format!("/v1/verifications/{sid}"), Some(KEY_ALL))).await;
+    c.expect(&srv, 401, call("GET", g, format!("/v1/verifications/{sid}"), None)).await;
+    c.expect(&srv, 403, call("GET", g, format!("/v1/verifications/{sid}?tenant=beta"), Some(KEY_SVC))).await;
+    c.expect(&srv, 404, call("GET", g, "/v1/verifications/no-such-session", Some(KEY_SVC))).await;
+    sb.faults(json!({"fail_next": 2, "fail_status": 500})).await;
+    c.expect(&srv, 502, call("POST", p, p, Some(KEY_SVC)).json(json!({"subject": "oa-v2"}))).await;
+    c.expect(&srv, 502, call("GET", g, format!("/v1/verifications/{sid}?refresh=true"), Some(KEY_SVC))).await;
+    sb.faults(json!({"delay_ms": 1000})).await;
+    c.expect(&srv, 504, call("POST", p, p, Some(KEY_SVC)).json(json!({"subject": "oa-v2"}))).await;
+    c.expect(&srv, 504, call("GET", g, format!("/v1/verifications/{sid}?refresh=true"), Some(KEY_SVC))).await;
+    sb.faults(json!({})).await;
+    // Rate limits: a server whose limits allow one call of each class.
+    let limited = config(&sb, "", "").replace(
+        "[rate_limits]\nenabled = false",
+        "[rate_limits]\nread = { per_sec = 0.001, burst = 1 }\nwrite = { per_sec = 0.001, burst = 1 }",
+    );
+    let srv = TestServer::start_with(&limited).await;
+    let v = c.expect(&srv, 201, call("POST", p, p, Some(KEY_SVC)).json(json!({"subject": "oa-v3"}))).await;
+    let sid = v["session_id"].as_str().unwrap().to_owned();
+    c.expect(&srv, 429, call("POST", p, p, Some(KEY_SVC)).json(json!({"subject": "oa-v3"}))).await;
+    c.expect(&srv, 200, call("GET", g, format!("/v1/verifications/{sid}"), Some(KEY_SVC))).await;
+    c.expect(&srv, 429, call("GET", g, format!("/v1/verifications/{sid}"), Some(KEY_SVC))).await;
 }
