@@ -32,6 +32,9 @@ pub struct Config {
     pub store: StoreConfig,
     pub auth: AuthConfig,
     pub rate_limits: RateLimitsConfig,
+    pub notifications: crate::notify::config::NotificationsConfig,
+    #[serde(default)]
+    pub endpoints: Vec<crate::notify::config::EndpointConfig>,
 }
 
 /// Logins, sessions and OIDC.
@@ -241,8 +244,19 @@ pub(crate) fn invalid(key: impl Into<String>, problem: impl Into<String>) -> Con
 /// Top-level sections an `IDSTREAM_*` variable may set (`IDSTREAM_LOG__MAX_BATCH`); other
 /// `IDSTREAM_*` variables (the log filter `IDSTREAM_LOG`, the test suite's
 /// `IDSTREAM_TEST_POSTGRES_URL`) are not configuration.
-const ENV_SECTIONS: &[&str] =
-    &["server", "log", "sources", "api_keys", "stream", "decisions", "store", "auth", "rate_limits"];
+const ENV_SECTIONS: &[&str] = &[
+    "server",
+    "log",
+    "sources",
+    "api_keys",
+    "stream",
+    "decisions",
+    "store",
+    "auth",
+    "rate_limits",
+    "notifications",
+    "endpoints",
+];
 
 impl Config {
     /// Loads defaults → `file` → environment, then validates.
@@ -331,6 +345,7 @@ impl Config {
             }
         }
         self.validate_access()?;
+        crate::notify::config::validate(&self.notifications, &self.endpoints)?;
         Ok(())
     }
 

@@ -34,6 +34,7 @@ pub mod events;
 pub mod http;
 pub mod ingest;
 pub mod log;
+pub mod notify;
 pub mod server;
 pub mod sqlite;
 pub mod state;

@@ -56,6 +56,8 @@ pub struct AppState {
     pub secure_cookies: bool,
     /// When this node last recorded each run-time key's use (at most once a minute).
     pub key_last_touch: Mutex<HashMap<String, i64>>,
+    /// Outbound notifications: the endpoints' delivery worker.
+    pub notifier: Arc<crate::notify::Notifier>,
 }
 
 impl AppState {
@@ -71,7 +73,15 @@ impl AppState {
         // the handles would be no-ops.
         crate::server::metrics_handle();
         let Backends { log, store, hash_key, deciders, upkeep } = backends;
+        let notifier = Arc::new(crate::notify::Notifier::new(
+            &cfg.notifications,
+            &cfg.endpoints,
+            log.clone(),
+            store.clone(),
+            Arc::new(crate::notify::ssrf::SystemResolver),
+        ));
         AppState {
+            notifier,
             stream: Arc::new(crate::stream::Hub::new(&cfg.stream, log.clone())),
             log,
             store,
