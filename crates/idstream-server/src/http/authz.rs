@@ -56,6 +56,8 @@ pub enum Action {
     ManageKeys,
     ReadUsers,
     ManageUsers,
+    ReadEndpoints,
+    ManageEndpoints,
 }
 
 use Role::{Admin as AD, Analyst as AN, Auditor as AU, PolicyAdmin as PA, Service as SV, Viewer as VW};
@@ -72,6 +74,8 @@ impl Action {
             Action::AddToBlocklist | Action::ActOnReviews => &[AN, PA, AD],
             Action::ReadKeys | Action::ReadUsers => &[AD, AU],
             Action::ManageKeys | Action::ManageUsers => &[AD],
+            Action::ReadEndpoints => &[AD, AU],
+            Action::ManageEndpoints => &[AD],
         }
     }
 
@@ -95,6 +99,8 @@ impl Action {
             Action::ManageKeys => "create or revoke API keys",
             Action::ReadUsers => "list users",
             Action::ManageUsers => "create or change users",
+            Action::ReadEndpoints => "read notification endpoints and deliveries",
+            Action::ManageEndpoints => "create, change, replay or delete notification endpoints",
         }
     }
 
@@ -148,6 +154,13 @@ pub const ROUTES: &[(&str, &str, Action)] = &[
     ("GET", "/readyz", Action::Public),
     ("GET", "/metrics", Action::Public),
     ("GET", "/openapi.json", Action::Public),
+    ("GET", "/v1/endpoints", Action::ReadEndpoints),
+    ("POST", "/v1/endpoints", Action::ManageEndpoints),
+    ("GET", "/v1/endpoints/{id}", Action::ReadEndpoints),
+    ("PATCH", "/v1/endpoints/{id}", Action::ManageEndpoints),
+    ("DELETE", "/v1/endpoints/{id}", Action::ManageEndpoints),
+    ("GET", "/v1/endpoints/{id}/deliveries", Action::ReadEndpoints),
+    ("POST", "/v1/endpoints/{id}/replay", Action::ManageEndpoints),
 ];
 
 /// The action of a route, if it has one.

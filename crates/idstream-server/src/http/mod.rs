@@ -9,6 +9,7 @@ pub mod authz;
 pub mod backtests;
 pub mod blocklists;
 pub mod decisions;
+pub mod endpoints;
 pub mod events;
 pub mod extract;
 pub mod idempotency;
@@ -62,7 +63,8 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
         (name = "reviews", description = "Manual review cases"),
         (name = "streams", description = "Live WebSocket and Server-Sent Events streams (JWT)"),
         (name = "access", description = "API keys, users, logins (README \"Access\" has the role × endpoint matrix)"),
-        (name = "system", description = "Health, readiness, metrics and this contract")
+        (name = "system", description = "Health, readiness, metrics and this contract"),
+        (name = "notifications", description = "Outbound notifications: endpoints, deliveries, replay (README \"Notifications\")")
     )
 )]
 struct ApiDoc;
@@ -211,6 +213,10 @@ pub fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(system::readyz))
         .routes(routes!(system::metrics))
         .routes(routes!(system::openapi_json))
+        .routes(routes!(endpoints::list, endpoints::create))
+        .routes(routes!(endpoints::get, endpoints::update, endpoints::delete))
+        .routes(routes!(endpoints::deliveries))
+        .routes(routes!(endpoints::replay))
 }
 
 /// The OpenAPI document of every route.
