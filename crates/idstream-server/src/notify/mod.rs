@@ -304,20 +304,6 @@ impl Notifier {
             if gone || stop.is_cancelled() {
                 break;
             }
-            // Start sessions while there is room.
-            while active < self.opts.max_in_flight {
-                let Some(session) = waiting.pop_front() else { break };
-                let entry =
-                    queues.get_mut(&session).and_then(VecDeque::pop_front).expect("a waiting session has an entry");
-                active += 1;
-                let (ctx, stop, done) = (ctx.clone(), stop.clone(), done_tx.clone());
-                let this = self.clone();
-                tasks.spawn(async move {
-                    let offset = entry.offset;
-                    let fin = this.deliver(&ctx, entry, &stop).await;
-                    let _ = done.send((session, offset, fin));
-                });
-            }
             // Read further.
             let snapshot = self.log.head();
             let more = unfinished.len() < self.opts.max_read_ahead && snapshot > read_pos;
@@ -345,6 +331,20 @@ impl Notifier {
                         tokio::time::sleep(Duration::from_millis(500)).await;
                     }
                 }
+            }
+            // Start sessions while there is room.
+            while active < self.opts.max_in_flight {
+                let Some(session) = waiting.pop_front() else { break };
+                let entry =
+                    queues.get_mut(&session).and_then(VecDeque::pop_front).expect("a waiting session has an entry");
+                active += 1;
+                let (ctx, stop, done) = (ctx.clone(), stop.clone(), done_tx.clone());
+                let this = self.clone();
+                tasks.spawn(async move {
+                    let offset = entry.offset;
+                    let fin = this.deliver(&ctx, entry, &stop).await;
+                    let _ = done.send((session, offset, fin));
+                });
             }
             // The checkpoint: everything below the oldest unfinished event.
             let done_through = unfinished.first().map_or(read_pos, |o| o - 1);
