@@ -261,7 +261,7 @@ pub async fn create(
     // It starts at the head: what is appended from now on.
     let ops = vec![
         Op::Notify(NotifyOp::PutEndpoint(rec.clone())),
-        Op::SetCheckpoint { consumer: crate::notify::consumer(&id), offset: st.log.head() },
+        Op::Notify(NotifyOp::ResetCheckpoint { consumer: crate::notify::consumer(&id), offset: st.log.head() }),
     ];
     st.store.commit(Txn { entries: Vec::new(), ops }).await?;
     st.notifier.changed();

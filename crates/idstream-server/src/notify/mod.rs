@@ -213,7 +213,7 @@ impl Notifier {
                         let _ = task.await;
                     }
                     for (id, after) in &replays {
-                        let op = Op::SetCheckpoint { consumer: consumer(id), offset: *after };
+                        let op = Op::Notify(NotifyOp::ResetCheckpoint { consumer: consumer(id), offset: *after });
                         if let Err(e) = self.store.commit(Txn { entries: Vec::new(), ops: vec![op] }).await {
                             tracing::warn!(endpoint = %id, error = %e, "replay: cannot set the checkpoint; asked again");
                             self.replays.lock().expect("replay lock").entry(id.clone()).or_insert(*after);

@@ -80,11 +80,14 @@ pub enum NotifyOp {
         id: String,
     },
     RecordAttempt(AttemptRecord),
+    /// Sets an endpoint's checkpoint, also backwards (a replay, a new endpoint starting at the
+    /// head); `Op::SetCheckpoint` only moves forward on PostgreSQL.
+    ResetCheckpoint { consumer: String, offset: u64 },
 }
 
 impl NotifyOp {
     pub fn is_conditional(&self) -> bool {
-        !matches!(self, NotifyOp::RecordAttempt(_))
+        !matches!(self, NotifyOp::RecordAttempt(_) | NotifyOp::ResetCheckpoint { .. })
     }
 }
 

@@ -75,6 +75,14 @@ pub(crate) async fn apply(tx: &Transaction<'_>, op: &NotifyOp) -> PgResult<Resul
                 return Ok(Err(TxnError::NotFound(format!("no endpoint `{id}`"))));
             }
         }
+        NotifyOp::ResetCheckpoint { consumer, offset } => {
+            tx.execute(
+                "INSERT INTO checkpoints (consumer, position) VALUES ($1, $2)
+                 ON CONFLICT (consumer) DO UPDATE SET position = EXCLUDED.position",
+                &[consumer, &(*offset as i64)],
+            )
+            .await?;
+        }
         NotifyOp::RecordAttempt(a) => {
             tx.execute(
                 "INSERT INTO notification_attempts (endpoint, event_id, event_offset, kind, session_id, webhook_id,

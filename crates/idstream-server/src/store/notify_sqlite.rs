@@ -73,6 +73,13 @@ pub(crate) fn apply(tx: &Transaction<'_>, op: &NotifyOp) -> rusqlite::Result<Res
                 return Ok(Err(TxnError::NotFound(format!("no endpoint `{id}`"))));
             }
         }
+        NotifyOp::ResetCheckpoint { consumer, offset } => {
+            tx.prepare_cached(
+                "INSERT INTO checkpoints (consumer, offset, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (consumer) DO UPDATE SET offset = excluded.offset, updated_at = excluded.updated_at",
+            )?
+            .execute(params![consumer, *offset as i64, crate::util::now_us()])?;
+        }
         NotifyOp::RecordAttempt(a) => {
             tx.prepare_cached(
                 "INSERT INTO notification_attempts (endpoint, event_id, event_offset, kind, session_id, webhook_id,
