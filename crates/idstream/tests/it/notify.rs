@@ -442,7 +442,7 @@ async fn endpoint_urls_on_private_or_metadata_addresses_are_refused() {
 async fn kill_9_mid_delivery_loses_no_notification() {
     let rx = Receiver::start().await;
     // A slow receiver, so the kill lands while deliveries are in flight.
-    rx.delay_ms.store(50, std::sync::atomic::Ordering::Relaxed);
+    rx.delay_ms.store(200, std::sync::atomic::Ordering::Relaxed);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("idstream.toml");
     let toml = format!(
