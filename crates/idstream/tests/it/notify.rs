@@ -228,8 +228,9 @@ async fn config_endpoint_signs_with_every_secret_keeps_session_order_and_honours
     assert_eq!((slow[0].status, slow[1].status, slow[2].status), (429, 429, 200));
     assert!(slow[1].at - slow[0].at >= Duration::from_millis(990), "{:?}", slow[1].at - slow[0].at);
     // No head-of-line blocking: the other sessions were all delivered while `slow` waited.
-    let fast_done = all.iter().filter(|g| g.session() != "slow").map(|g| g.at).max().unwrap();
-    assert!(fast_done < slow[2].at, "fast sessions waited for the slow one");
+    // (Each round ingests `slow` first, so the other sessions' events arrive while it waits.)
+    let during = all.iter().filter(|g| g.session() != "slow" && g.at > slow[0].at && g.at < slow[2].at).count();
+    assert!(during >= 2, "the other sessions waited for the slow one");
     assert_eq!(all.iter().filter(|g| g.session() != "slow").count(), 8, "fast sessions: one attempt each");
 
     // The attempts are visible, newest first, with status, error and next attempt.
