@@ -234,8 +234,16 @@ async fn config_endpoint_signs_with_every_secret_keeps_session_order_and_honours
     assert_eq!(all.iter().filter(|g| g.session() != "slow").count(), 8, "fast sessions: one attempt each");
 
     // The attempts are visible, newest first, with status, error and next attempt.
-    let (s, v) = srv.get("/v1/endpoints/hooks/deliveries?limit=1000", Some(KEY_ACME)).await;
-    assert_eq!(s, 200, "{v}");
+    // (An attempt is recorded just after its answer: wait for the last one.)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let v = loop {
+        let (s, v) = srv.get("/v1/endpoints/hooks/deliveries?limit=1000", Some(KEY_ACME)).await;
+        assert_eq!(s, 200, "{v}");
+        if v["deliveries"].as_array().unwrap().len() >= 14 || Instant::now() > deadline {
+            break v;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let attempts = v["deliveries"].as_array().unwrap();
     assert_eq!(attempts.len(), 14);
     let retrying: Vec<&Value> = attempts.iter().filter(|a| a["outcome"] == "retrying").collect();
