@@ -220,10 +220,10 @@ impl Notifier {
                         }
                     }
                     for (id, e) in wanted {
-                        if !running.contains_key(&id) {
+                        if let std::collections::hash_map::Entry::Vacant(slot) = running.entry(id) {
                             let token = stop.child_token();
                             let task = tokio::spawn(self.clone().run_endpoint(e.clone(), token.clone()));
-                            running.insert(id, (e.updated_at_us, token, task));
+                            slot.insert((e.updated_at_us, token, task));
                         }
                     }
                 }
