@@ -32,6 +32,9 @@ pub struct Config {
     pub store: StoreConfig,
     pub auth: AuthConfig,
     pub rate_limits: RateLimitsConfig,
+    pub notifications: crate::notify::config::NotificationsConfig,
+    #[serde(default)]
+    pub endpoints: Vec<crate::notify::config::EndpointConfig>,
     pub dashboard: DashboardConfig,
     /// Provider accounts idstream calls (start verifications, poll results).
     #[serde(default)]
@@ -375,6 +378,8 @@ const ENV_SECTIONS: &[&str] = &[
     "providers",
     "verifications",
     "dashboard",
+    "notifications",
+    "endpoints",
 ];
 
 impl Config {
@@ -467,6 +472,7 @@ impl Config {
             }
         }
         self.validate_access()?;
+        crate::notify::config::validate(&self.notifications, &self.endpoints)?;
         self.validate_providers()?;
         Ok(())
     }

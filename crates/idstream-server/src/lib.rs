@@ -36,6 +36,7 @@ pub mod events;
 pub mod http;
 pub mod ingest;
 pub mod log;
+pub mod notify;
 pub mod provider;
 pub mod server;
 pub mod sqlite;

@@ -63,6 +63,7 @@ pub async fn serve(
         let make = move || st.decider();
         tokio::spawn(state.deciders.clone().run(make, tailer_stop.clone()))
     });
+    let notifier = state.notifier.enabled.then(|| tokio::spawn(state.notifier.clone().run(tailer_stop.clone())));
     let stop = shutdown.clone();
     // No Nagle: stream messages and small responses go out at once instead of waiting for the
     // peer's delayed ACK (measured: ~8 ms of p50 stream latency at 1,000 events/s).
@@ -94,6 +95,10 @@ pub async fn serve(
     if let Some(d) = decider {
         // The worker stops between batches; a batch in flight is committed or not at all.
         let _ = d.await;
+    }
+    if let Some(n) = notifier {
+        // Deliveries in flight stop; their events stay after the endpoints' checkpoints.
+        let _ = n.await;
     }
     for task in upkeep {
         let _ = task.await;

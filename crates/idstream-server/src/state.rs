@@ -63,6 +63,8 @@ pub struct AppState {
     pub dashboard: crate::config::DashboardConfig,
     /// Provider accounts idstream calls (`[[providers]]`).
     pub providers: Arc<crate::provider::Providers>,
+    /// Outbound notifications: the endpoints' delivery worker.
+    pub notifier: Arc<crate::notify::Notifier>,
 }
 
 impl AppState {
@@ -84,7 +86,15 @@ impl AppState {
                 crate::provider::reconcile::Reconciler::new(log.clone(), providers.clone(), cfg.verifications.clone());
             upkeep.push(Box::new(move |stop| Box::pin(r.run(stop))));
         }
+        let notifier = Arc::new(crate::notify::Notifier::new(
+            &cfg.notifications,
+            &cfg.endpoints,
+            log.clone(),
+            store.clone(),
+            Arc::new(crate::notify::ssrf::SystemResolver),
+        ));
         AppState {
+            notifier,
             stream: Arc::new(
                 crate::stream::Hub::new(&cfg.stream, log.clone())
                     .with_signer(&cfg.stream, cfg.dashboard.enabled.then(|| hash_key.derive("stream-token-hs256"))),

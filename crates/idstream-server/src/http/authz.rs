@@ -58,6 +58,8 @@ pub enum Action {
     ManageUsers,
     StartVerifications,
     ReadVerifications,
+    ReadEndpoints,
+    ManageEndpoints,
 }
 
 use Role::{Admin as AD, Analyst as AN, Auditor as AU, PolicyAdmin as PA, Service as SV, Viewer as VW};
@@ -75,6 +77,8 @@ impl Action {
             Action::ReadKeys | Action::ReadUsers => &[AD, AU],
             Action::ManageKeys | Action::ManageUsers => &[AD],
             Action::StartVerifications | Action::ReadVerifications => &[AD, SV],
+            Action::ReadEndpoints => &[AD, AU],
+            Action::ManageEndpoints => &[AD],
         }
     }
 
@@ -100,6 +104,8 @@ impl Action {
             Action::ManageUsers => "create or change users",
             Action::StartVerifications => "start verifications",
             Action::ReadVerifications => "read verifications",
+            Action::ReadEndpoints => "read notification endpoints and deliveries",
+            Action::ManageEndpoints => "create, change, replay or delete notification endpoints",
         }
     }
 
@@ -159,6 +165,13 @@ pub const ROUTES: &[(&str, &str, Action)] = &[
     ("GET", "/assets/{file}", Action::Public),
     ("POST", "/v1/verifications", Action::StartVerifications),
     ("GET", "/v1/verifications/{session_id}", Action::ReadVerifications),
+    ("GET", "/v1/endpoints", Action::ReadEndpoints),
+    ("POST", "/v1/endpoints", Action::ManageEndpoints),
+    ("GET", "/v1/endpoints/{id}", Action::ReadEndpoints),
+    ("PATCH", "/v1/endpoints/{id}", Action::ManageEndpoints),
+    ("DELETE", "/v1/endpoints/{id}", Action::ManageEndpoints),
+    ("GET", "/v1/endpoints/{id}/deliveries", Action::ReadEndpoints),
+    ("POST", "/v1/endpoints/{id}/replay", Action::ManageEndpoints),
 ];
 
 /// The action of a route, if it has one.

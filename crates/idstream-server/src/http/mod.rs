@@ -10,6 +10,7 @@ pub mod backtests;
 pub mod blocklists;
 pub mod dashboard;
 pub mod decisions;
+pub mod endpoints;
 pub mod events;
 pub mod extract;
 pub mod idempotency;
@@ -67,7 +68,8 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
         (name = "access", description = "API keys, users, logins (README \"Access\" has the role × endpoint matrix)"),
         (name = "system", description = "Health, readiness, metrics and this contract"),
         (name = "dashboard", description = "The analyst dashboard's page and files (README \"Dashboard\")"),
-        (name = "verifications", description = "Hosted verification sessions started with the provider")
+        (name = "verifications", description = "Hosted verification sessions started with the provider"),
+        (name = "notifications", description = "Outbound notifications: endpoints, deliveries, replay (README \"Notifications\")")
     )
 )]
 struct ApiDoc;
@@ -236,6 +238,10 @@ pub fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(dashboard::asset))
         .routes(routes!(verifications::create))
         .routes(routes!(verifications::get))
+        .routes(routes!(endpoints::list, endpoints::create))
+        .routes(routes!(endpoints::get, endpoints::update, endpoints::delete))
+        .routes(routes!(endpoints::deliveries))
+        .routes(routes!(endpoints::replay))
 }
 
 /// The OpenAPI document of every route.

@@ -302,6 +302,12 @@ CREATE TABLE IF NOT EXISTS outbox (
         sql: super::access::SQLITE_SCHEMA,
         code: None,
     },
+    Migration {
+        version: 3,
+        description: "notifications: endpoints, delivery attempts",
+        sql: super::notify::SQLITE_SCHEMA,
+        code: None,
+    },
 ];
 
 /// Version 1 of `events.db`: the log and the store in one file.

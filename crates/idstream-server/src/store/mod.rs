@@ -19,6 +19,9 @@ pub mod access;
 mod access_pg;
 mod access_sqlite;
 pub mod migrate;
+pub mod notify;
+mod notify_pg;
+mod notify_sqlite;
 pub mod pg;
 pub mod postgres;
 pub(crate) mod sql_types;
@@ -93,6 +96,8 @@ pub enum Op {
         kind: BlocklistKind,
         hash: String,
     },
+    /// Notification endpoints and delivery attempts.
+    Notify(notify::NotifyOp),
 }
 
 impl Op {
@@ -100,6 +105,7 @@ impl Op {
     pub fn is_conditional(&self) -> bool {
         match self {
             Op::Access(a) => a.is_conditional(),
+            Op::Notify(n) => n.is_conditional(),
             op => matches!(
                 op,
                 Op::ClaimReview { .. } | Op::ResolveReview { .. } | Op::RemoveBlock { .. } | Op::ActivateRuleset { .. }
@@ -355,4 +361,18 @@ pub trait Store: Send + Sync + 'static {
     async fn ruleset(&self, tenant: &str, version: &str) -> Result<Option<RulesetRecord>, StoreError>;
     async fn rulesets(&self, tenant: &str) -> Result<Vec<RulesetRecord>, StoreError>;
     async fn active_rulesets(&self) -> Result<Vec<(String, ActiveRuleset)>, StoreError>;
+
+    // Notifications (`notify.rs`).
+    /// API-made endpoints (of one tenant, unless `None`), by tenant and id.
+    async fn endpoints(&self, tenant: Option<&str>) -> Result<Vec<notify::EndpointRecord>, StoreError>;
+    async fn endpoint(&self, id: &str) -> Result<Option<notify::EndpointRecord>, StoreError>;
+    /// An endpoint's delivery attempts with `seq < before_seq`, newest first; `failed_only`:
+    /// given-up deliveries only.
+    async fn attempts(
+        &self,
+        endpoint: &str,
+        before_seq: Option<i64>,
+        failed_only: bool,
+        limit: usize,
+    ) -> Result<Vec<notify::AttemptRecord>, StoreError>;
 }

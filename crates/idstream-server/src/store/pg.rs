@@ -161,6 +161,12 @@ CREATE TABLE outbox (
         sql: super::access::POSTGRES_SCHEMA,
         code: None,
     },
+    Migration {
+        version: 5,
+        description: "notifications: endpoints, delivery attempts",
+        sql: super::notify::POSTGRES_SCHEMA,
+        code: None,
+    },
 ];
 
 /// A pool of connections to `url` (`postgres://user@host:port/db`); checks one connection so

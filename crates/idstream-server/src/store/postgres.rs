@@ -222,7 +222,7 @@ async fn apply_txn(tx: &Transaction<'_>, ops: &[Op], entries: &[NewEntry]) -> Pg
         if matches!(op, Op::SetCheckpoint { .. }) {
             continue;
         }
-        if op.is_conditional() || matches!(op, Op::Access(_)) {
+        if op.is_conditional() || matches!(op, Op::Access(_) | Op::Notify(_)) {
             // A condition reads the state the ops before it left. (Access ops are rare: applied
             // one by one.)
             pipe.flush().await?;
@@ -424,6 +424,7 @@ async fn send_op<'a>(tx: &'a Transaction<'_>, pipe: &mut Pipeline<'a>, op: &'a O
         }
         Op::SetCheckpoint { .. }
         | Op::Access(_)
+        | Op::Notify(_)
         | Op::ClaimReview { .. }
         | Op::ResolveReview { .. }
         | Op::ActivateRuleset { .. }
@@ -437,6 +438,7 @@ async fn send_op<'a>(tx: &'a Transaction<'_>, pipe: &mut Pipeline<'a>, op: &'a O
 async fn apply_conditional(tx: &Transaction<'_>, op: &Op) -> PgResult<Result<(), TxnError>> {
     match op {
         Op::Access(a) => return super::access_pg::apply(tx, a).await,
+        Op::Notify(n) => return super::notify_pg::apply(tx, n).await,
         Op::ClaimReview { tenant, id, actor, now_us } => {
             let Some(state) = review_state(tx, tenant, id).await? else {
                 return Ok(Err(review_conflict(id, None)));
@@ -816,6 +818,28 @@ impl Store for PgStore {
 
     async fn close(&self) {
         // Every commit is awaited by its caller; connections close with the pool.
+    }
+
+    async fn endpoints(&self, tenant: Option<&str>) -> Result<Vec<notify::EndpointRecord>, StoreError> {
+        let rows = self.query(super::notify_pg::ENDPOINTS, &[&tenant, &None::<String>]).await?;
+        rows.iter().map(super::notify_pg::row_endpoint).collect()
+    }
+
+    async fn endpoint(&self, id: &str) -> Result<Option<notify::EndpointRecord>, StoreError> {
+        let rows = self.query(super::notify_pg::ENDPOINTS, &[&None::<String>, &id]).await?;
+        rows.first().map(super::notify_pg::row_endpoint).transpose()
+    }
+
+    async fn attempts(
+        &self,
+        endpoint: &str,
+        before_seq: Option<i64>,
+        failed_only: bool,
+        limit: usize,
+    ) -> Result<Vec<notify::AttemptRecord>, StoreError> {
+        let rows =
+            self.query(super::notify_pg::ATTEMPTS, &[&endpoint, &before_seq, &failed_only, &(limit as i64)]).await?;
+        rows.iter().map(super::notify_pg::row_attempt).collect()
     }
 
     async fn api_key_by_hash(&self, sha256: &str) -> Result<Option<access::ApiKeyRecord>, StoreError> {

@@ -303,6 +303,7 @@ fn json_text<T: serde::Serialize>(v: &T) -> String {
 pub(crate) fn apply(tx: &Transaction<'_>, op: &Op) -> rusqlite::Result<Result<(), TxnError>> {
     match op {
         Op::Access(a) => return super::access_sqlite::apply(tx, a),
+        Op::Notify(n) => return super::notify_sqlite::apply(tx, n),
         Op::SetCheckpoint { consumer, offset } => {
             tx.prepare_cached(
                 "INSERT INTO checkpoints (consumer, offset, updated_at) VALUES (?1, ?2, ?3)
@@ -601,6 +602,27 @@ impl Store for SqliteStore {
             let _ = rx.await;
         }
         self.threads.join().await;
+    }
+
+    async fn endpoints(&self, tenant: Option<&str>) -> Result<Vec<notify::EndpointRecord>, StoreError> {
+        let tenant = tenant.map(str::to_owned);
+        self.read(move |c| super::notify_sqlite::endpoints(c, tenant.as_deref())).await
+    }
+
+    async fn endpoint(&self, id: &str) -> Result<Option<notify::EndpointRecord>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |c| super::notify_sqlite::endpoint(c, &id)).await
+    }
+
+    async fn attempts(
+        &self,
+        endpoint: &str,
+        before_seq: Option<i64>,
+        failed_only: bool,
+        limit: usize,
+    ) -> Result<Vec<notify::AttemptRecord>, StoreError> {
+        let endpoint = endpoint.to_owned();
+        self.read(move |c| super::notify_sqlite::attempts(c, &endpoint, before_seq, failed_only, limit)).await
     }
 
     async fn api_key_by_hash(&self, sha256: &str) -> Result<Option<access::ApiKeyRecord>, StoreError> {

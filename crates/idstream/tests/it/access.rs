@@ -40,7 +40,10 @@ async fn every_role_gets_exactly_what_the_matrix_allows() {
     );
     let srv = TestServer::start_with(&base_config(
         &[SECRET_NEW],
-        &format!("[rate_limits]\nenabled = false\n{}{provider}", keys_for_every_role()),
+        &format!(
+            "[rate_limits]\nenabled = false\n[notifications]\nallow_private_addresses = true\n{}{provider}",
+            keys_for_every_role()
+        ),
     ))
     .await;
     let n = Role::ALL.len();
@@ -73,6 +76,12 @@ async fn every_role_gets_exactly_what_the_matrix_allows() {
     let (s, v) = srv.call("POST", "/v1/verifications", Some(KEY_ACME), json_body(json!({"subject": "m-v"}))).await;
     assert_eq!(s, 201, "{v}");
     let verification = v["session_id"].as_str().unwrap().to_owned();
+    // One notification endpoint per role (each may delete its own).
+    for id in (0..n).flat_map(|i| [format!("m-hook-{i}"), format!("m-del-{i}")]) {
+        let body = json!({"id": id, "url": "http://127.0.0.1:9/hook", "kinds": ["decision.*"]});
+        let (s, v) = srv.call("POST", "/v1/endpoints", Some(KEY_ACME), json_body(body)).await;
+        assert_eq!(s, 201, "{v}");
+    }
     let mut entries = Vec::new();
     let mut keys = Vec::new();
     let mut users = Vec::new();
@@ -158,6 +167,20 @@ async fn every_role_gets_exactly_what_the_matrix_allows() {
                     ("/v1/verifications".into(), json_body(json!({"subject": format!("m-v-{}", role.as_str())})))
                 }
                 "/v1/verifications/{session_id}" => (format!("/v1/verifications/{verification}"), None),
+                "/v1/endpoints" if *method == "GET" => ("/v1/endpoints".into(), None),
+                "/v1/endpoints" => (
+                    "/v1/endpoints".into(),
+                    json_body(json!({"url": "http://127.0.0.1:9/by-role", "kinds": ["decision.*"]})),
+                ),
+                "/v1/endpoints/{id}" if *method == "PATCH" => {
+                    (format!("/v1/endpoints/m-hook-{i}"), json_body(json!({"disabled": true})))
+                }
+                "/v1/endpoints/{id}" if *method == "DELETE" => (format!("/v1/endpoints/m-del-{i}"), None),
+                "/v1/endpoints/{id}" => (format!("/v1/endpoints/m-hook-{i}"), None),
+                "/v1/endpoints/{id}/deliveries" => (format!("/v1/endpoints/m-hook-{i}/deliveries"), None),
+                "/v1/endpoints/{id}/replay" => {
+                    (format!("/v1/endpoints/m-hook-{i}/replay"), json_body(json!({"from_offset": 1})))
+                }
                 other => panic!("the matrix test has no request for {method} {other}: add one"),
             };
             let (status, v) = srv.call(method, &path, Some(&key), body).await;

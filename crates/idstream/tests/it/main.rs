@@ -10,6 +10,7 @@ mod decisions;
 mod helpers;
 mod ingest;
 mod log_conformance;
+mod notify;
 mod openapi;
 mod rules_cli;
 mod scale_out;

@@ -542,6 +542,7 @@ async fn every_endpoint_answers_as_the_contract_says() {
     rate_limited_answers(&c).await;
     dashboard_answers(&c).await;
     verifications_contract(&c).await;
+    notification_endpoints(&c).await;
     let missing = c.unseen();
     assert!(missing.is_empty(), "documented answers never exercised: {missing:#?}");
 }
@@ -790,4 +791,117 @@ async fn verifications_contract(c: &Contract) {
     c.expect(&srv, 429, call("POST", p, p, Some(KEY_SVC)).json(json!({"subject": "oa-v3"}))).await;
     c.expect(&srv, 200, call("GET", g, format!("/v1/verifications/{sid}"), Some(KEY_SVC))).await;
     c.expect(&srv, 429, call("GET", g, format!("/v1/verifications/{sid}"), Some(KEY_SVC))).await;
+}
+
+/// `/v1/endpoints` (outbound notifications): every documented answer, on servers of its own
+/// (one with a config endpoint and a viewer key, one with rate limits of one call).
+async fn notification_endpoints(c: &Contract) {
+    const KEY_VIEWER: &str = "key-viewer";
+    let extra = format!(
+        "[notifications]\nallow_private_addresses = true\n\n[[api_keys]]\nname = \"viewer\"\ntenant = \"acme\"\nrole = \"viewer\"\n\
+         sha256 = \"{}\"\n\n[[endpoints]]\nid = \"from-config\"\ntenant = \"acme\"\nurl = \"http://127.0.0.1:9/hook\"\n\
+         kinds = [\"decision.made\"]\nsecrets = [\"{STD_SECRET}\"]\n",
+        idstream_server::state::hash_api_key(KEY_VIEWER)
+    );
+    let srv = TestServer::start_with(&base_config(&[SECRET_NEW], &extra)).await;
+    let new = json!({"id": "oa-hook", "url": "http://127.0.0.1:9/hook", "kinds": ["decision.*"], "filter": {"outcome": ["approve"]}});
+    let (l, one) = ("/v1/endpoints", "/v1/endpoints/{id}");
+    let (d, r) = ("/v1/endpoints/{id}/deliveries", "/v1/endpoints/{id}/replay");
+    let v = c.expect(&srv, 201, call("POST", l, l, Some(KEY_ACME)).json(new.clone())).await;
+    assert!(v["secret"].as_str().unwrap().starts_with("whsec_"));
+    c.expect(
+        &srv,
+        400,
+        call("POST", l, l, Some(KEY_ACME)).json(json!({"url": "http://169.254.169.254/", "kinds": ["*"]})),
+    )
+    .await;
+    c.expect(&srv, 401, call("POST", l, l, None).json(new.clone())).await;
+    c.expect(&srv, 403, call("POST", l, l, Some(KEY_VIEWER)).json(new.clone())).await;
+    c.expect(&srv, 409, call("POST", l, l, Some(KEY_ACME)).json(new.clone())).await;
+    let v = c.expect(&srv, 200, call("GET", l, l, Some(KEY_ACME))).await;
+    assert_eq!(v["endpoints"].as_array().unwrap().len(), 2);
+    c.expect(&srv, 400, call("GET", l, "/v1/endpoints?bogus=1", Some(KEY_ACME))).await;
+    c.expect(&srv, 401, call("GET", l, l, None)).await;
+    c.expect(&srv, 403, call("GET", l, l, Some(KEY_VIEWER))).await;
+    c.expect(&srv, 200, call("GET", one, "/v1/endpoints/oa-hook", Some(KEY_ACME))).await;
+    c.expect(&srv, 401, call("GET", one, "/v1/endpoints/oa-hook", None)).await;
+    c.expect(&srv, 403, call("GET", one, "/v1/endpoints/oa-hook", Some(KEY_VIEWER))).await;
+    c.expect(&srv, 404, call("GET", one, "/v1/endpoints/oa-hook", Some(KEY_BETA))).await;
+    let v = c
+        .expect(
+            &srv,
+            200,
+            call("PATCH", one, "/v1/endpoints/oa-hook", Some(KEY_ACME)).json(json!({"rotate_secret": true})),
+        )
+        .await;
+    assert_eq!(v["secrets"], 2);
+    c.expect(&srv, 400, call("PATCH", one, "/v1/endpoints/oa-hook", Some(KEY_ACME)).json(json!({"kinds": []}))).await;
+    c.expect(&srv, 401, call("PATCH", one, "/v1/endpoints/oa-hook", None).json(json!({}))).await;
+    c.expect(&srv, 403, call("PATCH", one, "/v1/endpoints/oa-hook", Some(KEY_VIEWER)).json(json!({}))).await;
+    c.expect(&srv, 404, call("PATCH", one, "/v1/endpoints/nope", Some(KEY_ACME)).json(json!({}))).await;
+    c.expect(
+        &srv,
+        409,
+        call("PATCH", one, "/v1/endpoints/from-config", Some(KEY_ACME)).json(json!({"disabled": true})),
+    )
+    .await;
+    c.expect(&srv, 200, call("GET", d, "/v1/endpoints/oa-hook/deliveries?failed=true", Some(KEY_ACME))).await;
+    c.expect(&srv, 400, call("GET", d, "/v1/endpoints/oa-hook/deliveries?limit=0", Some(KEY_ACME))).await;
+    c.expect(&srv, 401, call("GET", d, "/v1/endpoints/oa-hook/deliveries", None)).await;
+    c.expect(&srv, 403, call("GET", d, "/v1/endpoints/oa-hook/deliveries", Some(KEY_VIEWER))).await;
+    c.expect(&srv, 404, call("GET", d, "/v1/endpoints/nope/deliveries", Some(KEY_ACME))).await;
+    let v = c
+        .expect(
+            &srv,
+            202,
+            call("POST", r, "/v1/endpoints/oa-hook/replay", Some(KEY_ACME)).json(json!({"from_offset": 1})),
+        )
+        .await;
+    assert_eq!(v["from_offset"], 1);
+    c.expect(
+        &srv,
+        202,
+        call("POST", r, "/v1/endpoints/from-config/replay", Some(KEY_ACME))
+            .json(json!({"since": "2026-01-01T00:00:00Z"})),
+    )
+    .await;
+    c.expect(&srv, 400, call("POST", r, "/v1/endpoints/oa-hook/replay", Some(KEY_ACME)).json(json!({}))).await;
+    c.expect(&srv, 401, call("POST", r, "/v1/endpoints/oa-hook/replay", None).json(json!({"from_offset": 1}))).await;
+    c.expect(
+        &srv,
+        403,
+        call("POST", r, "/v1/endpoints/oa-hook/replay", Some(KEY_VIEWER)).json(json!({"from_offset": 1})),
+    )
+    .await;
+    c.expect(&srv, 404, call("POST", r, "/v1/endpoints/nope/replay", Some(KEY_ACME)).json(json!({"from_offset": 1})))
+        .await;
+    c.expect(&srv, 401, call("DELETE", one, "/v1/endpoints/oa-hook", None)).await;
+    c.expect(&srv, 403, call("DELETE", one, "/v1/endpoints/oa-hook", Some(KEY_VIEWER))).await;
+    c.expect(&srv, 409, call("DELETE", one, "/v1/endpoints/from-config", Some(KEY_ACME))).await;
+    c.expect(&srv, 200, call("DELETE", one, "/v1/endpoints/oa-hook", Some(KEY_ACME))).await;
+    c.expect(&srv, 404, call("DELETE", one, "/v1/endpoints/oa-hook", Some(KEY_ACME))).await;
+    srv.stop().await;
+
+    // Rate limits of one call per class: the second read and the second change are 429.
+    let limited = TestServer::start_with(&base_config(
+        &[SECRET_NEW],
+        "[notifications]\nallow_private_addresses = true\n[rate_limits]\nread = { per_sec = 0.001, burst = 1 }\n\
+         write = { per_sec = 0.001, burst = 1 }\n",
+    ))
+    .await;
+    c.expect(&limited, 200, call("GET", l, l, Some(KEY_ACME))).await;
+    c.expect(&limited, 429, call("GET", l, l, Some(KEY_ACME))).await;
+    c.expect(&limited, 429, call("GET", one, "/v1/endpoints/x", Some(KEY_ACME))).await;
+    c.expect(&limited, 429, call("GET", d, "/v1/endpoints/x/deliveries", Some(KEY_ACME))).await;
+    c.expect(&limited, 201, call("POST", l, l, Some(KEY_ACME)).json(new.clone())).await;
+    c.expect(&limited, 429, call("POST", l, l, Some(KEY_ACME)).json(new.clone())).await;
+    c.expect(&limited, 429, call("PATCH", one, "/v1/endpoints/oa-hook", Some(KEY_ACME)).json(json!({}))).await;
+    c.expect(&limited, 429, call("DELETE", one, "/v1/endpoints/oa-hook", Some(KEY_ACME))).await;
+    c.expect(
+        &limited,
+        429,
+        call("POST", r, "/v1/endpoints/oa-hook/replay", Some(KEY_ACME)).json(json!({"from_offset": 1})),
+    )
+    .await;
+    limited.stop().await;
 }

@@ -788,6 +788,91 @@ async fn suite(b: &Backend) {
     let winner = &winners[0];
     assert!(messages.iter().all(|m| *m == format!("review `rv-c` is claimed by `{winner}`")), "{messages:?}");
     assert_eq!(store.review(None, "rv-c").await.unwrap().unwrap().claimed_by.as_ref(), Some(winner));
+
+    notify_records(b).await;
+}
+
+/// Notification endpoints and delivery attempts (`Op::Notify`).
+async fn notify_records(b: &Backend) {
+    use idstream_server::store::notify::{AttemptRecord, EndpointRecord, NotifyOp};
+    let store = &b.store;
+    let ep = |id: &str, tenant: &str| EndpointRecord {
+        id: id.into(),
+        tenant: tenant.into(),
+        url: "https://hooks.example.com/x".into(),
+        kinds: vec!["decision.*".into()],
+        secrets: vec!["whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD".into()],
+        outcomes: Some(vec!["approve".into()]),
+        timeout_secs: 7,
+        headers: [("x-team".to_owned(), "kyc".to_owned())].into(),
+        rate_limit_per_sec: Some(2.5),
+        disabled: false,
+        disabled_reason: None,
+        created_by: "ops".into(),
+        created_at_us: 10,
+        updated_at_us: 10,
+    };
+    let n = |op: NotifyOp| Op::Notify(op);
+    apply(store, vec![n(NotifyOp::PutEndpoint(ep("ep-b", "acme"))), n(NotifyOp::PutEndpoint(ep("ep-a", "beta")))])
+        .await;
+    let dup = store.commit(Txn { entries: vec![], ops: vec![n(NotifyOp::PutEndpoint(ep("ep-b", "beta")))] }).await;
+    assert_eq!(conflict(dup), "an endpoint `ep-b` exists");
+    assert_eq!(store.endpoint("ep-b").await.unwrap(), Some(ep("ep-b", "acme")));
+    let ids = |v: Vec<EndpointRecord>| v.into_iter().map(|e| e.id).collect::<Vec<_>>();
+    assert_eq!(ids(store.endpoints(None).await.unwrap()), ["ep-b", "ep-a"]);
+    assert_eq!(ids(store.endpoints(Some("beta")).await.unwrap()), ["ep-a"]);
+    // Updates are scoped to the tenant; absent rows are not found.
+    let mut changed = ep("ep-b", "acme");
+    changed.disabled = true;
+    changed.disabled_reason = Some("410".into());
+    changed.outcomes = None;
+    changed.secrets.push("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into());
+    changed.updated_at_us = 20;
+    let wrong = n(NotifyOp::UpdateEndpoint { tenant: Some("beta".into()), endpoint: changed.clone() });
+    assert_eq!(not_found(store.commit(Txn { entries: vec![], ops: vec![wrong] }).await), "no endpoint `ep-b`");
+    apply(store, vec![n(NotifyOp::UpdateEndpoint { tenant: Some("acme".into()), endpoint: changed.clone() })]).await;
+    assert_eq!(store.endpoint("ep-b").await.unwrap(), Some(changed));
+    // Attempts: newest first, pages by seq, the dead-letter filter.
+    for (i, outcome) in ["retrying", "failed", "delivered"].into_iter().enumerate() {
+        let a = AttemptRecord {
+            seq: 0,
+            endpoint: "ep-b".into(),
+            event_id: format!("ev-{i}"),
+            event_offset: 40 + i as u64,
+            kind: "decision.made".into(),
+            session_id: "s1".into(),
+            webhook_id: format!("msg_{i}"),
+            attempt: i as u32 + 1,
+            status: (i > 0).then_some(500),
+            latency_ms: 12,
+            error: (i < 2).then(|| "HTTP 500: nope".to_owned()),
+            outcome: outcome.into(),
+            next_attempt_at_us: (i == 0).then_some(99),
+            at_us: 50 + i as i64,
+        };
+        apply(store, vec![n(NotifyOp::RecordAttempt(a))]).await;
+    }
+    let all = store.attempts("ep-b", None, false, 10).await.unwrap();
+    assert_eq!(all.iter().map(|a| a.event_id.as_str()).collect::<Vec<_>>(), ["ev-2", "ev-1", "ev-0"]);
+    assert!(all[0].seq > all[1].seq && all[1].seq > all[2].seq);
+    assert_eq!((all[2].status, all[2].next_attempt_at_us, all[1].status), (None, Some(99), Some(500)));
+    assert_eq!(all[1].error.as_deref(), Some("HTTP 500: nope"));
+    let page = store.attempts("ep-b", Some(all[0].seq), false, 1).await.unwrap();
+    assert_eq!(page[0].event_id, "ev-1");
+    let failed = store.attempts("ep-b", None, true, 10).await.unwrap();
+    assert_eq!(failed.iter().map(|a| a.event_id.as_str()).collect::<Vec<_>>(), ["ev-1"]);
+    assert!(store.attempts("ep-a", None, false, 10).await.unwrap().is_empty());
+    // A replay sets a checkpoint backwards (SetCheckpoint only moves forward on PostgreSQL).
+    let reset = |offset| n(NotifyOp::ResetCheckpoint { consumer: "notify:ep-b".into(), offset });
+    apply(store, vec![reset(30)]).await;
+    apply(store, vec![reset(5)]).await;
+    assert_eq!(store.checkpoint("notify:ep-b").await.unwrap(), Some(5));
+    // Deleting: scoped, then gone; its attempts stay.
+    let del = |t: &str| n(NotifyOp::DeleteEndpoint { tenant: Some(t.into()), id: "ep-b".into() });
+    assert_eq!(not_found(store.commit(Txn { entries: vec![], ops: vec![del("beta")] }).await), "no endpoint `ep-b`");
+    apply(store, vec![del("acme")]).await;
+    assert_eq!(store.endpoint("ep-b").await.unwrap(), None);
+    assert_eq!(store.attempts("ep-b", None, false, 10).await.unwrap().len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
