@@ -831,3 +831,92 @@ fn absolute(base: &str, location: &str) -> String {
     let origin: String = base.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
     format!("{origin}{location}")
 }
+
+/// `idstream user add|list|disable` write accounts into the configured store (the way to make
+/// the first admin), and the server logs them in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_user_cli_makes_accounts_the_server_logs_in() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let toml = base_config(&[SECRET_NEW], "");
+    let config = dir.path().join("idstream.toml");
+    std::fs::write(&config, format!("[server]\ndata_dir = \"{}\"\n{toml}", dir.path().display())).unwrap();
+    let cli = |args: &[&str], stdin: Option<&str>| {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_idstream"))
+            .arg("user")
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(s) = stdin {
+            child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, out) = cli(
+        &["add", "dana", "--role", "admin", "--tenant", "acme", "--password-stdin"],
+        Some("dana's long password\n"),
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = cli(&["add", "eve", "--role", "viewer", "--tenant", "acme"], None);
+    assert!(ok, "{out}");
+    let generated =
+        out.lines().find_map(|l| l.strip_prefix("password (shown once): ")).expect("a generated password").to_owned();
+    let (ok, out) = cli(&["add", "dana", "--role", "viewer", "--tenant", "acme"], None);
+    assert!(!ok && out.contains("exists already"), "{out}");
+    let (ok, out) = cli(&["add", "frank", "--role", "boss", "--tenant", "acme"], None);
+    assert!(!ok && out.contains("unknown role `boss`"), "{out}");
+    let (ok, out) = cli(&["add", "gil", "--role", "viewer", "--tenant", "acme", "--password-stdin"], Some("short\n"));
+    assert!(!ok && out.contains("at least 12"), "{out}");
+    let (ok, out) = cli(&["disable", "eve"], None);
+    assert!(ok, "{out}");
+    let (ok, out) = cli(&["list"], None);
+    assert!(ok && out.contains("dana") && out.contains("disabled"), "{out}");
+
+    let srv = TestServer::start_in(dir.clone(), &toml).await;
+    let (cookie, _) = crate::openapi::login(&srv, "dana", "dana's long password").await;
+    let me: Value =
+        srv.client.get(srv.url("/v1/auth/me")).header("cookie", cookie).send().await.unwrap().json().await.unwrap();
+    assert_eq!((me["role"].as_str(), me["tenant"].as_str()), (Some("admin"), Some("acme")), "{me}");
+    let r = srv.client.post(srv.url("/v1/auth/login")).json(&json!({"username": "eve", "password": generated}));
+    assert_eq!(r.send().await.unwrap().status(), 403, "a disabled account cannot log in");
+    // The changes are attributed to the CLI in the log.
+    let (_, ev) = srv.get("/v1/events?limit=1000", Some(KEY_ACME)).await;
+    let created = ev["events"].as_array().unwrap().iter().filter(|e| e["kind"] == "access.user_created").count();
+    assert_eq!(created, 2, "{ev}");
+    assert!(ev.to_string().contains("\"actor\":\"cli:"), "{ev}");
+}
+
+/// In sandbox mode `serve` makes an `admin` user whose password is in a 0600 file beside the
+/// sandbox secret (and nowhere in the log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_mode_makes_an_admin_whose_password_is_in_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("idstream.toml");
+    std::fs::write(
+        &config,
+        format!("[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n", dir.path().join("data").display()),
+    )
+    .unwrap();
+    let proc = crate::crash::spawn_server(&config).await;
+    let path = dir.path().join("data/sandbox.admin-password");
+    let password = std::fs::read_to_string(&path).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    let client = reqwest::Client::new();
+    let r = client
+        .post(format!("{}/v1/auth/login", proc.base))
+        .json(&json!({"username": "admin", "password": password.trim()}));
+    let r = r.send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!((v["user"]["role"].as_str(), v["user"]["tenant"].as_str()), (Some("admin"), Some("sandbox")), "{v}");
+}
