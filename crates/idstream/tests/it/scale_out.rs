@@ -144,10 +144,13 @@ async fn two_nodes_share_the_work_and_survive_kill_9() {
                     let pid = format!("{tag}-{w}-{n}");
                     let status = match n % 4 {
                         0 => "In Progress",
-                        1 | 2 => "Approved",
+                        1 => "In Review",
+                        2 => "Approved",
                         _ => "Declined",
                     };
                     // Sessions get several events: per-session order matters to the decisions.
+                    // (Three consecutive events of a session never repeat a result: a repeated
+                    // result is the same result, deduplicated by its result key.)
                     let body = didit_body(&pid, &format!("{tag}-s{w}-{}", n / 3), status, now());
                     // Alternate nodes; while A is down, everything goes to B.
                     loop {
@@ -239,10 +242,15 @@ async fn two_nodes_share_the_work_and_survive_kill_9() {
     let mut last: BTreeMap<&str, (&str, Option<&str>)> = BTreeMap::new();
     for e in &verifications {
         let st = e["status"].as_str().unwrap();
-        let slot = last.entry(e["session_id"].as_str().unwrap()).or_insert((st, None));
-        slot.0 = st;
+        let state = if st == "in_review" { "review" } else { st };
+        let slot = last.entry(e["session_id"].as_str().unwrap()).or_insert((state, None));
+        slot.0 = state;
         if st != "in_progress" {
-            slot.1 = Some(if st == "declined" { "decline" } else { "approve" });
+            slot.1 = Some(match st {
+                "declined" => "decline",
+                "in_review" => "review",
+                _ => "approve",
+            });
         }
     }
     for (session, (state, outcome)) in last.iter().step_by(7) {
@@ -352,7 +360,8 @@ async fn nats_restart_mid_flood_answers_503_and_loses_no_acknowledged_event() {
                     break;
                 }
                 let pid = format!("nr-{w}-{n}");
-                let body = didit_body(&pid, &format!("nr-s{w}-{}", n / 2), "Approved", now());
+                // One session per event: a session's repeated result would be deduplicated.
+                let body = didit_body(&pid, &format!("nr-s{w}-{n}"), "Approved", now());
                 match signed_post(&client, &base, &body).send().await {
                     Ok(r) if r.status().is_success() => {
                         let v: Value = r.json().await.unwrap();
