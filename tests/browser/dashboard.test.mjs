@@ -140,11 +140,11 @@ try {
   step("a second analyst sees the case as claimed and cannot resolve it");
   const bob = await userPage("bob");
   await bob.goto(`${base}/#/case/${reviewId}`);
-  await bob.locator("#case-holder").filter({ hasText: "Claimed by ana" }).waitFor({ timeout: WAIT });
+  await bob.locator("#case-holder").filter({ hasText: "Claimed by user:ana" }).waitFor({ timeout: WAIT });
   assert.equal(await bob.locator("button.resolve").count(), 0, "bob can press resolve");
   await bob.locator("#nav").getByRole("link", { name: "Review queue" }).click();
   await bob.getByLabel("Status").selectOption("claimed");
-  await bob.locator(`tr[data-review="${reviewId}"]`).filter({ hasText: "by ana" }).waitFor({ timeout: WAIT });
+  await bob.locator(`tr[data-review="${reviewId}"]`).filter({ hasText: "by user:ana" }).waitFor({ timeout: WAIT });
 
   step("resolving needs a note");
   await ana.getByRole("button", { name: "Approve" }).click();
@@ -155,7 +155,7 @@ try {
   await ana.locator("#case-status").filter({ hasText: "resolved" }).waitFor({ timeout: WAIT });
   const review = await admin("GET", `/v1/reviews/${reviewId}`);
   assert.equal(review.status, "resolved");
-  assert.equal(review.resolved_by, "ana");
+  assert.equal(review.resolved_by, "user:ana");
   assert.equal(review.outcome, "approve");
 
   step("the viewer sees no claim, resolve or blocklist buttons");
