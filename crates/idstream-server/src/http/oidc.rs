@@ -221,7 +221,8 @@ pub async fn callback(
             "this answer does not match a login started here: start again at /v1/auth/oidc/login",
         )
     };
-    let attempt = cookie(&headers, STATE_COOKIE).and_then(|c| open_sealed(&st, &c)).ok_or_else(invalid)?;
+    let attempt =
+        super::authz::cookie(&headers, STATE_COOKIE).and_then(|c| open_sealed(&st, &c)).ok_or_else(invalid)?;
     let state = q.state.ok_or_else(invalid)?;
     if !bool::from(state.as_bytes().ct_eq(attempt.state.as_bytes())) {
         return Err(invalid());
@@ -335,17 +336,6 @@ fn role_of(cfg: &OidcConfig, claims: &Value) -> Option<Role> {
         values.into_iter().find_map(|v| cfg.roles.get(v).copied())
     });
     mapped.or(cfg.default_role)
-}
-
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| v.to_owned())
 }
 
 #[cfg(test)]
