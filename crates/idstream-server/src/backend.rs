@@ -81,6 +81,14 @@ pub enum Deciders {
 }
 
 impl Deciders {
+    /// What this node works on besides deciding (notifications, reconciliation).
+    pub fn ownership(&self) -> crate::decide::partitions::Ownership {
+        match self {
+            Deciders::Whole => crate::decide::partitions::Ownership::All,
+            Deciders::Partitioned(c) => c.ownership(),
+        }
+    }
+
     /// How many workers run when this node decides everything it can.
     pub fn workers(&self) -> usize {
         match self {

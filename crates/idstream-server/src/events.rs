@@ -150,6 +150,65 @@ pub struct SessionCreated {
     pub at: String,
 }
 
+/// `notification.failed`: every attempt to deliver an event to an endpoint failed. The event
+/// is in the endpoint's dead-letter list (`GET /v1/endpoints/{id}/deliveries?failed=true`) and a
+/// replay delivers it again. Never the receiver's answer (that is in the attempts list).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NotificationFailed {
+    pub id: String,
+    pub tenant: String,
+    /// The endpoint's id.
+    pub endpoint: String,
+    /// The event that was not delivered: its id, offset and kind.
+    pub event_id: String,
+    pub event_offset: u64,
+    pub event_kind: String,
+    /// The session of the event, if it has one (this event joins its timeline).
+    pub session_id: Option<String>,
+    /// The `webhook-id` every attempt carried.
+    pub webhook_id: String,
+    pub attempts: u32,
+    /// The last attempt's HTTP status (none: no answer).
+    pub last_status: Option<u16>,
+    /// What went wrong in short: `HTTP 500`, `timed out`, `could not connect`, ...
+    pub last_error: String,
+    pub at: String,
+}
+
+/// `endpoint.disabled` / `endpoint.enabled`: deliveries to an endpoint stopped or resumed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EndpointChanged {
+    pub id: String,
+    pub tenant: String,
+    /// The endpoint's id.
+    pub endpoint: String,
+    /// Why: `the receiver answered 410 Gone`, `failing continuously for 432000 s`,
+    /// `disabled by user:maria`, ...
+    pub reason: String,
+    /// Who: the caller, or `idstream` when the delivery worker did it.
+    pub actor: String,
+    pub at: String,
+}
+
+/// `endpoint.replay_requested`: a caller asked for an endpoint's events to be delivered again.
+/// The endpoint's delivery worker carries it out when it reaches this entry in the log, so the
+/// request survives restarts and reaches whichever node delivers the endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EndpointReplay {
+    pub id: String,
+    pub tenant: String,
+    /// The endpoint's id.
+    pub endpoint: String,
+    /// The first offset delivered again.
+    pub from_offset: u64,
+    /// The last one (none: up to this request).
+    pub to_offset: Option<u64>,
+    /// Only events whose delivery was given up (the dead-letter list).
+    pub failed_only: bool,
+    pub actor: String,
+    pub at: String,
+}
+
 /// An event idstream writes itself, tagged by `kind`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "kind")]
@@ -194,6 +253,14 @@ pub enum OwnEvent {
     AccessLoggedOut(AccessChanged),
     #[serde(rename = "session.created")]
     SessionCreated(SessionCreated),
+    #[serde(rename = "notification.failed")]
+    NotificationFailed(NotificationFailed),
+    #[serde(rename = "endpoint.disabled")]
+    EndpointDisabled(EndpointChanged),
+    #[serde(rename = "endpoint.enabled")]
+    EndpointEnabled(EndpointChanged),
+    #[serde(rename = "endpoint.replay_requested")]
+    EndpointReplayRequested(EndpointReplay),
 }
 
 /// Every kind [`OwnEvent`] has, for documentation and tests.
@@ -218,6 +285,10 @@ pub const OWN_KINDS: &[&str] = &[
     "access.logged_in",
     "access.logged_out",
     "session.created",
+    "notification.failed",
+    "endpoint.disabled",
+    "endpoint.enabled",
+    "endpoint.replay_requested",
 ];
 
 impl OwnEvent {
@@ -243,6 +314,10 @@ impl OwnEvent {
             OwnEvent::AccessLoggedIn(_) => "access.logged_in",
             OwnEvent::AccessLoggedOut(_) => "access.logged_out",
             OwnEvent::SessionCreated(_) => "session.created",
+            OwnEvent::NotificationFailed(_) => "notification.failed",
+            OwnEvent::EndpointDisabled(_) => "endpoint.disabled",
+            OwnEvent::EndpointEnabled(_) => "endpoint.enabled",
+            OwnEvent::EndpointReplayRequested(_) => "endpoint.replay_requested",
         }
     }
 
@@ -289,6 +364,9 @@ impl OwnEvent {
             OwnEvent::BlocklistAdded(e) | OwnEvent::BlocklistRemoved(e) => &e.id,
             OwnEvent::SubjectUpdated(e) => &e.id,
             OwnEvent::SessionCreated(e) => &e.id,
+            OwnEvent::NotificationFailed(e) => &e.id,
+            OwnEvent::EndpointDisabled(e) | OwnEvent::EndpointEnabled(e) => &e.id,
+            OwnEvent::EndpointReplayRequested(e) => &e.id,
             other => &other.access_payload().expect("an access event").id,
         }
     }
@@ -301,6 +379,9 @@ impl OwnEvent {
             OwnEvent::BlocklistAdded(e) | OwnEvent::BlocklistRemoved(e) => &e.tenant,
             OwnEvent::SubjectUpdated(e) => &e.tenant,
             OwnEvent::SessionCreated(e) => &e.tenant,
+            OwnEvent::NotificationFailed(e) => &e.tenant,
+            OwnEvent::EndpointDisabled(e) | OwnEvent::EndpointEnabled(e) => &e.tenant,
+            OwnEvent::EndpointReplayRequested(e) => &e.tenant,
             other => &other.access_payload().expect("an access event").tenant,
         }
     }
@@ -317,6 +398,11 @@ impl OwnEvent {
             OwnEvent::BlocklistAdded(e) | OwnEvent::BlocklistRemoved(e) => format!("blocklist:{}", e.tenant),
             OwnEvent::SubjectUpdated(e) => format!("subject:{}", e.subject),
             OwnEvent::SessionCreated(e) => e.session_id.clone(),
+            OwnEvent::NotificationFailed(e) => {
+                e.session_id.clone().unwrap_or_else(|| format!("endpoint:{}", e.endpoint))
+            }
+            OwnEvent::EndpointDisabled(e) | OwnEvent::EndpointEnabled(e) => format!("endpoint:{}", e.endpoint),
+            OwnEvent::EndpointReplayRequested(e) => format!("endpoint:{}", e.endpoint),
             other => format!("access:{}", other.access_payload().expect("an access event").tenant),
         }
     }
@@ -342,6 +428,7 @@ impl OwnEvent {
             OwnEvent::DecisionMade(e) => Some(&e.session_id),
             OwnEvent::ReviewOpened(e) | OwnEvent::ReviewClaimed(e) | OwnEvent::ReviewResolved(e) => Some(&e.session_id),
             OwnEvent::SessionCreated(e) => Some(&e.session_id),
+            OwnEvent::NotificationFailed(e) => e.session_id.as_deref(),
             _ => None,
         }
     }

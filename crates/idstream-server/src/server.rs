@@ -63,6 +63,7 @@ pub async fn serve(
         let make = move || st.decider();
         tokio::spawn(state.deciders.clone().run(make, tailer_stop.clone()))
     });
+    state.notifier.start_new_endpoints().await;
     let notifier = state.notifier.enabled.then(|| tokio::spawn(state.notifier.clone().run(tailer_stop.clone())));
     let stop = shutdown.clone();
     // No Nagle: stream messages and small responses go out at once instead of waiting for the

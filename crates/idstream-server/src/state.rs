@@ -82,8 +82,12 @@ impl AppState {
         let Backends { log, store, hash_key, deciders, mut upkeep } = backends;
         let providers = Arc::new(crate::provider::Providers::from_config(cfg));
         if cfg.verifications.reconcile && !providers.is_empty() {
-            let r =
-                crate::provider::reconcile::Reconciler::new(log.clone(), providers.clone(), cfg.verifications.clone());
+            let r = crate::provider::reconcile::Reconciler::new(
+                log.clone(),
+                providers.clone(),
+                cfg.verifications.clone(),
+                deciders.ownership(),
+            );
             upkeep.push(Box::new(move |stop| Box::pin(r.run(stop))));
         }
         let notifier = Arc::new(crate::notify::Notifier::new(
@@ -92,6 +96,7 @@ impl AppState {
             log.clone(),
             store.clone(),
             Arc::new(crate::notify::ssrf::SystemResolver),
+            deciders.ownership(),
         ));
         AppState {
             notifier,

@@ -13,7 +13,8 @@
 //! noticing (a paused node) therefore cannot commit a batch another node has committed: its
 //! transaction fails and it stops at the next renewal.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
@@ -33,6 +34,43 @@ pub struct Cluster {
     pub pool: Pool,
     pub node_id: String,
     pub partitions: u32,
+    /// The partitions this node holds now (what [`Ownership`] reads).
+    held: Arc<tokio::sync::watch::Sender<BTreeSet<u32>>>,
+}
+
+/// Which sessions and endpoints this node works on besides deciding: outbound notifications
+/// and reconciliation follow the decision partitions, so of several nodes exactly one (the
+/// partition's lease holder) delivers an endpoint's events or polls a session.
+#[derive(Clone)]
+pub enum Ownership {
+    /// One node: everything.
+    All,
+    /// Scale-out: the keys whose partition this node holds.
+    Partitions { partitions: u32, held: tokio::sync::watch::Receiver<BTreeSet<u32>> },
+}
+
+impl Ownership {
+    /// Whether this node works on `key` (a session id or an endpoint id) now.
+    pub fn owns(&self, key: &str) -> bool {
+        match self {
+            Ownership::All => true,
+            Ownership::Partitions { partitions, held } => {
+                held.borrow().contains(&crate::decide::partition_of(key, *partitions))
+            }
+        }
+    }
+
+    /// Resolves when what this node owns changes (never for [`Ownership::All`]).
+    pub async fn changed(&mut self) {
+        match self {
+            Ownership::All => std::future::pending().await,
+            Ownership::Partitions { held, .. } => {
+                if held.changed().await.is_err() {
+                    std::future::pending::<()>().await
+                }
+            }
+        }
+    }
 }
 
 /// The checkpoint name of a partition's decision worker.
@@ -42,18 +80,36 @@ pub fn consumer_name(partition: u32) -> String {
 
 impl Cluster {
     pub fn new(pool: Pool, partitions: u32) -> Cluster {
-        Cluster { pool, node_id: uuid::Uuid::now_v7().to_string(), partitions }
+        Cluster {
+            pool,
+            node_id: uuid::Uuid::now_v7().to_string(),
+            partitions,
+            held: Arc::new(tokio::sync::watch::Sender::new(BTreeSet::new())),
+        }
+    }
+
+    /// What this node owns, following its leases.
+    pub fn ownership(&self) -> Ownership {
+        Ownership::Partitions { partitions: self.partitions, held: self.held.subscribe() }
     }
 
     /// Holds this node's share of partition leases and runs a decision worker for each, until
     /// `stop`; then releases them.
     pub async fn run_deciders(self, make: impl Fn() -> Decider + Send + 'static, stop: CancellationToken) {
         let mut running: HashMap<u32, (CancellationToken, JoinHandle<()>)> = HashMap::new();
+        let mut renewed = std::time::Instant::now();
         loop {
             match self.renew_and_acquire().await {
                 Ok(held) => {
+                    renewed = std::time::Instant::now();
                     // Lost (expired and taken) or released: stop those workers.
                     let lost: Vec<u32> = running.keys().copied().filter(|p| !held.contains(p)).collect();
+                    // Notifications and reconciliation of those partitions stop first.
+                    self.held.send_if_modified(|h| {
+                        let before = h.len();
+                        h.retain(|p| held.contains(p));
+                        h.len() != before
+                    });
                     for p in lost {
                         let (token, handle) = running.remove(&p).expect("running");
                         token.cancel();
@@ -71,12 +127,23 @@ impl Cluster {
                             (token, tokio::spawn(async move { d.run_scope(&name, Some(scope), t).await }))
                         });
                     }
+                    let now: BTreeSet<u32> = running.keys().copied().collect();
+                    self.held.send_if_modified(|h| {
+                        let changed = *h != now;
+                        *h = now;
+                        changed
+                    });
                     metrics::gauge!("idstream_decision_partitions_held").set(running.len() as f64);
                 }
                 Err(e) => {
                     // Without PostgreSQL no worker can commit anyway; leases expire on their own
                     // and the fencing keeps a stale worker from committing twice.
                     tracing::warn!(error = %e, "cluster: cannot renew decision leases; retrying");
+                    // Unfenced work (notifications, polls) stops before another node can take
+                    // the leases over.
+                    if renewed.elapsed() >= LEASE - RENEW {
+                        self.held.send_if_modified(|h| !std::mem::take(h).is_empty());
+                    }
                 }
             }
             tokio::select! {
@@ -84,6 +151,7 @@ impl Cluster {
                 _ = tokio::time::sleep(RENEW) => {}
             }
         }
+        self.held.send_replace(BTreeSet::new());
         for (_, (token, handle)) in running.drain() {
             token.cancel();
             let _ = handle.await;

@@ -47,22 +47,26 @@ pub struct EndpointView {
     pub updated_at: Option<String>,
     /// The last log offset delivered or given up (everything at or below it is done).
     pub delivered_through: Option<u64>,
+    /// How many matching events it has yet to get (after `delivered_through`, counted up to
+    /// 10,000): what a disabled endpoint missed and gets when enabled again (unless enabled with
+    /// `skip_backlog`). Shown for one endpoint (`GET /v1/endpoints/{id}`, `PATCH`), not in lists.
+    pub backlog: Option<u64>,
 }
+
+/// The most events `backlog` counts.
+const BACKLOG_CAP: u64 = 10_000;
 
 fn time(us: i64) -> Option<String> {
     (us > 0).then(|| idstream_core::event::rfc3339_us(us))
 }
 
 impl EndpointView {
-    fn of(e: EndpointRecord, source: &'static str, gone: bool, checkpoint: Option<u64>) -> EndpointView {
+    fn of(e: EndpointRecord, source: &'static str, gone: Option<String>, checkpoint: Option<u64>) -> EndpointView {
         EndpointView {
             source,
-            disabled: e.disabled || gone,
-            disabled_reason: if gone {
-                Some("the receiver answered 410 Gone (until restart)".into())
-            } else {
-                e.disabled_reason
-            },
+            disabled: e.disabled || gone.is_some(),
+            disabled_reason: gone.or(e.disabled_reason),
+            backlog: None,
             secrets: e.secrets.len(),
             headers: e.headers.into_keys().collect(),
             filter: Filter { outcome: e.outcomes },
@@ -82,8 +86,35 @@ impl EndpointView {
 
 async fn view(st: &AppState, e: EndpointRecord, source: &'static str) -> Result<EndpointView, ApiError> {
     let checkpoint = st.store.checkpoint(&crate::notify::consumer(&e.id)).await?;
-    let gone = source == "config" && st.notifier.is_gone(&e.id);
+    let gone = if source == "config" { st.notifier.is_gone(&e.id) } else { None };
     Ok(EndpointView::of(e, source, gone, checkpoint))
+}
+
+/// One endpoint's view with its backlog counted.
+async fn full_view(st: &AppState, e: EndpointRecord, source: &'static str) -> Result<EndpointView, ApiError> {
+    let backlog = st.notifier.backlog(&e, BACKLOG_CAP).await?;
+    let mut v = view(st, e, source).await?;
+    v.backlog = backlog;
+    Ok(v)
+}
+
+/// The `endpoint.disabled` / `endpoint.enabled` entry of a caller's change.
+fn endpoint_changed(e: &EndpointRecord, disabled: bool, caller: &Caller) -> crate::log::NewEntry {
+    let verb = if disabled { "disabled" } else { "enabled" };
+    let change = crate::events::EndpointChanged {
+        id: uuid::Uuid::now_v7().to_string(),
+        tenant: e.tenant.clone(),
+        endpoint: e.id.clone(),
+        reason: format!("{verb} by {}", caller.name),
+        actor: caller.name.clone(),
+        at: idstream_core::event::rfc3339_us(now_us()),
+    };
+    let ev = if disabled {
+        crate::events::OwnEvent::EndpointDisabled(change)
+    } else {
+        crate::events::OwnEvent::EndpointEnabled(change)
+    };
+    ev.to_entry()
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -140,9 +171,13 @@ pub struct EndpointPatch {
     pub headers: Option<BTreeMap<String, String>>,
     #[serde(default)]
     pub rate_limit_per_sec: Option<f64>,
-    /// Stops (true) or resumes (false) deliveries; a resumed endpoint gets what it missed.
+    /// Stops (true) or resumes (false) deliveries; a resumed endpoint gets what it missed
+    /// (its `backlog`) unless `skip_backlog`.
     #[serde(default)]
     pub disabled: Option<bool>,
+    /// With `"disabled": false`: start at the log's head instead of delivering the backlog.
+    #[serde(default)]
+    pub skip_backlog: bool,
     /// Adds a new secret (returned once); the old one keeps signing too until
     /// `drop_previous_secrets`.
     #[serde(default)]
@@ -286,7 +321,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<EndpointView>, ApiError> {
     let (e, config) = find(&st, &caller, &id).await?;
-    Ok(Json(view(&st, e, if config { "config" } else { "api" }).await?))
+    Ok(Json(full_view(&st, e, if config { "config" } else { "api" }).await?))
 }
 
 /// Changes an endpoint: its URL, kinds, filter, headers, limits; disables or re-enables it;
@@ -341,16 +376,27 @@ pub async fn update(
     }
     check_fields(&e.kinds, (e.timeout_secs > 0).then_some(e.timeout_secs), &e.headers, e.rate_limit_per_sec)
         .map_err(|(f, p)| bad(f, p))?;
+    let mut entries = Vec::new();
+    let mut ops = Vec::new();
+    if p.skip_backlog && p.disabled != Some(false) {
+        return Err(bad("skip_backlog", "goes with `\"disabled\": false` (enabling the endpoint)"));
+    }
     match p.disabled {
-        Some(true) => {
+        Some(true) if !e.disabled => {
             e.disabled = true;
             e.disabled_reason = Some(format!("disabled by {}", caller.name));
+            entries.push(endpoint_changed(&e, true, &caller));
         }
-        Some(false) => {
+        Some(false) if e.disabled => {
             e.disabled = false;
             e.disabled_reason = None;
+            entries.push(endpoint_changed(&e, false, &caller));
+            if p.skip_backlog {
+                let at = st.log.head();
+                ops.push(Op::SetCheckpoint { consumer: crate::notify::consumer(&e.id), offset: at });
+            }
         }
-        None => {}
+        _ => {}
     }
     let mut secret = None;
     if p.rotate_secret {
@@ -366,10 +412,10 @@ pub async fn update(
         return Err(bad("rotate_secret", "an endpoint has at most 3 secrets: drop the previous ones first"));
     }
     e.updated_at_us = now_us();
-    let op = Op::Notify(NotifyOp::UpdateEndpoint { tenant: caller.tenant_filter(), endpoint: e.clone() });
-    st.store.commit(Txn { entries: Vec::new(), ops: vec![op] }).await?;
+    ops.insert(0, Op::Notify(NotifyOp::UpdateEndpoint { tenant: caller.tenant_filter(), endpoint: e.clone() }));
+    st.store.commit(Txn { entries, ops }).await?;
     st.notifier.changed();
-    let endpoint = view(&st, e, "api").await?;
+    let endpoint = full_view(&st, e, "api").await?;
     Ok(super::idempotency::Secret::new(Json(EndpointWithSecret { endpoint, secret }), &["secret"]))
 }
 
@@ -471,9 +517,19 @@ pub struct ReplayRequest {
     /// Deliver again every matching event from this log offset on.
     #[serde(default)]
     pub from_offset: Option<u64>,
-    /// Or: every matching event appended at or after this time (RFC 3339).
+    /// Or: from the first event appended at or after this time (RFC 3339).
     #[serde(default)]
     pub since: Option<String>,
+    /// Up to this offset (inclusive; default: up to this request).
+    #[serde(default)]
+    pub to_offset: Option<u64>,
+    /// Or: up to the last event appended before this time (RFC 3339).
+    #[serde(default)]
+    pub until: Option<String>,
+    /// Only the events whose delivery was given up (the dead-letter list); without a start,
+    /// every one of them.
+    #[serde(default)]
+    pub failed: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -481,10 +537,25 @@ pub struct ReplayStarted {
     pub endpoint: String,
     /// Deliveries start again at this offset (same `webhook-id` as before for each event).
     pub from_offset: u64,
+    /// And end at this one (none: the request's own offset).
+    pub to_offset: Option<u64>,
+    pub failed_only: bool,
+    /// The offset of the `endpoint.replay_requested` entry: the replay covers what is below
+    /// it, and the endpoint's `delivered_through` stays below it until the replay is done.
+    pub request_offset: u64,
 }
 
-/// Delivers an endpoint's events again from an offset or a time (in order per session, after
-/// what is in flight now stops). Works on disabled endpoints too: they start there when enabled.
+fn parse_time(field: &str, t: &str) -> Result<i64, ApiError> {
+    let at = time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| bad(field, "must be an RFC 3339 time such as 2026-01-31T12:00:00Z"))?;
+    Ok((at.unix_timestamp_nanos() / 1000) as i64)
+}
+
+/// Delivers an endpoint's events again: from an offset or a time, up to an offset or a time
+/// (default: now), all of them or only the given-up ones; each session's in log order, with
+/// the same `webhook-id`s, while new events keep flowing. Recorded as an
+/// `endpoint.replay_requested` entry, which the endpoint's delivery worker carries out (a
+/// restart repeats it rather than losing it). A disabled endpoint replays once enabled.
 #[utoipa::path(
     post,
     path = "/v1/endpoints/{id}/replay",
@@ -509,17 +580,43 @@ pub async fn replay(
     Path(id): Path<String>,
     ApiJson(b): ApiJson<ReplayRequest>,
 ) -> Result<(StatusCode, Json<ReplayStarted>), ApiError> {
-    let after = match (b.from_offset, b.since.as_deref()) {
-        (Some(o), None) if o >= 1 => o - 1,
-        (None, Some(t)) => {
-            let at = time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
-                .map_err(|_| bad("since", "must be an RFC 3339 time such as 2026-01-31T12:00:00Z"))?;
-            let us = (at.unix_timestamp_nanos() / 1000) as i64;
-            st.log.last_offset_before(us).await?
+    let from_offset = match (b.from_offset, b.since.as_deref()) {
+        (Some(0), None) => return Err(bad("from_offset", "must be 1 or more")),
+        (Some(o), None) => o,
+        (None, Some(t)) => st.log.last_offset_before(parse_time("since", t)?).await? + 1,
+        (None, None) if b.failed => 1,
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_body",
+                "give one of `from_offset` (1 or more) or `since` (or `failed: true` alone)",
+            ))
         }
-        _ => return Err(ApiError::bad_request("invalid_body", "give one of `from_offset` (1 or more) or `since`")),
     };
-    find(&st, &caller, &id).await?;
-    st.notifier.replay(&id, after);
-    Ok((StatusCode::ACCEPTED, Json(ReplayStarted { endpoint: id, from_offset: after + 1 })))
+    let to_offset = match (b.to_offset, b.until.as_deref()) {
+        (Some(o), None) => Some(o),
+        (None, Some(t)) => Some(st.log.last_offset_before(parse_time("until", t)?).await?),
+        (None, None) => None,
+        _ => return Err(ApiError::bad_request("invalid_body", "give at most one of `to_offset` and `until`")),
+    };
+    if to_offset.is_some_and(|to| to < from_offset) {
+        return Err(bad("to_offset", format!("is before the start (offset {from_offset}): nothing to replay")));
+    }
+    let (e, _) = find(&st, &caller, &id).await?;
+    let request = crate::events::OwnEvent::EndpointReplayRequested(crate::events::EndpointReplay {
+        id: uuid::Uuid::now_v7().to_string(),
+        tenant: e.tenant.clone(),
+        endpoint: id.clone(),
+        from_offset,
+        to_offset,
+        failed_only: b.failed,
+        actor: caller.name.clone(),
+        at: idstream_core::event::rfc3339_us(now_us()),
+    });
+    let appended = st.log.append(vec![request.to_entry()]).await?;
+    let request_offset = appended.first().map_or(0, |a| a.offset);
+    st.notifier.changed();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(ReplayStarted { endpoint: id, from_offset, to_offset, failed_only: b.failed, request_offset }),
+    ))
 }

@@ -29,6 +29,8 @@ pub struct NotificationsConfig {
     pub max_read_ahead: usize,
     /// The timeout of an endpoint that names none.
     pub default_timeout_secs: u64,
+    /// Disable an endpoint whose attempts all failed for this long (0: never).
+    pub disable_after_failing_secs: u64,
 }
 
 /// An endpoint defined in the config (read-only through the API). Its `Debug` shows neither

@@ -9,14 +9,24 @@
 //! finished: a crash or a restart delivers again what was in flight, never less. A disabled
 //! endpoint's task stops and its checkpoint stays, so re-enabling it delivers what it missed.
 //!
-//! [`Notifier::run`] supervises the tasks: it starts one per enabled endpoint (config and API),
-//! restarts one whose definition changed, and applies replays (a checkpoint set back) between
-//! the old task's end and the new one's start.
+//! [`Notifier::run`] supervises the tasks: it starts one per enabled endpoint (config and API)
+//! that this node owns (on the scale-out backends, the node holding the endpoint's decision
+//! partition: [`Ownership`]), and restarts one whose definition changed.
+//!
+//! A replay is an `endpoint.replay_requested` entry in the log. The endpoint's consumer carries
+//! it out when it reads that entry: a second consumer over the requested range delivers it
+//! again (in order per session, with the same `webhook-id`s) while live deliveries go on, and
+//! the endpoint's checkpoint stays below the request until the replay ends, so a crash or a
+//! hand-over repeats the replay instead of losing it.
+//!
+//! Given-up deliveries become `notification.failed` entries; an endpoint answering `410 Gone`,
+//! or failing continuously for `disable_after_failing_secs`, is disabled with an
+//! `endpoint.disabled` entry (its checkpoint stays: enabling it delivers the backlog).
 
 pub mod config;
 pub mod ssrf;
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,6 +36,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::decide::partitions::Ownership;
+use crate::events::{EndpointChanged, EndpointReplay, LogEvent, NotificationFailed, OwnEvent, OWN_SOURCE};
 use crate::log::{EventLog, LogEntry, ReadFilter};
 use crate::store::notify::{AttemptRecord, EndpointRecord, NotifyOp};
 use crate::store::{Op, Store, Txn};
@@ -71,10 +83,9 @@ pub struct NotifyOptions {
     pub max_in_flight: usize,
     pub max_read_ahead: usize,
     pub default_timeout_secs: u64,
+    /// Disable an endpoint failing continuously for this long (none: never).
+    pub disable_after: Option<Duration>,
 }
-
-/// A replay asked for: the checkpoint to set before the endpoint's task starts again.
-type Replays = HashMap<String, u64>;
 
 /// The delivery worker of this node and what the API needs of it.
 pub struct Notifier {
@@ -88,9 +99,10 @@ pub struct Notifier {
     resolver: Arc<dyn NameResolver>,
     client: reqwest::Client,
     poke: tokio::sync::Notify,
-    replays: Mutex<Replays>,
-    /// Config endpoints a receiver answered `410 Gone` for (until restart).
-    gone: Mutex<HashSet<String>>,
+    /// The endpoints this node delivers.
+    owner: Ownership,
+    /// Config endpoints disabled (`410 Gone`, failing too long) until restart, and why.
+    gone: Mutex<HashMap<String, String>>,
 }
 
 fn config_record(e: &EndpointConfig) -> EndpointRecord {
@@ -119,6 +131,7 @@ impl Notifier {
         log: Arc<dyn EventLog>,
         store: Arc<dyn Store>,
         resolver: Arc<dyn NameResolver>,
+        owner: Ownership,
     ) -> Notifier {
         let policy = AddressPolicy::from_config(n).expect("validated at config load");
         Notifier {
@@ -131,14 +144,16 @@ impl Notifier {
                 max_in_flight: n.max_in_flight,
                 max_read_ahead: n.max_read_ahead,
                 default_timeout_secs: n.default_timeout_secs,
+                disable_after: (n.disable_after_failing_secs > 0)
+                    .then(|| Duration::from_secs(n.disable_after_failing_secs)),
             },
             config_endpoints: endpoints.iter().map(config_record).collect(),
             client: ssrf::client(resolver.clone(), policy.clone()),
             policy,
             resolver,
             poke: tokio::sync::Notify::new(),
-            replays: Mutex::new(HashMap::new()),
-            gone: Mutex::new(HashSet::new()),
+            owner,
+            gone: Mutex::new(HashMap::new()),
         }
     }
 
@@ -147,9 +162,9 @@ impl Notifier {
         self.config_endpoints.iter().find(|e| e.id == id)
     }
 
-    /// Whether a config endpoint was disabled by a `410 Gone`.
-    pub fn is_gone(&self, id: &str) -> bool {
-        self.gone.lock().expect("gone lock").contains(id)
+    /// Why a config endpoint was disabled (until restart), if it was.
+    pub fn is_gone(&self, id: &str) -> Option<String> {
+        self.gone.lock().expect("gone lock").get(id).cloned()
     }
 
     /// Checks an endpoint URL: its form, and the addresses its host resolves to now.
@@ -172,12 +187,6 @@ impl Notifier {
         self.poke.notify_one();
     }
 
-    /// Delivers an endpoint's events again from after `after` (its task restarts there).
-    pub fn replay(&self, endpoint: &str, after: u64) {
-        self.replays.lock().expect("replay lock").insert(endpoint.to_owned(), after);
-        self.changed();
-    }
-
     /// Every endpoint, config and API.
     async fn all_endpoints(&self) -> Result<Vec<EndpointRecord>, crate::store::StoreError> {
         let mut all = self.config_endpoints.clone();
@@ -185,25 +194,60 @@ impl Notifier {
         Ok(all)
     }
 
+    /// How many events an endpoint has yet to get (after its checkpoint), counting at most
+    /// `cap`; `None` when it has no checkpoint yet.
+    pub async fn backlog(&self, rec: &EndpointRecord, cap: u64) -> Result<Option<u64>, crate::log::LogError> {
+        let Ok(Some(mut pos)) = self.store.checkpoint(&consumer(&rec.id)).await else { return Ok(None) };
+        let ctx = EndpointCtx::new(self, rec.clone());
+        let filter = ReadFilter { tenant: Some(rec.tenant.clone()), partition_key: None };
+        let mut n = 0;
+        while n < cap {
+            let batch = self.log.read(pos, 1000, &filter).await?;
+            let Some(last) = batch.last() else { break };
+            pos = last.offset;
+            n += batch.iter().filter(|e| ctx.wants(e)).count() as u64;
+        }
+        Ok(Some(n.min(cap)))
+    }
+
+    /// Gives every config endpoint without a checkpoint one at the log's head, so an endpoint
+    /// added to the config gets every event accepted from this start on (called before the
+    /// server listens).
+    pub async fn start_new_endpoints(&self) {
+        if !self.enabled {
+            return;
+        }
+        for e in &self.config_endpoints {
+            match self.store.checkpoint(&consumer(&e.id)).await {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    let op = Op::SetCheckpoint { consumer: consumer(&e.id), offset: self.log.head() };
+                    if let Err(err) = self.store.commit(Txn { entries: Vec::new(), ops: vec![op] }).await {
+                        tracing::warn!(endpoint = %e.id, error = %err, "cannot start the endpoint's checkpoint");
+                    }
+                }
+                Err(err) => tracing::warn!(endpoint = %e.id, error = %err, "cannot read the endpoint's checkpoint"),
+            }
+        }
+    }
+
     /// Runs the endpoints' tasks until `stop`.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         let mut running: HashMap<String, (i64, CancellationToken, tokio::task::JoinHandle<()>)> = HashMap::new();
+        let mut owner = self.owner.clone();
         loop {
             match self.all_endpoints().await {
                 Ok(eps) => {
-                    let replays = std::mem::take(&mut *self.replays.lock().expect("replay lock"));
                     let gone = self.gone.lock().expect("gone lock").clone();
                     let wanted: HashMap<String, EndpointRecord> = eps
                         .into_iter()
-                        .filter(|e| !e.disabled && !gone.contains(&e.id))
+                        .filter(|e| !e.disabled && !gone.contains_key(&e.id) && owner.owns(&e.id))
                         .map(|e| (e.id.clone(), e))
                         .collect();
                     let stale: Vec<String> = running
                         .iter()
                         .filter(|(id, (updated, _, task))| {
-                            wanted.get(*id).is_none_or(|e| e.updated_at_us != *updated)
-                                || replays.contains_key(*id)
-                                || task.is_finished()
+                            wanted.get(*id).is_none_or(|e| e.updated_at_us != *updated) || task.is_finished()
                         })
                         .map(|(id, _)| id.clone())
                         .collect();
@@ -211,13 +255,6 @@ impl Notifier {
                         let (_, token, task) = running.remove(&id).expect("listed");
                         token.cancel();
                         let _ = task.await;
-                    }
-                    for (id, after) in &replays {
-                        let op = Op::Notify(NotifyOp::ResetCheckpoint { consumer: consumer(id), offset: *after });
-                        if let Err(e) = self.store.commit(Txn { entries: Vec::new(), ops: vec![op] }).await {
-                            tracing::warn!(endpoint = %id, error = %e, "replay: cannot set the checkpoint; asked again");
-                            self.replays.lock().expect("replay lock").entry(id.clone()).or_insert(*after);
-                        }
                     }
                     for (id, e) in wanted {
                         if let std::collections::hash_map::Entry::Vacant(slot) = running.entry(id) {
@@ -232,6 +269,7 @@ impl Notifier {
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = self.poke.notified() => {}
+                _ = owner.changed() => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
@@ -262,31 +300,97 @@ impl Notifier {
         }
     }
 
+    /// The live consumer of an endpoint: from its checkpoint, following the log.
     async fn run_endpoint(self: Arc<Self>, rec: EndpointRecord, stop: CancellationToken) {
         let Some(start) = self.start_position(&rec.id, &stop).await else { return };
         let ctx = Arc::new(EndpointCtx::new(&self, rec));
+        self.consume(ctx, Scope { after: start, through: None, only: None }, stop).await;
+    }
+
+    /// A replay: a second consumer over the requested range, ending when it is delivered.
+    fn replay_job(
+        self: Arc<Self>,
+        ctx: Arc<EndpointCtx>,
+        r: EndpointReplay,
+        request_offset: u64,
+        stop: CancellationToken,
+    ) -> futures_util::future::BoxFuture<'static, ()> {
+        Box::pin(async move {
+            let through = r.to_offset.unwrap_or(u64::MAX).min(request_offset - 1);
+            let after = r.from_offset.saturating_sub(1);
+            let only = if r.failed_only {
+                loop {
+                    match self.failed_offsets(&ctx.rec.id, after, through).await {
+                        Ok(o) => break Some(o),
+                        Err(e) => {
+                            tracing::warn!(endpoint = %ctx.rec.id, error = %e, "replay: cannot list the given-up deliveries; retrying")
+                        }
+                    }
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            } else {
+                None
+            };
+            tracing::info!(endpoint = %ctx.rec.id, from = after + 1, through, failed_only = r.failed_only, actor = %r.actor, "replay started");
+            let ended = self.consume(ctx.clone(), Scope { after, through: Some(through), only }, stop).await;
+            tracing::info!(endpoint = %ctx.rec.id, ?ended, "replay ended");
+        })
+    }
+
+    /// The offsets in `(after, through]` whose delivery to `endpoint` was given up.
+    async fn failed_offsets(
+        &self,
+        endpoint: &str,
+        after: u64,
+        through: u64,
+    ) -> Result<HashSet<u64>, crate::store::StoreError> {
+        let mut offsets = HashSet::new();
+        let mut before = None;
+        loop {
+            let page = self.store.attempts(endpoint, before, true, 1000).await?;
+            offsets.extend(page.iter().map(|a| a.event_offset).filter(|o| *o > after && *o <= through));
+            match page.last() {
+                Some(last) if page.len() == 1000 => before = Some(last.seq),
+                _ => return Ok(offsets),
+            }
+        }
+    }
+
+    /// Delivers an endpoint's matching events in `scope`, each session's in log order, up to
+    /// `max_in_flight` sessions at once. The live consumer (no `through`) stores its checkpoint
+    /// and starts the replays it reads; a replay ends at `through`.
+    async fn consume(self: Arc<Self>, ctx: Arc<EndpointCtx>, scope: Scope, stop: CancellationToken) -> Ended {
+        let live = scope.through.is_none();
+        let end = scope.through.unwrap_or(u64::MAX);
         let id = ctx.rec.id.clone();
         let mut head = self.log.subscribe();
         let filter = ReadFilter { tenant: Some(ctx.rec.tenant.clone()), partition_key: None };
-        let (mut read_pos, mut committed) = (start, start);
-        let mut unfinished = BTreeSet::new();
+        let (mut read_pos, mut committed) = (scope.after, scope.after);
+        // Offsets read and not yet finished, with the time the log committed them.
+        let mut unfinished: BTreeMap<u64, i64> = BTreeMap::new();
         let mut queues: HashMap<String, VecDeque<LogEntry>> = HashMap::new();
         let mut waiting: VecDeque<String> = VecDeque::new();
         // Sessions active or waiting for a slot.
         let mut scheduled: HashSet<String> = HashSet::new();
         let mut active = 0usize;
+        // Replays started by this consumer, by the offset of their request.
+        let mut replays: BTreeMap<u64, tokio::task::JoinHandle<()>> = BTreeMap::new();
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, u64, Finished)>();
         let mut tasks = tokio::task::JoinSet::new();
         let mut last_flush = Instant::now();
-        let mut gone = false;
+        let mut ended = Ended::Stopped;
         let backlog = metrics::gauge!("idstream_notification_backlog", "endpoint" => id.clone());
+        let oldest = metrics::gauge!("idstream_notification_oldest_undelivered_seconds", "endpoint" => id.clone());
         loop {
             // Finished deliveries.
             while let Ok((session, offset, fin)) = done_rx.try_recv() {
                 active -= 1;
                 match fin {
                     Finished::Gone => {
-                        gone = true;
+                        ended = Ended::Disabled;
                         continue;
                     }
                     Finished::Stopped => continue,
@@ -301,20 +405,38 @@ impl Notifier {
                 }
             }
             while tasks.try_join_next().is_some() {}
-            if gone || stop.is_cancelled() {
+            replays.retain(|_, r| !r.is_finished());
+            if ended == Ended::Disabled || stop.is_cancelled() {
+                break;
+            }
+            if !live && read_pos >= end && unfinished.is_empty() && active == 0 {
+                ended = Ended::Finished;
                 break;
             }
             // Read further.
-            let snapshot = self.log.head();
-            let more = unfinished.len() < self.opts.max_read_ahead && snapshot > read_pos;
-            if more {
+            let snapshot = self.log.head().min(end);
+            if unfinished.len() < self.opts.max_read_ahead && snapshot > read_pos {
                 match self.log.read(read_pos, 512, &filter).await {
                     Ok(entries) => {
                         let full = entries.len() == 512;
                         for e in entries {
+                            if e.offset > end {
+                                break;
+                            }
                             read_pos = read_pos.max(e.offset);
-                            if ctx.wants(&e) {
-                                unfinished.insert(e.offset);
+                            if live && e.source == OWN_SOURCE && e.kind == "endpoint.replay_requested" {
+                                if let Ok(LogEvent::Own(OwnEvent::EndpointReplayRequested(r))) =
+                                    LogEvent::from_entry(&e)
+                                {
+                                    if r.endpoint == id {
+                                        let job = self.clone().replay_job(ctx.clone(), r, e.offset, stop.child_token());
+                                        replays.insert(e.offset, tokio::spawn(job));
+                                    }
+                                }
+                                continue;
+                            }
+                            if ctx.wants(&e) && scope.only.as_ref().is_none_or(|o| o.contains(&e.offset)) {
+                                unfinished.insert(e.offset, e.appended_at_us);
                                 let session = e.partition_key.clone();
                                 queues.entry(session.clone()).or_default().push_back(e);
                                 if scheduled.insert(session.clone()) {
@@ -346,44 +468,73 @@ impl Notifier {
                     let _ = done.send((session, offset, fin));
                 });
             }
-            // The checkpoint: everything below the oldest unfinished event.
-            let done_through = unfinished.first().map_or(read_pos, |o| o - 1);
-            if done_through > committed && (last_flush.elapsed() >= Duration::from_millis(100) || active == 0) {
-                let op = Op::SetCheckpoint { consumer: consumer(&id), offset: done_through };
-                match self.store.commit(Txn { entries: Vec::new(), ops: vec![op] }).await {
-                    Ok(_) => committed = done_through,
-                    Err(e) => tracing::warn!(endpoint = %id, error = %e, "cannot store the endpoint's checkpoint"),
+            // The checkpoint: below the oldest unfinished event and the oldest running replay.
+            let done_through = self.done_through(&unfinished, &replays, read_pos);
+            if live {
+                if done_through > committed && (last_flush.elapsed() >= Duration::from_millis(100) || active == 0) {
+                    committed = self.store_checkpoint(&id, done_through, committed).await;
+                    last_flush = Instant::now();
                 }
-                last_flush = Instant::now();
+                backlog.set((unfinished.len() as u64 + self.log.head().saturating_sub(read_pos)) as f64);
+                let age = unfinished.values().next().map_or(0, |at| now_us().saturating_sub(*at));
+                oldest.set(age as f64 / 1e6);
             }
-            backlog.set((unfinished.len() as u64 + self.log.head().saturating_sub(read_pos)) as f64);
-            if unfinished.len() < self.opts.max_read_ahead && self.log.head() > read_pos {
+            if unfinished.len() < self.opts.max_read_ahead && self.log.head().min(end) > read_pos {
                 continue;
             }
             tokio::select! {
                 _ = stop.cancelled() => {}
                 Some(msg) = done_rx.recv() => {
                     // Put it back for the top of the loop.
-                    let (s, o, f) = msg;
-                    let _ = done_tx.send((s, o, f));
+                    let _ = done_tx.send(msg);
                 }
                 _ = head.changed() => {}
-                _ = tokio::time::sleep(Duration::from_millis(100)), if done_through > committed => {}
+                _ = tokio::time::sleep(Duration::from_millis(100)), if live && (done_through > committed || !replays.is_empty()) => {}
             }
         }
         stop.cancel();
         while tasks.join_next().await.is_some() {}
+        for (_, r) in std::mem::take(&mut replays) {
+            let _ = r.await;
+        }
         // What finished before the stop still counts.
         while let Ok((_, offset, fin)) = done_rx.try_recv() {
             if fin == Finished::Done {
                 unfinished.remove(&offset);
             }
         }
-        let done_through = unfinished.first().map_or(read_pos, |o| o - 1);
-        if done_through > committed {
-            let op = Op::SetCheckpoint { consumer: consumer(&id), offset: done_through };
-            if let Err(e) = self.store.commit(Txn { entries: Vec::new(), ops: vec![op] }).await {
+        if live {
+            let done_through = self.done_through(&unfinished, &replays, read_pos);
+            if done_through > committed {
+                self.store_checkpoint(&id, done_through, committed).await;
+            }
+        }
+        ended
+    }
+
+    /// Everything at or below this is finished: below the oldest unfinished event and below
+    /// the request of the oldest replay still running (a crash repeats it).
+    fn done_through(
+        &self,
+        unfinished: &BTreeMap<u64, i64>,
+        replays: &BTreeMap<u64, tokio::task::JoinHandle<()>>,
+        read_pos: u64,
+    ) -> u64 {
+        let mut through = unfinished.keys().next().map_or(read_pos, |o| o - 1);
+        if let Some(r) = replays.keys().next() {
+            through = through.min(r - 1);
+        }
+        through
+    }
+
+    /// Stores an endpoint's checkpoint; returns the stored one.
+    async fn store_checkpoint(&self, id: &str, offset: u64, committed: u64) -> u64 {
+        let op = Op::SetCheckpoint { consumer: consumer(id), offset };
+        match self.store.commit(Txn { entries: Vec::new(), ops: vec![op] }).await {
+            Ok(_) => offset,
+            Err(e) => {
                 tracing::warn!(endpoint = %id, error = %e, "cannot store the endpoint's checkpoint");
+                committed
             }
         }
     }
@@ -448,10 +599,13 @@ impl Notifier {
                 at_us: now_us(),
             };
             let mut retry_after = None;
+            // In short, for the `notification.failed` entry: never the receiver's answer.
+            let short;
             match result {
                 Ok((status, _, _)) if (200..300).contains(&status) => {
                     rec.status = Some(status);
                     rec.outcome = "delivered".into();
+                    *ctx.failing_since.lock().expect("failing lock") = None;
                     self.record(rec).await;
                     return Finished::Done;
                 }
@@ -460,23 +614,35 @@ impl Notifier {
                     rec.error = Some(truncate(&format!("410 Gone: the endpoint was disabled. {text}")));
                     rec.outcome = "disabled".into();
                     self.record(rec).await;
-                    self.disable(&ctx.rec.id, "the receiver answered 410 Gone").await;
+                    self.disable(&ctx.rec, "the receiver answered 410 Gone").await;
                     return Finished::Gone;
                 }
                 Ok((status, ra, text)) => {
                     rec.status = Some(status);
                     rec.error = Some(truncate(&format!("HTTP {status}: {text}")));
+                    short = format!("HTTP {status}");
                     if status == 429 || status == 503 {
                         retry_after = ra.map(|s| Duration::from_secs(s).min(self.opts.max_retry_after));
                     }
                 }
                 Err(err) => {
                     rec.error = Some(truncate(&describe(&err)));
+                    short = describe_kind(&err).to_owned();
                 }
+            }
+            let failing_for =
+                ctx.failing_since.lock().expect("failing lock").get_or_insert_with(Instant::now).elapsed();
+            if let Some(limit) = self.opts.disable_after.filter(|l| failing_for >= *l) {
+                rec.outcome = "disabled".into();
+                self.record(rec).await;
+                self.disable(&ctx.rec, &format!("failing continuously for {} s", limit.as_secs())).await;
+                return Finished::Gone;
             }
             if attempt as usize >= schedule.len() {
                 rec.outcome = "failed".into();
+                let status = rec.status;
                 self.record(rec).await;
+                self.gave_up(&ctx.rec, &e, &wid, attempt, status, short).await;
                 return Finished::Done;
             }
             wait = jitter(schedule[attempt as usize]).max(retry_after.unwrap_or_default());
@@ -496,27 +662,96 @@ impl Notifier {
         }
     }
 
-    /// Disables an endpoint after a `410 Gone` (its checkpoint stays where it is).
-    async fn disable(&self, id: &str, reason: &str) {
-        tracing::warn!(endpoint = %id, reason, "endpoint disabled");
-        if self.config_endpoint(id).is_some() {
-            self.gone.lock().expect("gone lock").insert(id.to_owned());
+    /// Appends `notification.failed` for an event given up (but not for a given-up
+    /// `notification.failed` itself, so two failing endpoints cannot feed each other).
+    async fn gave_up(
+        &self,
+        rec: &EndpointRecord,
+        e: &LogEntry,
+        wid: &str,
+        attempts: u32,
+        last_status: Option<u16>,
+        last_error: String,
+    ) {
+        if e.kind == "notification.failed" {
             return;
         }
-        match self.store.endpoint(id).await {
-            Ok(Some(mut rec)) => {
-                rec.disabled = true;
-                rec.disabled_reason = Some(reason.to_owned());
-                rec.updated_at_us = now_us();
-                let op = Op::Notify(NotifyOp::UpdateEndpoint { tenant: None, endpoint: rec });
-                if let Err(e) = self.store.commit(Txn { entries: Vec::new(), ops: vec![op] }).await {
-                    tracing::warn!(endpoint = %id, error = %e, "cannot disable the endpoint");
-                }
-            }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(endpoint = %id, error = %e, "cannot disable the endpoint"),
+        let session_id = LogEvent::from_entry(e).ok().and_then(|ev| ev.session_id().map(str::to_owned));
+        let ev = OwnEvent::NotificationFailed(NotificationFailed {
+            id: uuid::Uuid::now_v7().to_string(),
+            tenant: rec.tenant.clone(),
+            endpoint: rec.id.clone(),
+            event_id: e.id.clone(),
+            event_offset: e.offset,
+            event_kind: e.kind.clone(),
+            session_id,
+            webhook_id: wid.to_owned(),
+            attempts,
+            last_status,
+            last_error,
+            at: idstream_core::event::rfc3339_us(now_us()),
+        });
+        if let Err(err) = self.store.commit(Txn { entries: vec![ev.to_entry()], ops: Vec::new() }).await {
+            tracing::warn!(endpoint = %rec.id, error = %err, "cannot append notification.failed");
         }
     }
+
+    /// Disables an endpoint (its checkpoint stays where it is) and appends `endpoint.disabled`.
+    async fn disable(&self, rec: &EndpointRecord, reason: &str) {
+        tracing::warn!(endpoint = %rec.id, reason, "endpoint disabled");
+        let event = OwnEvent::EndpointDisabled(EndpointChanged {
+            id: uuid::Uuid::now_v7().to_string(),
+            tenant: rec.tenant.clone(),
+            endpoint: rec.id.clone(),
+            reason: reason.to_owned(),
+            actor: "idstream".into(),
+            at: idstream_core::event::rfc3339_us(now_us()),
+        });
+        let mut txn = Txn { entries: vec![event.to_entry()], ops: Vec::new() };
+        if self.config_endpoint(&rec.id).is_some() {
+            self.gone.lock().expect("gone lock").insert(rec.id.clone(), format!("{reason} (until restart)"));
+        } else {
+            match self.store.endpoint(&rec.id).await {
+                Ok(Some(mut stored)) if !stored.disabled => {
+                    stored.disabled = true;
+                    stored.disabled_reason = Some(reason.to_owned());
+                    stored.updated_at_us = now_us();
+                    txn.ops.push(Op::Notify(NotifyOp::UpdateEndpoint { tenant: None, endpoint: stored }));
+                }
+                // Deleted, or disabled already (by a caller, or a replay of this endpoint).
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::warn!(endpoint = %rec.id, error = %e, "cannot disable the endpoint");
+                    return;
+                }
+            }
+        }
+        if let Err(e) = self.store.commit(txn).await {
+            tracing::warn!(endpoint = %rec.id, error = %e, "cannot disable the endpoint");
+        }
+        self.changed();
+    }
+}
+
+/// What a consumer delivers.
+struct Scope {
+    /// It starts after this offset.
+    after: u64,
+    /// A replay ends after this offset; the live consumer has none.
+    through: Option<u64>,
+    /// Only these offsets (a replay of given-up deliveries).
+    only: Option<HashSet<u64>>,
+}
+
+/// Why a consumer ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// A replay delivered its range.
+    Finished,
+    /// The endpoint was disabled (`410 Gone`, failing too long).
+    Disabled,
+    /// Stopped (shutdown, the endpoint changed, another node took it over).
+    Stopped,
 }
 
 /// How one event's delivery ended.
@@ -539,6 +774,8 @@ struct EndpointCtx {
     timeout: Duration,
     /// The earliest time of the next request (rate limit).
     next_slot: Option<tokio::sync::Mutex<tokio::time::Instant>>,
+    /// Since when every attempt has failed (none: the last one succeeded).
+    failing_since: Mutex<Option<Instant>>,
 }
 
 impl EndpointCtx {
@@ -553,12 +790,16 @@ impl EndpointCtx {
                 rec.timeout_secs
             }),
             next_slot: rec.rate_limit_per_sec.map(|_| tokio::sync::Mutex::new(tokio::time::Instant::now())),
+            failing_since: Mutex::new(None),
             rec,
         }
     }
 
     fn wants(&self, e: &LogEntry) -> bool {
         if e.tenant != self.rec.tenant || !crate::stream::auth::any_matches(&self.patterns, &e.kind) {
+            return false;
+        }
+        if self.about_itself(e) {
             return false;
         }
         match &self.outcomes {
@@ -568,6 +809,19 @@ impl EndpointCtx {
                 .and_then(|v| v.get("outcome").and_then(|o| o.as_str()).map(|o| allowed.contains(o)))
                 .unwrap_or(false),
         }
+    }
+
+    /// Whether `e` is this endpoint's own `endpoint.*` or `notification.failed` entry: those are
+    /// for other systems (the endpoint itself was failing or disabled when they were written).
+    fn about_itself(&self, e: &LogEntry) -> bool {
+        if e.source != OWN_SOURCE || !(e.kind.starts_with("endpoint.") || e.kind == "notification.failed") {
+            return false;
+        }
+        #[derive(serde::Deserialize)]
+        struct About {
+            endpoint: String,
+        }
+        serde_json::from_slice::<About>(&e.event).is_ok_and(|a| a.endpoint == self.rec.id)
     }
 
     /// Waits for the endpoint's rate limit.
@@ -595,16 +849,20 @@ fn truncate(s: &str) -> String {
     s.chars().take(500).collect()
 }
 
-/// A transport error in words (timeouts, refusals), without the URL's query.
-fn describe(e: &reqwest::Error) -> String {
-    let what = if e.is_timeout() {
+/// A transport error's kind, without details.
+fn describe_kind(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {
         "could not connect"
     } else {
         "request failed"
-    };
-    let mut text = what.to_owned();
+    }
+}
+
+/// A transport error in words (timeouts, refusals), without the URL's query.
+fn describe(e: &reqwest::Error) -> String {
+    let mut text = describe_kind(e).to_owned();
     let mut src: Option<&dyn std::error::Error> = std::error::Error::source(e);
     while let Some(s) = src {
         text.push_str(": ");

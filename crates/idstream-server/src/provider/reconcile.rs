@@ -11,8 +11,10 @@
 //! ([`idstream_core::event::normalise_didit_poll`]), with the same dedupe key
 //! ([`idstream_core::event::didit_result_key`]): if the webhook arrives later, or arrived
 //! meanwhile, the log keeps one event and the decision worker decides it once. The follower
-//! state is rebuilt from the log at start-up, so a restart loses nothing; on shared backends
-//! every node polls, and the dedupe key still keeps one event.
+//! state is rebuilt from the log at start-up, so a restart loses nothing. On shared backends
+//! every node follows the log but polls only the sessions whose decision partition it holds
+//! ([`Ownership`]): one node at a time per session, taken over with the partition's lease (and
+//! the dedupe key keeps one event even if two nodes overlap during a hand-over).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{DiditClient, ProviderError, Providers};
 use crate::config::VerificationsConfig;
+use crate::decide::partitions::Ownership;
 use crate::events::{LogEvent, OwnEvent, OWN_SOURCE};
 use crate::log::{Appended, EventLog, LogError, ReadFilter};
 use crate::util::now_us;
@@ -77,13 +80,20 @@ pub struct Reconciler {
     pub log: Arc<dyn EventLog>,
     pub providers: Arc<Providers>,
     pub cfg: VerificationsConfig,
+    /// The sessions this node polls.
+    pub owner: Ownership,
     pending: HashMap<(String, String), Pending>,
     scanned: u64,
 }
 
 impl Reconciler {
-    pub fn new(log: Arc<dyn EventLog>, providers: Arc<Providers>, cfg: VerificationsConfig) -> Reconciler {
-        Reconciler { log, providers, cfg, pending: HashMap::new(), scanned: 0 }
+    pub fn new(
+        log: Arc<dyn EventLog>,
+        providers: Arc<Providers>,
+        cfg: VerificationsConfig,
+        owner: Ownership,
+    ) -> Reconciler {
+        Reconciler { log, providers, cfg, owner, pending: HashMap::new(), scanned: 0 }
     }
 
     /// Runs until `stop`.
@@ -148,7 +158,9 @@ impl Reconciler {
         let due: Vec<(String, String)> = self
             .pending
             .iter()
-            .filter(|(_, p)| now - p.created_us >= after && now - p.last_poll_us >= every)
+            .filter(|((_, session), p)| {
+                now - p.created_us >= after && now - p.last_poll_us >= every && self.owner.owns(session)
+            })
             .map(|(k, _)| k.clone())
             .collect();
         for key in due {

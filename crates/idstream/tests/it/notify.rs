@@ -140,7 +140,7 @@ pub fn verifies(secret: &str, g: &Got) -> bool {
     g.sig.split(' ').any(|s| s.strip_prefix("v1,") == Some(expected.as_str()))
 }
 
-const SECRET_A: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub const SECRET_A: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const SECRET_B: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 
 /// Server config with notifications to loopback allowed and short retries.
@@ -171,7 +171,7 @@ async fn offsets(srv: &TestServer) -> HashMap<String, u64> {
 
 /// Per session, the first successful delivery of each event is in log order, and nothing is
 /// missing.
-fn assert_in_order(got: &[Got], offsets: &HashMap<String, u64>, expected_events: usize) {
+pub fn assert_in_order(got: &[Got], offsets: &HashMap<String, u64>, expected_events: usize) {
     let mut seen = HashSet::new();
     let mut last: HashMap<String, u64> = HashMap::new();
     for g in got.iter().filter(|g| (200..300).contains(&g.status)) {
@@ -270,6 +270,48 @@ async fn config_endpoint_signs_with_every_secret_keeps_session_order_and_honours
     // Other tenants do not see it.
     let (s, _) = srv.get("/v1/endpoints/hooks", Some(KEY_BETA)).await;
     assert_eq!(s, 404);
+    srv.stop().await;
+}
+
+/// The deliveries verify with the Standard Webhooks reference library (PyPI `standardwebhooks`,
+/// run by `tests/standardwebhooks/verify.py`), for each of two secrets; a tampered body fails.
+#[tokio::test]
+#[ignore = "needs python3 with the standardwebhooks package: set IDSTREAM_TEST_STANDARDWEBHOOKS_PYTHON"]
+async fn deliveries_verify_with_the_standard_webhooks_reference_library() {
+    let python = crate::backends::env_url("IDSTREAM_TEST_STANDARDWEBHOOKS_PYTHON");
+    let rx = Receiver::start().await;
+    let srv = TestServer::start_with(&config(&format!(
+        "\n[[endpoints]]\nid = \"hooks\"\ntenant = \"acme\"\nurl = \"{}\"\nkinds = [\"verification.*\"]\n\
+         secrets = [\"{SECRET_A}\", \"{SECRET_B}\"]\n",
+        rx.url
+    )))
+    .await;
+    for i in 0..3 {
+        ingest(&srv, "py", i).await;
+    }
+    let got = rx.wait_delivered(3, Duration::from_secs(10)).await;
+    let captured: Vec<Value> = got
+        .iter()
+        .map(|g| {
+            json!({
+                "headers": {"webhook-id": g.id, "webhook-timestamp": g.ts.to_string(), "webhook-signature": g.sig},
+                "body_b64": base64::engine::general_purpose::STANDARD.encode(&g.raw),
+            })
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("captured.json");
+    std::fs::write(&file, serde_json::to_vec(&captured).unwrap()).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/standardwebhooks/verify.py");
+    let out = std::process::Command::new(&python)
+        .arg(script)
+        .arg(&file)
+        .args([SECRET_A, SECRET_B])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("3 deliveries verified with 2 secrets"), "{text}");
     srv.stop().await;
 }
 
@@ -382,6 +424,12 @@ async fn gone_disables_the_endpoint_and_exhausted_retries_become_dead_letters() 
     let dead = v["deliveries"].as_array().unwrap();
     assert_eq!(dead.len(), 1, "{v}");
     assert_eq!((dead[0]["attempt"].as_u64(), dead[0]["status"].as_u64()), (Some(6), Some(500)));
+    // ... and a `notification.failed` entry in the log, on the session's timeline.
+    let failed = wait_for_kind(&srv, "notification.failed", 1).await;
+    assert_eq!(failed[0]["endpoint"], id.as_str());
+    assert_eq!((failed[0]["attempts"].as_u64(), failed[0]["last_status"].as_u64()), (Some(6), Some(500)));
+    assert_eq!((failed[0]["last_error"].as_str(), failed[0]["session_id"].as_str()), (Some("HTTP 500"), Some("dead")));
+    assert_eq!(failed[0]["webhook_id"], dead[0]["webhook_id"]);
 
     // 410 Gone: the endpoint is disabled and the event stays undelivered until re-enabled.
     rx.answer(|_, _| (410, None));
@@ -396,14 +444,166 @@ async fn gone_disables_the_endpoint_and_exhausted_retries_become_dead_letters() 
         assert!(Instant::now() < deadline, "{v}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let disabled = wait_for_kind(&srv, "endpoint.disabled", 1).await;
+    assert_eq!(
+        (disabled[0]["actor"].as_str(), disabled[0]["endpoint"].as_str()),
+        (Some("idstream"), Some(id.as_str()))
+    );
+    assert!(disabled[0]["reason"].as_str().unwrap().contains("410 Gone"), "{}", disabled[0]);
     rx.answer(|_, _| (200, None));
-    let (s, _) = srv
+    let (s, v) = srv
         .call("PATCH", &format!("/v1/endpoints/{id}"), Some(KEY_ACME), Some(br#"{"disabled": false}"#.to_vec()))
         .await;
     assert_eq!(s, 200);
+    assert_eq!(v["backlog"].as_u64(), Some(1), "the event answered 410 waits: {v}");
     let got = rx.wait_delivered(2, Duration::from_secs(10)).await;
     assert_eq!(got.last().unwrap().session(), "g");
     assert_eq!(rx.all().iter().filter(|g| g.status == 410).count(), 1);
+    let enabled = wait_for_kind(&srv, "endpoint.enabled", 1).await;
+    assert_eq!(enabled[0]["actor"], "acme");
+    // The endpoint takes `*` but never hears of its own failures and state changes.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let own: Vec<String> = rx.all().iter().map(|g| g.body["type"].as_str().unwrap().to_owned()).collect();
+    assert!(own.iter().all(|k| k.starts_with("verification.")), "{own:?}");
+    srv.stop().await;
+}
+
+/// Waits until the log holds `n` entries of `kind`; returns them.
+async fn wait_for_kind(srv: &TestServer, kind: &str, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let found: Vec<Value> = srv.all_events().await.into_iter().filter(|e| e["kind"] == kind).collect();
+        if found.len() >= n {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "{} of {n} `{kind}` entries in the log", found.len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// An endpoint failing continuously is disabled (and says so in the log); a monitoring endpoint
+/// hears of it; enabling it may skip what it missed; replays take an offset range, or only the
+/// given-up deliveries, with their original `webhook-id`s.
+#[tokio::test]
+async fn failing_endpoints_are_disabled_and_replays_take_a_range_or_the_dead_letters() {
+    let rx = Receiver::start().await;
+    let monitor = Receiver::start().await;
+    let srv = TestServer::start_with(&config("disable_after_failing_secs = 1")).await;
+    let (id, _) = create_endpoint(&srv, json!({"id": "core", "url": rx.url, "kinds": ["*"]})).await;
+    let body = json!({"id": "monitor", "url": monitor.url, "kinds": ["endpoint.*", "notification.failed"]});
+    create_endpoint(&srv, body).await;
+    for i in 0..6 {
+        ingest(&srv, &format!("r{}", i % 3), i).await;
+    }
+    let first = rx.wait_delivered(6, Duration::from_secs(10)).await;
+    let offs = offsets(&srv).await;
+    let mut delivered: Vec<(u64, String)> = first.iter().map(|g| (offs[&g.event_id()], g.id.clone())).collect();
+    delivered.sort();
+
+    // A range: offsets of the 2nd to the 4th event, nothing else.
+    let n = rx.all().len();
+    let range = json!({"from_offset": delivered[1].0, "to_offset": delivered[3].0});
+    let (s, v) =
+        srv.call("POST", &format!("/v1/endpoints/{id}/replay"), Some(KEY_ACME), Some(range.to_string().into())).await;
+    assert_eq!(
+        (s, v["from_offset"].as_u64(), v["to_offset"].as_u64()),
+        (202, Some(delivered[1].0), Some(delivered[3].0)),
+        "{v}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rx.all().len() < n + 3 {
+        assert!(Instant::now() < deadline, "the range replay delivered {} of 3", rx.all().len() - n);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut again: Vec<String> = rx.all()[n..].iter().map(|g| g.id.clone()).collect();
+    let mut expected: Vec<String> = delivered[1..4].iter().map(|(_, w)| w.clone()).collect();
+    expected.sort();
+    again.sort();
+    assert_eq!(again, expected, "a range replay delivers exactly the range");
+    let (s, v) = srv
+        .call(
+            "POST",
+            &format!("/v1/endpoints/{id}/replay"),
+            Some(KEY_ACME),
+            Some(br#"{"from_offset": 5, "to_offset": 2}"#.to_vec()),
+        )
+        .await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_body")), "{v}");
+
+    // The receiver fails from now on: events are given up, then the endpoint is disabled.
+    rx.answer(|_, _| (500, None));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut i = 6;
+    loop {
+        let (_, v) = srv.get(&format!("/v1/endpoints/{id}"), Some(KEY_ACME)).await;
+        if v["disabled"] == true {
+            assert!(v["disabled_reason"].as_str().unwrap().contains("failing continuously for 1 s"), "{v}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never disabled: {v}");
+        ingest(&srv, "f", i).await;
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let disabled = wait_for_kind(&srv, "endpoint.disabled", 1).await;
+    assert!(disabled[0]["reason"].as_str().unwrap().contains("failing continuously"));
+    let given_up = srv.get(&format!("/v1/endpoints/{id}/deliveries?failed=true"), Some(KEY_ACME)).await.1;
+    let dead: HashSet<String> = given_up["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["webhook_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(!dead.is_empty(), "no delivery was given up before the endpoint was disabled");
+    assert_eq!(wait_for_kind(&srv, "notification.failed", dead.len()).await.len(), dead.len());
+    // The monitor heard of every failure and of the disabling.
+    let heard = monitor.wait_delivered(dead.len() + 1, Duration::from_secs(10)).await;
+    assert!(heard.iter().any(|g| g.body["type"] == "endpoint.disabled" && g.body["data"]["endpoint"] == "core"));
+    let failures = heard.iter().filter(|g| g.body["type"] == "notification.failed").count();
+    assert_eq!(failures, dead.len());
+
+    // Missed while disabled: counted as its backlog; enabling with `skip_backlog` drops them.
+    ingest(&srv, "m", 100).await;
+    ingest(&srv, "m", 101).await;
+    let (_, v) = srv.get(&format!("/v1/endpoints/{id}"), Some(KEY_ACME)).await;
+    assert!(v["backlog"].as_u64().unwrap() >= 2, "{v}");
+    rx.answer(|_, _| (200, None));
+    let (s, v) = srv
+        .call(
+            "PATCH",
+            &format!("/v1/endpoints/{id}"),
+            Some(KEY_ACME),
+            Some(br#"{"disabled": false, "skip_backlog": true}"#.to_vec()),
+        )
+        .await;
+    assert_eq!((s, v["backlog"].as_u64()), (200, Some(0)), "{v}");
+    let before: HashSet<String> = rx.delivered().iter().map(|g| g.id.clone()).collect();
+    ingest(&srv, "n", 200).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !rx.delivered().iter().any(|g| g.session() == "n") {
+        assert!(Instant::now() < deadline, "nothing delivered after enabling");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!rx.delivered().iter().any(|g| g.session() == "m"), "skip_backlog still delivered the backlog");
+
+    // The dead letters only, with their webhook-ids.
+    let (s, v) = srv
+        .call("POST", &format!("/v1/endpoints/{id}/replay"), Some(KEY_ACME), Some(br#"{"failed": true}"#.to_vec()))
+        .await;
+    assert_eq!((s, v["failed_only"].as_bool()), (202, Some(true)), "{v}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now: HashSet<String> = rx.delivered().iter().map(|g| g.id.clone()).collect();
+        if dead.is_subset(&now) {
+            let extra: Vec<&String> = now.difference(&before).filter(|w| !dead.contains(*w)).collect();
+            assert_eq!(extra.len(), 1, "only the dead letters and session n's event: {extra:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the dead letters were not delivered again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!rx.delivered().iter().any(|g| g.session() == "m"));
     srv.stop().await;
 }
 
