@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The regression guard: the headline figures of BENCHMARKS.md in a few minutes, one table.
+# Each figure is the median of REPS runs (default 3) next to its baseline measured in the same
+# run, so a change can show it did not slow anything down: run it before and after.
+#
+#   bash scripts/bench-all.sh                 # ~6 minutes on the 2-core project machine
+#   REPS=1 DURATION=3 bash scripts/bench-all.sh   # a quick look
+set -euo pipefail
+cd "$(dirname "$0")/.."
+reps=${REPS:-3}
+dur=${DURATION:-5}
+out=${OUT:-bench-results/all}
+bin=target/release/idstream
+mkdir -p "$out"
+t0=$SECONDS
+echo "== building the release binary (once)"
+cargo build --release -q -p idstream
+step() { printf '== [%3ds] %s\n' $((SECONDS - t0)) "$*"; }
+for i in $(seq "$reps"); do
+  step "run $i/$reps: ingest, as fast as possible (idstream and a bare axum handler)"
+  "$bin" bench ingest --connections 64 --duration "$dur" --json "$out/ingest-max-$i.json" >/dev/null
+  step "run $i/$reps: ingest at a fixed 10,000/s"
+  "$bin" bench ingest --connections 64 --duration "$dur" --rate 10000 --no-baseline --json "$out/ingest-10k-$i.json" >/dev/null
+  step "run $i/$reps: webhook → decision on a WebSocket at 1,000/s"
+  "$bin" bench decide --rate 1000 --duration "$dur" --connections 64 --json "$out/decide-1k-$i.json" >/dev/null
+  step "run $i/$reps: idle WebSocket memory, 2,000 connections (idstream and a minimal server)"
+  "$bin" bench stream --mode idle --connections 2000 --idle-secs 2 --json "$out/idle-$i.json" >/dev/null
+done
+step "done"
+python3 - "$out" "$reps" <<'PY'
+import json, statistics, sys
+out, reps = sys.argv[1], int(sys.argv[2])
+load = lambda name: [json.load(open(f"{out}/{name}-{i}.json")) for i in range(1, reps + 1)]
+med = lambda xs: statistics.median(xs)
+rows = []
+ingest = load("ingest-max")
+rows.append(("durable ingest, 64 conns", f"{med(r[0]['per_sec'] for r in ingest):,.0f} events/s",
+             f"{med(r[1]['per_sec'] for r in ingest):,.0f}/s (bare axum handler)",
+             f"{med(r[0]['per_sec'] / r[1]['per_sec'] for r in ingest):.2f}×"))
+fixed = load("ingest-10k")
+rows.append(("ingest p99 at 10,000/s", f"{med(r[0]['p99_ms'] for r in fixed):.2f} ms",
+             f"p50 {med(r[0]['p50_ms'] for r in fixed):.2f} ms", ""))
+decide = load("decide-1k")
+rows.append(("webhook → decision.made on WS, 1,000/s", f"p99 {med(r['webhook_to_ws_decision']['p99_ms'] for r in decide):.2f} ms",
+             f"p99 {med(r['webhook_to_ws_verification']['p99_ms'] for r in decide):.2f} ms (webhook → its own event on WS)",
+             f"p50 {med(r['webhook_to_ws_decision']['p50_ms'] for r in decide):.2f} ms"))
+idle = load("idle")
+kb = lambda r, i: r[i].get("kb_per_connection") or 0.0
+rows.append(("idle WebSocket memory", f"{med(kb(r, 0) for r in idle):.1f} KB/conn",
+             f"{med(kb(r, 1) for r in idle):.1f} KB/conn (minimal tokio-tungstenite server)",
+             f"{med(kb(r, 0) / kb(r, 1) for r in idle if kb(r, 1)):.2f}×"))
+print(f"\nmedians of {reps} runs, {out}/")
+print("| figure | idstream | baseline (same run) | ratio / note |")
+print("|---|---|---|---|")
+for r in rows:
+    print("| " + " | ".join(r) + " |")
+PY
