@@ -317,7 +317,8 @@ impl Notifier {
     ) -> futures_util::future::BoxFuture<'static, ()> {
         Box::pin(async move {
             let through = r.to_offset.unwrap_or(u64::MAX).min(request_offset - 1);
-            let after = r.from_offset.saturating_sub(1);
+            // What retention removed is gone: the replay starts at the oldest retained entry.
+            let after = r.from_offset.saturating_sub(1).max(self.log.pruned_through());
             let only = if r.failed_only {
                 loop {
                     match self.failed_offsets(&ctx.rec.id, after, through).await {
