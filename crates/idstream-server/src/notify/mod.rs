@@ -103,6 +103,11 @@ pub struct Notifier {
     owner: Ownership,
     /// Config endpoints disabled (`410 Gone`, failing too long) until restart, and why.
     gone: Mutex<HashMap<String, String>>,
+    /// Attempt records on their way to the store, written in batches by [`Notifier::run`]'s
+    /// recorder: a delivery's slot is free as soon as the receiver answered (delivery is made
+    /// at least once by the checkpoint, not by the record).
+    attempts: mpsc::UnboundedSender<AttemptRecord>,
+    attempts_rx: Mutex<Option<mpsc::UnboundedReceiver<AttemptRecord>>>,
 }
 
 fn config_record(e: &EndpointConfig) -> EndpointRecord {
@@ -134,7 +139,10 @@ impl Notifier {
         owner: Ownership,
     ) -> Notifier {
         let policy = AddressPolicy::from_config(n).expect("validated at config load");
+        let (attempts, attempts_rx) = mpsc::unbounded_channel();
         Notifier {
+            attempts,
+            attempts_rx: Mutex::new(Some(attempts_rx)),
             log,
             store,
             enabled: n.enabled,
@@ -233,6 +241,13 @@ impl Notifier {
 
     /// Runs the endpoints' tasks until `stop`.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        let recorder_stop = CancellationToken::new();
+        let recorder = self
+            .attempts_rx
+            .lock()
+            .expect("attempts lock")
+            .take()
+            .map(|rx| tokio::spawn(record_attempts(self.store.clone(), rx, recorder_stop.clone())));
         let mut running: HashMap<String, (i64, CancellationToken, tokio::task::JoinHandle<()>)> = HashMap::new();
         let mut owner = self.owner.clone();
         loop {
@@ -276,6 +291,11 @@ impl Notifier {
         for (_, (_, token, task)) in running {
             token.cancel();
             let _ = task.await;
+        }
+        // The deliveries have stopped: the recorder writes what is queued, then ends.
+        recorder_stop.cancel();
+        if let Some(recorder) = recorder {
+            let _ = recorder.await;
         }
     }
 
@@ -472,7 +492,9 @@ impl Notifier {
             // The checkpoint: below the oldest unfinished event and the oldest running replay.
             let done_through = self.done_through(&unfinished, &replays, read_pos);
             if live {
-                if done_through > committed && (last_flush.elapsed() >= Duration::from_millis(100) || active == 0) {
+                // At most every 100 ms: the checkpoint bounds redeliveries after a crash, it
+                // does not make a delivery.
+                if done_through > committed && last_flush.elapsed() >= Duration::from_millis(100) {
                     committed = self.store_checkpoint(&id, done_through, committed).await;
                     last_flush = Instant::now();
                 }
@@ -657,9 +679,12 @@ impl Notifier {
     async fn record(&self, a: AttemptRecord) {
         metrics::counter!("idstream_notifications_total", "endpoint" => a.endpoint.clone(), "outcome" => a.outcome.clone())
             .increment(1);
-        let op = Op::Notify(NotifyOp::RecordAttempt(a));
-        if let Err(e) = self.store.commit(Txn { entries: Vec::new(), ops: vec![op] }).await {
-            tracing::warn!(error = %e, "cannot record a delivery attempt");
+        if let Err(mpsc::error::SendError(a)) = self.attempts.send(a) {
+            // No recorder (the worker is not running here): written directly.
+            let op = Op::Notify(NotifyOp::RecordAttempt(a));
+            if let Err(e) = self.store.commit(Txn { entries: Vec::new(), ops: vec![op] }).await {
+                tracing::warn!(error = %e, "cannot record a delivery attempt");
+            }
         }
     }
 
@@ -731,6 +756,36 @@ impl Notifier {
             tracing::warn!(endpoint = %rec.id, error = %e, "cannot disable the endpoint");
         }
         self.changed();
+    }
+}
+
+/// Writes delivery attempts to the store in batches (one transaction for whatever queued up
+/// while the previous one committed) until `stop`, then what is still queued.
+async fn record_attempts(
+    store: Arc<dyn Store>,
+    mut rx: mpsc::UnboundedReceiver<AttemptRecord>,
+    stop: CancellationToken,
+) {
+    loop {
+        let first = tokio::select! {
+            biased;
+            a = rx.recv() => a,
+            _ = stop.cancelled() => None,
+        };
+        let mut batch: Vec<AttemptRecord> = first.into_iter().collect();
+        while batch.len() < 1000 {
+            match rx.try_recv() {
+                Ok(a) => batch.push(a),
+                Err(_) => break,
+            }
+        }
+        if batch.is_empty() {
+            return;
+        }
+        let ops = batch.into_iter().map(|a| Op::Notify(NotifyOp::RecordAttempt(a))).collect();
+        if let Err(e) = store.commit(Txn { entries: Vec::new(), ops }).await {
+            tracing::warn!(error = %e, "cannot record delivery attempts");
+        }
     }
 }
 
