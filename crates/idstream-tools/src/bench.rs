@@ -41,6 +41,9 @@ pub enum BenchWhat {
     Stream(crate::bench_stream::StreamArgs),
     /// The whole pipeline at a fixed rate: webhook → decision → WebSocket, end to end.
     Decide(crate::bench_decide::DecideArgs),
+    /// Outbound notifications: deliveries/s (1 and N endpoints) and log append → delivered
+    /// latency at fixed rates, vs. a bare HTTP client posting the same requests.
+    Notify(crate::bench_notify::NotifyArgs),
     /// Write unique signed Didit v3 webhooks to a file for an external load generator
     /// (`scripts/wrk-ingest.lua`): one line each, `x-timestamp`, the three signatures and the
     /// body, tab-separated.
@@ -150,6 +153,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchWhat::Log(a) => log_only(a).await,
         BenchWhat::Stream(a) => crate::bench_stream::run(a).await,
         BenchWhat::Decide(a) => crate::bench_decide::run(a).await,
+        BenchWhat::Notify(a) => crate::bench_notify::run(a).await,
         BenchWhat::Prepare(a) => prepare_file(a),
     }
 }
@@ -201,7 +205,7 @@ pub(crate) fn prepare(count: usize, secret: &Secret) -> Vec<Prepared> {
     prepare_seeded(count, secret, 7)
 }
 
-fn prepare_seeded(count: usize, secret: &Secret, seed: u64) -> Vec<Prepared> {
+pub(crate) fn prepare_seeded(count: usize, secret: &Secret, seed: u64) -> Vec<Prepared> {
     let deliveries = sim::generate(&SimConfig {
         seed,
         sessions: count / 3 + 1,
@@ -233,9 +237,11 @@ fn prepare_seeded(count: usize, secret: &Secret, seed: u64) -> Vec<Prepared> {
         .collect()
 }
 
-/// Starts a server on its own 2-thread runtime (as a separate process would have), returning
-/// its address and the token that stops it.
-fn spawn_server<F, Fut>(make: F) -> anyhow::Result<(SocketAddr, CancellationToken, std::thread::JoinHandle<()>)>
+/// Starts a server on its own 2-thread runtime (threads named `bench-server`, as a separate
+/// process would have), returning its address and the token that stops it.
+pub(crate) fn spawn_server<F, Fut>(
+    make: F,
+) -> anyhow::Result<(SocketAddr, CancellationToken, std::thread::JoinHandle<()>)>
 where
     F: FnOnce(tokio::net::TcpListener, CancellationToken) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()>,
@@ -244,8 +250,12 @@ where
     let token = CancellationToken::new();
     let t = token.clone();
     let handle = std::thread::spawn(move || {
-        let rt =
-            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("server runtime");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("bench-server")
+            .enable_all()
+            .build()
+            .expect("server runtime");
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
             tx.send(listener.local_addr().expect("addr")).expect("report addr");

@@ -51,7 +51,7 @@ pub struct Quantiles {
     pub max_ms: f64,
 }
 
-fn quantiles(h: &Histogram<u64>) -> Quantiles {
+pub(crate) fn quantiles(h: &Histogram<u64>) -> Quantiles {
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     Quantiles { count: h.len(), p50_ms: ms(0.5), p99_ms: ms(0.99), p999_ms: ms(0.999), max_ms: h.max() as f64 / 1000.0 }
 }
