@@ -82,7 +82,7 @@ pub struct NotifyArgs {
     pub connections: usize,
     /// `[notifications] max_in_flight`: sessions delivered at once per endpoint (the baseline
     /// gets the same concurrency per endpoint).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 64)]
     pub max_in_flight: usize,
     /// Skip the throughput runs.
     #[arg(long)]
