@@ -199,3 +199,7 @@ mod tests {
         assert_eq!(BlocklistKind::parse("passport"), None);
     }
 }
+
+/// The prefix of a `decided_by` that names an analyst (`review:<analyst>`): the decision of a
+/// review resolution, which nothing the provider reports afterwards overrides by echoing it.
+pub const ANALYST: &str = "review:";
