@@ -41,6 +41,9 @@ pub enum BenchWhat {
     Stream(crate::bench_stream::StreamArgs),
     /// The whole pipeline at a fixed rate: webhook → decision → WebSocket, end to end.
     Decide(crate::bench_decide::DecideArgs),
+    /// `POST /v1/verifications` against a zero-latency sandbox vs. the sandbox's create-session
+    /// called directly: idstream's own overhead in starting a verification.
+    Verifications(crate::bench_verify::VerifyArgs),
     /// Write unique signed Didit v3 webhooks to a file for an external load generator
     /// (`scripts/wrk-ingest.lua`): one line each, `x-timestamp`, the three signatures and the
     /// body, tab-separated.
@@ -150,6 +153,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchWhat::Log(a) => log_only(a).await,
         BenchWhat::Stream(a) => crate::bench_stream::run(a).await,
         BenchWhat::Decide(a) => crate::bench_decide::run(a).await,
+        BenchWhat::Verifications(a) => crate::bench_verify::run(a).await,
         BenchWhat::Prepare(a) => prepare_file(a),
     }
 }
@@ -235,7 +239,7 @@ fn prepare_seeded(count: usize, secret: &Secret, seed: u64) -> Vec<Prepared> {
 
 /// Starts a server on its own 2-thread runtime (as a separate process would have), returning
 /// its address and the token that stops it.
-fn spawn_server<F, Fut>(make: F) -> anyhow::Result<(SocketAddr, CancellationToken, std::thread::JoinHandle<()>)>
+pub(crate) fn spawn_server<F, Fut>(make: F) -> anyhow::Result<(SocketAddr, CancellationToken, std::thread::JoinHandle<()>)>
 where
     F: FnOnce(tokio::net::TcpListener, CancellationToken) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()>,

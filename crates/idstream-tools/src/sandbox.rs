@@ -159,6 +159,9 @@ struct Inner {
     base: String,
     webhook_url: Mutex<Option<String>>,
     sessions: Mutex<HashMap<String, Session>>,
+    /// The latest session of each (vendor_data, workflow), so a creation finds an unfinished one
+    /// without scanning (locked after `sessions`).
+    by_vendor: Mutex<HashMap<(String, String), String>>,
     faults: Mutex<Faults>,
     stats: Mutex<Stats>,
     rng: Mutex<ChaCha8Rng>,
@@ -181,6 +184,7 @@ pub async fn serve(
         cfg,
         base,
         sessions: Mutex::default(),
+        by_vendor: Mutex::default(),
         faults: Mutex::default(),
         stats: Mutex::default(),
         http: reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("a plain client builds"),
@@ -315,9 +319,10 @@ async fn create_session(State(st): State<St>, headers: HeaderMap, body: axum::bo
     let mut sessions = st.sessions.lock().unwrap();
     // Didit answers a creation for a user with an unfinished session with that session.
     if let Some(v) = &body.vendor_data {
-        if let Some(s) = sessions.values().find(|s| {
-            s.vendor_data.as_ref() == Some(v) && s.workflow_id == workflow_id && UNFINISHED.contains(&s.status.as_str())
-        }) {
+        let latest = st.by_vendor.lock().unwrap().get(&(v.clone(), workflow_id.clone())).cloned();
+        if let Some(s) =
+            latest.and_then(|id| sessions.get(&id)).filter(|s| UNFINISHED.contains(&s.status.as_str()))
+        {
             return (StatusCode::CREATED, Json(created_json(&st, s))).into_response();
         }
     }
@@ -338,6 +343,9 @@ async fn create_session(State(st): State<St>, headers: HeaderMap, body: axum::bo
         created_at: idstream_server::util::unix_now(),
     };
     let answer = created_json(&st, &s);
+    if let Some(v) = &s.vendor_data {
+        st.by_vendor.lock().unwrap().insert((v.clone(), s.workflow_id.clone()), id.clone());
+    }
     sessions.insert(id.clone(), s);
     drop(sessions);
     if let Some(after) = st.cfg.complete_after {
