@@ -239,7 +239,9 @@ fn prepare_seeded(count: usize, secret: &Secret, seed: u64) -> Vec<Prepared> {
 
 /// Starts a server on its own 2-thread runtime (as a separate process would have), returning
 /// its address and the token that stops it.
-pub(crate) fn spawn_server<F, Fut>(make: F) -> anyhow::Result<(SocketAddr, CancellationToken, std::thread::JoinHandle<()>)>
+pub(crate) fn spawn_server<F, Fut>(
+    make: F,
+) -> anyhow::Result<(SocketAddr, CancellationToken, std::thread::JoinHandle<()>)>
 where
     F: FnOnce(tokio::net::TcpListener, CancellationToken) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()>,

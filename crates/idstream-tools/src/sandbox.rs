@@ -320,9 +320,7 @@ async fn create_session(State(st): State<St>, headers: HeaderMap, body: axum::bo
     // Didit answers a creation for a user with an unfinished session with that session.
     if let Some(v) = &body.vendor_data {
         let latest = st.by_vendor.lock().unwrap().get(&(v.clone(), workflow_id.clone())).cloned();
-        if let Some(s) =
-            latest.and_then(|id| sessions.get(&id)).filter(|s| UNFINISHED.contains(&s.status.as_str()))
-        {
+        if let Some(s) = latest.and_then(|id| sessions.get(&id)).filter(|s| UNFINISHED.contains(&s.status.as_str())) {
             return (StatusCode::CREATED, Json(created_json(&st, s))).into_response();
         }
     }
@@ -634,10 +632,10 @@ async fn id_verification(State(st): State<St>, headers: HeaderMap, mut form: Mul
                         Ok(v @ Value::Object(_)) => metadata = Some(v),
                         _ => return field_error(&name, "Value must be valid JSON."),
                     },
-                    "perform_document_liveness" | "save_api_request" => {
-                        if !matches!(text.trim(), "true" | "false" | "True" | "False" | "1" | "0") {
-                            return field_error(&name, "Must be a valid boolean.");
-                        }
+                    "perform_document_liveness" | "save_api_request"
+                        if !matches!(text.trim(), "true" | "false" | "True" | "False" | "1" | "0") =>
+                    {
+                        return field_error(&name, "Must be a valid boolean.");
                     }
                     "persona" => match text.parse::<Persona>() {
                         Ok(p) => persona = Some(p),

@@ -707,7 +707,7 @@ async fn the_standalone_id_verification_against_the_sandbox() {
     let image = |name: &str| Upload {
         file_name: format!("{name}.jpg"),
         content_type: "image/jpeg".into(),
-        bytes: vec![0xFFu8, 0xD8, 0xFF, 0xE0].repeat(64 * 1024).into(),
+        bytes: [0xFFu8, 0xD8, 0xFF, 0xE0].repeat(64 * 1024).into(),
     };
     let req = IdVerificationRequest {
         front_image: image("front"),
