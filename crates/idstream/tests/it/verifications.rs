@@ -465,12 +465,12 @@ const KEY_ANALYST: &str = "key-ana";
 
 /// A server whose provider account pushes analysts' resolutions back, with an analyst key and
 /// quick push retries.
-fn push_back_config(sb: &Sandbox, provider: &str) -> String {
+fn push_back_config(sb: &Sandbox, provider: &str, backend: &str) -> String {
     config(
         sb,
         &format!("push_back = true\n{provider}"),
         &format!(
-            "{}\n[verifications]\nreconcile = false\npush_back_retry_first_secs = 1\npush_back_retry_max_secs = 1\n",
+            "{}\n[verifications]\nreconcile = false\npush_back_retry_first_secs = 1\npush_back_retry_max_secs = 1\n{backend}",
             role_key("ana", "acme", "analyst")
         ),
     )
@@ -520,8 +520,20 @@ async fn wait_result(srv: &TestServer, session: &str, status: &str) {
 /// the session's last, and there are exactly two decisions (the rules' review, the analyst's).
 #[tokio::test]
 async fn an_analysts_push_back_and_its_echo_give_no_second_decision() {
+    push_back_echo_case("", "didit-push").await;
+}
+
+/// The same on NATS JetStream + PostgreSQL.
+#[tokio::test]
+#[ignore = "needs NATS and PostgreSQL: set IDSTREAM_TEST_NATS_URL and IDSTREAM_TEST_POSTGRES_URL"]
+async fn an_analysts_push_back_and_its_echo_give_no_second_decision_on_nats_and_postgres() {
+    let b = crate::backends::ScaleOut::fresh("pushback").await;
+    push_back_echo_case(&b.toml(), "didit-push-nats").await;
+}
+
+async fn push_back_echo_case(backend: &str, pid: &str) {
     let sb = Sandbox::start().await;
-    let srv = TestServer::start_with(&with_provider_id(&push_back_config(&sb, ""), "didit-push")).await;
+    let srv = TestServer::start_with(&with_provider_id(&push_back_config(&sb, "", backend), pid)).await;
     sb.webhooks_to(&srv).await;
     let (session, review) = session_in_review(&srv, &sb, "u-pb").await;
 
@@ -540,7 +552,7 @@ async fn an_analysts_push_back_and_its_echo_give_no_second_decision() {
     let pushed = pushed_back(&srv, &session).await;
     assert_eq!(pushed["result"], "pushed", "{pushed}");
     assert_eq!(pushed["provider_status"], "Approved");
-    assert_eq!(pushed["provider"], "didit-push");
+    assert_eq!(pushed["provider"], pid);
     assert_eq!(pushed["review_id"], review.as_str());
     assert_eq!(pushed["attempts"], 1);
     let at_didit = sb.decision(&session).await;
@@ -563,7 +575,8 @@ async fn an_analysts_push_back_and_its_echo_give_no_second_decision() {
     assert_eq!(v["session"]["decision_id"], decisions[1]["decision_id"], "the analyst's decision is the last");
     assert_eq!(v["session"]["provider_status"], "Approved", "the echo is recorded");
     let metrics = srv.client.get(srv.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("idstream_push_back_total{provider=\"didit-push\",outcome=\"pushed\"} 1"), "{metrics}");
+    let counted = format!("idstream_push_back_total{{provider=\"{pid}\",outcome=\"pushed\"}} 1");
+    assert!(metrics.contains(&counted), "{metrics}");
 
     // A late redelivery of the echo is a duplicate; still two decisions, one push.
     let body = late_webhook(&sb.decision(&session).await);
@@ -598,14 +611,7 @@ async fn an_analysts_push_back_and_its_echo_give_no_second_decision() {
 #[tokio::test]
 async fn push_back_with_the_provider_down_does_not_lose_the_resolution() {
     let sb = Sandbox::start().await;
-    let cfg = with_provider_id(
-        &push_back_config(
-            &sb,
-            "max_retries = 0
-breaker_failures = 1000",
-        ),
-        "didit-down",
-    );
+    let cfg = with_provider_id(&push_back_config(&sb, "max_retries = 0\nbreaker_failures = 1000", ""), "didit-down");
     let srv = TestServer::start_with(&cfg).await;
     sb.webhooks_to(&srv).await;
     let (session, review) = session_in_review(&srv, &sb, "u-down").await;
@@ -669,7 +675,7 @@ breaker_failures = 1000",
 #[tokio::test]
 async fn a_refused_push_back_is_recorded_as_failed() {
     let sb = Sandbox::start().await;
-    let srv = TestServer::start_with(&with_provider_id(&push_back_config(&sb, ""), "didit-refused")).await;
+    let srv = TestServer::start_with(&with_provider_id(&push_back_config(&sb, "", ""), "didit-refused")).await;
     sb.webhooks_to(&srv).await;
     let (session, review) = session_in_review(&srv, &sb, "u-ref").await;
     sb.faults(json!({"fail_next": 1, "fail_status": 400})).await;
