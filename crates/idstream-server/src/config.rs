@@ -85,6 +85,10 @@ pub struct ProviderConfig {
     /// ... for this long; then one trial call decides whether it closes.
     #[serde(default = "default_breaker_open_secs")]
     pub breaker_open_secs: u64,
+    /// Push an analyst's resolution of this account's sessions back to the provider (Didit's
+    /// update-status), so both systems agree (README "Verifications").
+    #[serde(default)]
+    pub push_back: bool,
 }
 
 impl ProviderConfig {
@@ -104,6 +108,7 @@ impl ProviderConfig {
             max_retry_after_secs: default_max_retry_after_secs(),
             breaker_failures: default_breaker_failures(),
             breaker_open_secs: default_breaker_open_secs(),
+            push_back: false,
         }
     }
 }
@@ -145,6 +150,13 @@ pub struct VerificationsConfig {
     pub reconcile_interval_secs: u64,
     /// ... until it is this old (then it is left alone).
     pub reconcile_max_age_secs: u64,
+    /// Push-back of analysts' resolutions (`[[providers]] push_back`): a failed push is retried
+    /// after this long, doubling ...
+    pub push_back_retry_first_secs: u64,
+    /// ... up to this long ...
+    pub push_back_retry_max_secs: u64,
+    /// ... until the resolution is this old; then it is recorded as failed.
+    pub push_back_max_age_secs: u64,
 }
 
 /// The analyst dashboard served at `/`, and the stream tokens its pages get.
@@ -516,6 +528,15 @@ impl Config {
         }
         if v.reconcile_max_age_secs <= v.reconcile_after_secs {
             return Err(invalid("verifications.reconcile_max_age_secs", "must be greater than reconcile_after_secs"));
+        }
+        if v.push_back_retry_first_secs == 0 || v.push_back_retry_max_secs < v.push_back_retry_first_secs {
+            return Err(invalid(
+                "verifications.push_back_retry_first_secs",
+                "must be greater than 0 and at most push_back_retry_max_secs",
+            ));
+        }
+        if v.push_back_max_age_secs == 0 {
+            return Err(invalid("verifications.push_back_max_age_secs", "must be greater than 0"));
         }
         Ok(())
     }

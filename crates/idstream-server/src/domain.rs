@@ -177,6 +177,10 @@ impl std::str::FromStr for Role {
     }
 }
 
+/// The prefix of a `decided_by` that names an analyst (`review:<analyst>`): the decision of a
+/// review resolution, which nothing the provider reports afterwards overrides by echoing it.
+pub const ANALYST: &str = "review:";
+
 #[cfg(test)]
 mod tests {
     use super::*;

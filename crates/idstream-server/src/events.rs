@@ -73,6 +73,39 @@ pub struct ReviewChanged {
     pub at: String,
 }
 
+/// How pushing an analyst's resolution to the provider ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PushResult {
+    /// The provider accepted the new status.
+    Pushed,
+    /// The provider refused it, or did not take it before `push_back_max_age_secs`.
+    Failed,
+}
+
+/// `review.pushed_back`: an analyst's resolution was pushed to the provider (Didit's
+/// update-status), or given up on. One per analyst decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ReviewPushedBack {
+    pub id: String,
+    pub tenant: String,
+    pub review_id: String,
+    pub session_id: String,
+    /// The analyst's decision that was pushed.
+    pub decision_id: String,
+    /// The `[[providers]] id`.
+    pub provider: String,
+    /// The status set at the provider (`Approved`, `Declined`).
+    pub provider_status: String,
+    pub result: PushResult,
+    /// Why it failed (`provider_rejected`, `provider_unavailable`, ...).
+    pub error: Option<String>,
+    /// Calls made (each with the client's own retries).
+    pub attempts: u32,
+    /// RFC 3339 UTC.
+    pub at: String,
+}
+
 /// `ruleset.uploaded`, `ruleset.activated`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RulesetChanged {
@@ -221,6 +254,8 @@ pub enum OwnEvent {
     ReviewClaimed(ReviewChanged),
     #[serde(rename = "review.resolved")]
     ReviewResolved(ReviewChanged),
+    #[serde(rename = "review.pushed_back")]
+    ReviewPushedBack(ReviewPushedBack),
     #[serde(rename = "ruleset.uploaded")]
     RulesetUploaded(RulesetChanged),
     #[serde(rename = "ruleset.activated")]
@@ -269,6 +304,7 @@ pub const OWN_KINDS: &[&str] = &[
     "review.opened",
     "review.claimed",
     "review.resolved",
+    "review.pushed_back",
     "ruleset.uploaded",
     "ruleset.activated",
     "blocklist.added",
@@ -298,6 +334,7 @@ impl OwnEvent {
             OwnEvent::ReviewOpened(_) => "review.opened",
             OwnEvent::ReviewClaimed(_) => "review.claimed",
             OwnEvent::ReviewResolved(_) => "review.resolved",
+            OwnEvent::ReviewPushedBack(_) => "review.pushed_back",
             OwnEvent::RulesetUploaded(_) => "ruleset.uploaded",
             OwnEvent::RulesetActivated(_) => "ruleset.activated",
             OwnEvent::BlocklistAdded(_) => "blocklist.added",
@@ -360,6 +397,7 @@ impl OwnEvent {
         match self {
             OwnEvent::DecisionMade(e) => &e.id,
             OwnEvent::ReviewOpened(e) | OwnEvent::ReviewClaimed(e) | OwnEvent::ReviewResolved(e) => &e.id,
+            OwnEvent::ReviewPushedBack(e) => &e.id,
             OwnEvent::RulesetUploaded(e) | OwnEvent::RulesetActivated(e) => &e.id,
             OwnEvent::BlocklistAdded(e) | OwnEvent::BlocklistRemoved(e) => &e.id,
             OwnEvent::SubjectUpdated(e) => &e.id,
@@ -375,6 +413,7 @@ impl OwnEvent {
         match self {
             OwnEvent::DecisionMade(e) => &e.tenant,
             OwnEvent::ReviewOpened(e) | OwnEvent::ReviewClaimed(e) | OwnEvent::ReviewResolved(e) => &e.tenant,
+            OwnEvent::ReviewPushedBack(e) => &e.tenant,
             OwnEvent::RulesetUploaded(e) | OwnEvent::RulesetActivated(e) => &e.tenant,
             OwnEvent::BlocklistAdded(e) | OwnEvent::BlocklistRemoved(e) => &e.tenant,
             OwnEvent::SubjectUpdated(e) => &e.tenant,
@@ -394,6 +433,7 @@ impl OwnEvent {
             OwnEvent::ReviewOpened(e) | OwnEvent::ReviewClaimed(e) | OwnEvent::ReviewResolved(e) => {
                 e.session_id.clone()
             }
+            OwnEvent::ReviewPushedBack(e) => e.session_id.clone(),
             OwnEvent::RulesetUploaded(e) | OwnEvent::RulesetActivated(e) => format!("ruleset:{}", e.tenant),
             OwnEvent::BlocklistAdded(e) | OwnEvent::BlocklistRemoved(e) => format!("blocklist:{}", e.tenant),
             OwnEvent::SubjectUpdated(e) => format!("subject:{}", e.subject),
@@ -418,6 +458,8 @@ impl OwnEvent {
             // Didit answers a creation for a user with an unfinished session with that session
             // again: recorded once.
             OwnEvent::SessionCreated(e) => Some(format!("session.created/{}/{}", e.provider, e.session_id)),
+            // Every node may push (the provider's update is idempotent): one outcome is kept.
+            OwnEvent::ReviewPushedBack(e) => Some(format!("review.pushed_back/{}", e.decision_id)),
             _ => None,
         }
     }
@@ -427,6 +469,7 @@ impl OwnEvent {
         match self {
             OwnEvent::DecisionMade(e) => Some(&e.session_id),
             OwnEvent::ReviewOpened(e) | OwnEvent::ReviewClaimed(e) | OwnEvent::ReviewResolved(e) => Some(&e.session_id),
+            OwnEvent::ReviewPushedBack(e) => Some(&e.session_id),
             OwnEvent::SessionCreated(e) => Some(&e.session_id),
             OwnEvent::NotificationFailed(e) => e.session_id.as_deref(),
             _ => None,

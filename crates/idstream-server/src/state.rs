@@ -90,6 +90,15 @@ impl AppState {
             );
             upkeep.push(Box::new(move |stop| Box::pin(r.run(stop))));
         }
+        if crate::provider::push_back::PushBack::wanted(&providers) {
+            let p = crate::provider::push_back::PushBack::new(
+                log.clone(),
+                providers.clone(),
+                cfg.verifications.clone(),
+                deciders.ownership(),
+            );
+            upkeep.push(Box::new(move |stop| Box::pin(p.run(stop))));
+        }
         let notifier = Arc::new(crate::notify::Notifier::new(
             &cfg.notifications,
             &cfg.endpoints,

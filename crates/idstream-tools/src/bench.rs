@@ -44,6 +44,9 @@ pub enum BenchWhat {
     /// Outbound notifications: deliveries/s (1 and N endpoints) and log append → delivered
     /// latency at fixed rates, vs. a bare HTTP client posting the same requests.
     Notify(crate::bench_notify::NotifyArgs),
+    /// `POST /v1/verifications` against a zero-latency sandbox vs. the sandbox's create-session
+    /// called directly: idstream's own overhead in starting a verification.
+    Verifications(crate::bench_verify::VerifyArgs),
     /// Write unique signed Didit v3 webhooks to a file for an external load generator
     /// (`scripts/wrk-ingest.lua`): one line each, `x-timestamp`, the three signatures and the
     /// body, tab-separated.
@@ -154,6 +157,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchWhat::Stream(a) => crate::bench_stream::run(a).await,
         BenchWhat::Decide(a) => crate::bench_decide::run(a).await,
         BenchWhat::Notify(a) => crate::bench_notify::run(a).await,
+        BenchWhat::Verifications(a) => crate::bench_verify::run(a).await,
         BenchWhat::Prepare(a) => prepare_file(a),
     }
 }

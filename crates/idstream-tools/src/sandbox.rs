@@ -3,7 +3,9 @@
 //!
 //! It implements the Didit calls idstream makes (`POST /v3/session/`,
 //! `GET /v3/session/{id}/decision/`, `PATCH /v3/session/{id}/update-status/`,
-//! `DELETE /v3/session/{id}/delete/`), a hosted page per session (`GET /session/{token}`), and
+//! `DELETE /v3/session/{id}/delete/`, and the standalone `POST /v3/id-verification/`, a
+//! multipart upload answered with a persona's document report), a hosted page per session
+//! (`GET /session/{token}`), and
 //! delivers signed v3 webhooks (`X-Signature-V2`, `X-Signature`, `X-Signature-Simple`) to its
 //! webhook URL — set once per application in Didit's console, `--webhook-url` here — with
 //! Didit's retry behaviour (a couple of retries minutes apart, then dropped).
@@ -24,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::extract::{Path, State};
+use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{delete, get, patch, post, put};
@@ -157,6 +159,9 @@ struct Inner {
     base: String,
     webhook_url: Mutex<Option<String>>,
     sessions: Mutex<HashMap<String, Session>>,
+    /// The latest session of each (vendor_data, workflow), so a creation finds an unfinished one
+    /// without scanning (locked after `sessions`).
+    by_vendor: Mutex<HashMap<(String, String), String>>,
     faults: Mutex<Faults>,
     stats: Mutex<Stats>,
     rng: Mutex<ChaCha8Rng>,
@@ -179,6 +184,7 @@ pub async fn serve(
         cfg,
         base,
         sessions: Mutex::default(),
+        by_vendor: Mutex::default(),
         faults: Mutex::default(),
         stats: Mutex::default(),
         http: reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("a plain client builds"),
@@ -189,6 +195,8 @@ pub async fn serve(
         .route("/v3/session/{id}/decision/", get(get_decision))
         .route("/v3/session/{id}/update-status/", patch(update_status))
         .route("/v3/session/{id}/delete/", delete(delete_session))
+        // Two images of up to 5 MB each, and the form's other fields.
+        .route("/v3/id-verification/", post(id_verification).layer(DefaultBodyLimit::max(11 * 1024 * 1024)))
         .route("/session/{token}", get(hosted_page))
         .route("/session/{token}/finish", post(hosted_finish))
         .route("/sandbox/sessions/{id}/complete", post(complete))
@@ -311,9 +319,8 @@ async fn create_session(State(st): State<St>, headers: HeaderMap, body: axum::bo
     let mut sessions = st.sessions.lock().unwrap();
     // Didit answers a creation for a user with an unfinished session with that session.
     if let Some(v) = &body.vendor_data {
-        if let Some(s) = sessions.values().find(|s| {
-            s.vendor_data.as_ref() == Some(v) && s.workflow_id == workflow_id && UNFINISHED.contains(&s.status.as_str())
-        }) {
+        let latest = st.by_vendor.lock().unwrap().get(&(v.clone(), workflow_id.clone())).cloned();
+        if let Some(s) = latest.and_then(|id| sessions.get(&id)).filter(|s| UNFINISHED.contains(&s.status.as_str())) {
             return (StatusCode::CREATED, Json(created_json(&st, s))).into_response();
         }
     }
@@ -334,6 +341,9 @@ async fn create_session(State(st): State<St>, headers: HeaderMap, body: axum::bo
         created_at: idstream_server::util::unix_now(),
     };
     let answer = created_json(&st, &s);
+    if let Some(v) = &s.vendor_data {
+        st.by_vendor.lock().unwrap().insert((v.clone(), s.workflow_id.clone()), id.clone());
+    }
     sessions.insert(id.clone(), s);
     drop(sessions);
     if let Some(after) = st.cfg.complete_after {
@@ -399,7 +409,6 @@ async fn update_status(
     let Ok(body) = serde_json::from_slice::<UpdateBody>(&body) else {
         return error(StatusCode::BAD_REQUEST, "`new_status` is required");
     };
-    let _ = body.comment;
     if !["Approved", "Declined", "Resubmitted"].contains(&body.new_status.as_str()) {
         return error(StatusCode::BAD_REQUEST, "new_status must be Approved, Declined or Resubmitted");
     }
@@ -416,6 +425,21 @@ async fn update_status(
             return Json(json!({ "session_id": id })).into_response();
         }
         s.status = body.new_status.clone();
+        // Didit keeps the change in the decision's `reviews` (who, what, the comment).
+        if let Value::Object(d) = &mut s.decision {
+            let review = json!({
+                "user": "api",
+                "new_status": body.new_status,
+                "comment": body.comment,
+                "created_at": idstream_core::event::rfc3339(idstream_server::util::unix_now()),
+            });
+            match d.get_mut("reviews").and_then(Value::as_array_mut) {
+                Some(list) => list.push(review),
+                None => {
+                    d.insert("reviews".into(), json!([review]));
+                }
+            }
+        }
         s.clone()
     };
     deliver(st.clone(), vec![snapshot]);
@@ -479,9 +503,9 @@ async fn complete(State(st): State<St>, Path(id): Path<String>, body: Option<Jso
     }
 }
 
-/// Decides the session's result from a persona and delivers its webhooks (`In Progress`, then
-/// the result).
-async fn finish(st: &St, id: &str, persona: Option<Persona>) -> Result<Value, Response> {
+/// A persona (the one asked for, the sandbox's `--persona`, or one drawn from the simulator's
+/// mix with the seeded generator) and the simulator's result webhook body for it.
+fn simulated_result(st: &St, persona: Option<Persona>) -> (Persona, Value) {
     let (persona, sub_seed) = {
         let mut rng = st.rng.lock().unwrap();
         let persona = persona.or(st.cfg.persona).unwrap_or_else(|| {
@@ -509,7 +533,13 @@ async fn finish(st: &St, id: &str, persona: Option<Persona>) -> Result<Value, Re
         .into_iter()
         .rfind(|d| d.webhook_type == "status.updated")
         .expect("a simulated session has a status webhook");
-    let body: Value = serde_json::from_slice(&last.body).expect("the simulator writes JSON");
+    (persona, serde_json::from_slice(&last.body).expect("the simulator writes JSON"))
+}
+
+/// Decides the session's result from a persona and delivers its webhooks (`In Progress`, then
+/// the result).
+async fn finish(st: &St, id: &str, persona: Option<Persona>) -> Result<Value, Response> {
+    let (persona, body) = simulated_result(st, persona);
     let (progress, done) = {
         let mut sessions = st.sessions.lock().unwrap();
         let Some(s) = sessions.get_mut(id) else { return Err(error(StatusCode::NOT_FOUND, "Not found.")) };
@@ -530,6 +560,160 @@ async fn finish(st: &St, id: &str, persona: Option<Persona>) -> Result<Value, Re
     let answer = json!({ "session_id": done.id, "status": done.status, "persona": persona.name() });
     deliver(st.clone(), vec![progress, done]);
     Ok(answer)
+}
+
+/// Largest image Didit takes per file.
+const MAX_IMAGE_BYTES: usize = 5 * 1024 * 1024;
+const IMAGE_TYPES: &[&str] = &["image/jpeg", "image/png", "image/webp", "image/tiff", "application/pdf"];
+
+/// A field error in Django REST framework's shape, as Didit answers them.
+fn field_error(field: &str, msg: &str) -> Response {
+    (StatusCode::BAD_REQUEST, Json(json!({ field: [msg] }))).into_response()
+}
+
+/// `POST /v3/id-verification/`: the standalone ID verification. A multipart form with
+/// `front_image` (required) and `back_image` (JPEG, PNG, WebP, TIFF or PDF, up to 5 MB each),
+/// `perform_document_liveness`, `minimum_age` (1–120), `save_api_request`, `vendor_data`,
+/// `metadata` (a JSON object) and the `*_action` options. The images are not looked at: the
+/// report is the document check of a persona (the sandbox's `--persona`, `persona` in the form —
+/// a sandbox extra — or one drawn with the seeded generator), with Didit's decision logic: any
+/// warning of the unconditional-decline set (`DOCUMENT_EXPIRED`, `MINIMUM_AGE_NOT_MET`, ...)
+/// declines, everything else approves.
+async fn id_verification(State(st): State<St>, headers: HeaderMap, mut form: Multipart) -> Response {
+    if let Err(r) = gate(&st, &headers, "id_verification").await {
+        return r;
+    }
+    let (mut front, mut back) = (false, false);
+    let mut minimum_age: Option<i64> = None;
+    let mut vendor_data: Option<String> = None;
+    let mut metadata: Option<Value> = None;
+    let mut persona: Option<Persona> = None;
+    loop {
+        let field = match form.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => return error(StatusCode::BAD_REQUEST, &format!("malformed multipart body: {e}")),
+        };
+        let name = field.name().unwrap_or_default().to_owned();
+        match name.as_str() {
+            "front_image" | "back_image" => {
+                let ok_type = field.content_type().is_some_and(|t| IMAGE_TYPES.contains(&t));
+                let bytes = match field.bytes().await {
+                    Ok(b) => b,
+                    Err(e) => return error(StatusCode::BAD_REQUEST, &format!("malformed multipart body: {e}")),
+                };
+                if bytes.is_empty() {
+                    return field_error(&name, "The submitted file is empty.");
+                }
+                if bytes.len() > MAX_IMAGE_BYTES {
+                    return field_error(&name, "The file is larger than 5 MB.");
+                }
+                if !ok_type {
+                    return field_error(&name, "Allowed formats: JPEG, PNG, WebP, TIFF, PDF.");
+                }
+                if name == "front_image" {
+                    front = true;
+                } else {
+                    back = true;
+                }
+            }
+            _ => {
+                let text = match field.text().await {
+                    Ok(t) => t,
+                    Err(e) => return error(StatusCode::BAD_REQUEST, &format!("malformed multipart body: {e}")),
+                };
+                match name.as_str() {
+                    "minimum_age" => match text.trim().parse::<i64>() {
+                        Ok(a) if (1..=120).contains(&a) => minimum_age = Some(a),
+                        _ => return field_error(&name, "Ensure this value is between 1 and 120."),
+                    },
+                    "vendor_data" => vendor_data = Some(text),
+                    "metadata" => match serde_json::from_str::<Value>(&text) {
+                        Ok(v @ Value::Object(_)) => metadata = Some(v),
+                        _ => return field_error(&name, "Value must be valid JSON."),
+                    },
+                    "perform_document_liveness" | "save_api_request"
+                        if !matches!(text.trim(), "true" | "false" | "True" | "False" | "1" | "0") =>
+                    {
+                        return field_error(&name, "Must be a valid boolean.");
+                    }
+                    "persona" => match text.parse::<Persona>() {
+                        Ok(p) => persona = Some(p),
+                        Err(e) => return field_error(&name, &e.to_string()),
+                    },
+                    // `*_action` options and anything newer: accepted.
+                    _ => {}
+                }
+            }
+        }
+    }
+    if !front {
+        return field_error("front_image", "This field is required.");
+    }
+    let (persona, body) = simulated_result(&st, persona);
+    let request_id = uuid::Builder::from_random_bytes(st.rng.lock().unwrap().gen()).into_uuid().to_string();
+    Json(id_report(&body, persona, back, minimum_age, request_id, vendor_data, metadata)).into_response()
+}
+
+/// The standalone answer built from a simulated session's document check.
+fn id_report(
+    body: &Value,
+    persona: Persona,
+    back_image: bool,
+    minimum_age: Option<i64>,
+    request_id: String,
+    vendor_data: Option<String>,
+    metadata: Option<Value>,
+) -> Value {
+    const DECLINING: &[&str] = &[
+        "DOCUMENT_EXPIRED",
+        "MINIMUM_AGE_NOT_MET",
+        "PORTRAIT_IMAGE_NOT_DETECTED",
+        "SCREEN_CAPTURE_DETECTED",
+        "PRINTED_COPY_DETECTED",
+        "PORTRAIT_MANIPULATION_DETECTED",
+        "NAME_NOT_DETECTED",
+        "DATE_OF_BIRTH_NOT_DETECTED",
+        "DOCUMENT_NUMBER_NOT_DETECTED",
+    ];
+    let mut id = body["decision"]["id_verifications"].get(0).cloned().unwrap_or_else(|| json!({"warnings": []}));
+    if let Value::Object(m) = &mut id {
+        m.remove("node_id");
+        if !back_image {
+            // Without the back side, what only it carries is not read.
+            m.remove("personal_number");
+        }
+        for k in ["address", "parsed_address"] {
+            m.entry(k).or_insert(Value::Null);
+        }
+    }
+    let age = id["age"].as_i64();
+    if let (Some(min), Some(age)) = (minimum_age, age) {
+        if age < min {
+            if let Some(w) = id["warnings"].as_array_mut() {
+                w.push(json!({
+                    "risk": "MINIMUM_AGE_NOT_MET",
+                    "log_type": "error",
+                    "short_description": "Minimum age not met",
+                    "long_description": format!("The document holder is {age}, younger than the minimum age of {min}."),
+                    "additional_data": {"age": age, "minimum_age": min},
+                }));
+            }
+        }
+    }
+    let declined = id["warnings"]
+        .as_array()
+        .is_some_and(|ws| ws.iter().any(|w| w["risk"].as_str().is_some_and(|r| DECLINING.contains(&r))));
+    id["status"] = json!(if declined { "Declined" } else { "Approved" });
+    json!({
+        "request_id": request_id,
+        "id_verification": id,
+        "vendor_data": vendor_data,
+        "metadata": metadata,
+        "created_at": idstream_core::event::rfc3339(idstream_server::util::unix_now()),
+        // The sandbox's own: which persona the report was drawn from.
+        "sandbox_persona": persona.name(),
+    })
 }
 
 /// The signed v3 `status.updated` webhook of the session's current status.

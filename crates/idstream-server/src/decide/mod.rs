@@ -12,6 +12,10 @@
 //! Events of one session are decided in log order because the worker is sequential. Within a
 //! batch, later events see the earlier ones' effects (history, velocity) through an overlay of
 //! what the batch has not committed yet.
+//!
+//! A provider result that only reports an analyst's resolution back (the echo of a push-back,
+//! [`review::is_echo`]) updates the session's provider status and is not decided: the
+//! analyst's decision stays the session's last.
 
 pub mod backtest;
 pub mod normalize;
@@ -376,6 +380,28 @@ impl Decider {
                 continue;
             }
             let (req, looked_up) = (req.expect("decided events are looked up"), looked_up.expect("looked up"));
+            // The provider reporting an analyst's resolution back (review::is_echo): recorded,
+            // never decided again. A decision this batch made for the session is newer than the
+            // stored one the lookup saw, so then it is no echo.
+            let key = (event.tenant.clone(), session_id.clone());
+            let decided_in_batch = overlay.sessions.get(&key).is_some_and(|(_, o)| o.is_some());
+            let echo = event.status.is_some_and(|s| review::is_echo(s, looked_up.session_decision.as_ref()));
+            if echo && !decided_in_batch {
+                let analyst = looked_up.session_decision.as_ref().expect("an echo has a decision").outcome;
+                overlay.last_update.insert(key, txn.ops.len());
+                txn.ops.push(Op::UpsertSession(SessionUpdate {
+                    tenant: event.tenant.clone(),
+                    session_id,
+                    subject: event.subject.clone(),
+                    provider_status: event.provider_status.clone(),
+                    state: SessionState::of(analyst),
+                    decision: None,
+                    now_us: now_us(),
+                }));
+                metrics::counter!("idstream_decisions_echo_total").increment(1);
+                tracing::debug!(offset = e.offset, "provider result echoes an analyst's resolution; not decided again");
+                continue;
+            }
             let outcome = self.decide(e, &event, &session_id, req, looked_up, &mut txn, &mut overlay);
             decided.push((e.appended_at_us, outcome));
         }

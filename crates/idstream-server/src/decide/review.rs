@@ -1,13 +1,15 @@
 //! Review cases as the decision APIs change them: the `review.*` events and an analyst's (or a
-//! re-check's) resolution, which is a decision too.
+//! re-check's) resolution, which is a decision too; and the echo rule, which keeps the
+//! provider's report of that resolution from being decided again.
 
+use idstream_core::event::Status;
 use idstream_rules::Outcome;
 use serde_json::json;
 
 use super::decision_made;
-use crate::domain::{ReviewStatus, SessionState};
+use crate::domain::{ReviewStatus, SessionState, ANALYST};
 use crate::events::{OwnEvent, ReviewChanged};
-use crate::store::{DecisionRecord, Op, ReviewRecord, SessionUpdate, Store, Txn, TxnError};
+use crate::store::{DecisionRecord, Op, ReviewRecord, SessionDecision, SessionUpdate, Store, Txn, TxnError};
 use crate::util::now_us;
 
 /// The `review.*` event announcing a case's new status (its kind follows the status).
@@ -33,6 +35,23 @@ pub fn changed(r: &ReviewRecord, actor: Option<&str>) -> OwnEvent {
     }
 }
 
+/// The echo rule: a provider result is the *echo* of an analyst's resolution when the session's
+/// latest decision is an analyst's and the provider now reports that same outcome (`Approved`
+/// after an approval, `Declined` after a decline). That is what Didit sends after idstream
+/// pushed the resolution back (update-status), and also what it sends when its own reviewer
+/// agrees; either way the analyst's decision stands, so the decision worker records the new
+/// provider status and makes no decision. Any other result (the provider disagreeing, or a
+/// session whose latest decision is the rules') is decided as usual.
+pub fn is_echo(status: Status, latest: Option<&SessionDecision>) -> bool {
+    let Some(d) = latest else { return false };
+    let reported = match status {
+        Status::Approved => Outcome::Approve,
+        Status::Declined => Outcome::Decline,
+        _ => return false,
+    };
+    d.decided_by.starts_with(ANALYST) && d.outcome == reported
+}
+
 /// Closes a review with a final decision: review resolved, decision stored, session updated,
 /// `review.resolved` and `decision.made` appended — one transaction. `force` (system re-checks)
 /// resolves an open case without a claim. Returns the decision and the review as resolved.
@@ -46,7 +65,7 @@ pub async fn resolve(
     force: bool,
 ) -> Result<(DecisionRecord, ReviewRecord), TxnError> {
     let now = now_us();
-    let decided_by = if force { who.to_owned() } else { format!("review:{who}") };
+    let decided_by = if force { who.to_owned() } else { format!("{ANALYST}{who}") };
     let d = DecisionRecord {
         id: uuid::Uuid::now_v7().to_string(),
         tenant: r.tenant.clone(),
@@ -95,4 +114,34 @@ pub async fn resolve(
         })
         .await?;
     Ok((d, resolved))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_echo_rule() {
+        let d = |outcome, by: &str| Some(SessionDecision { outcome, decided_by: by.into() });
+        let table = [
+            // The analyst's outcome reported back: an echo.
+            (Status::Approved, d(Outcome::Approve, "review:user:ana"), true),
+            (Status::Declined, d(Outcome::Decline, "review:key:svc"), true),
+            // The provider disagrees with the analyst: decided as usual.
+            (Status::Declined, d(Outcome::Approve, "review:user:ana"), false),
+            (Status::Approved, d(Outcome::Decline, "review:user:ana"), false),
+            // Not an analyst's decision.
+            (Status::Approved, d(Outcome::Approve, "rules"), false),
+            (Status::Approved, d(Outcome::Approve, "blocklist:key:svc"), false),
+            (Status::Declined, d(Outcome::Decline, "rules"), false),
+            // Not a final status, or no decision yet.
+            (Status::InReview, d(Outcome::Review, "review:user:ana"), false),
+            (Status::InReview, d(Outcome::Approve, "review:user:ana"), false),
+            (Status::Resubmitted, d(Outcome::Decline, "review:user:ana"), false),
+            (Status::Approved, None, false),
+        ];
+        for (status, latest, want) in table {
+            assert_eq!(is_echo(status, latest.as_ref()), want, "{status:?} after {latest:?}");
+        }
+    }
 }

@@ -1,12 +1,15 @@
 //! The Didit API client: create a hosted session, retrieve a session's decision, update a
-//! session's status (docs.didit.me, "Sessions API").
+//! session's status (docs.didit.me, "Sessions API"), and the standalone ID verification
+//! (`POST /v3/id-verification/`, "Standalone APIs").
 //!
 //! Every call goes through [`DiditClient::send`]: a timeout per attempt; retries with
 //! exponential back-off and full jitter on 5xx, 429 and connection errors, waiting what
 //! `Retry-After` asks when it is reasonable; the account's circuit breaker; and a metric per
 //! attempt (`idstream_provider_call_seconds{provider, call, outcome}`). A creation that timed
 //! out is not retried: Didit may have created the session, and the caller's own retry (or
-//! Didit returning the unfinished session of the same `vendor_data`) is the safe way back.
+//! Didit returning the unfinished session of the same `vendor_data`) is the safe way back. A
+//! standalone ID verification that timed out is not retried either: it may have been run (and
+//! billed, and saved) already.
 //!
 //! The API key is a [`Secret`]: it goes in the `x-api-key` header and nowhere else (no log
 //! line, no error message). Response bodies are never logged either (personal data).
@@ -29,6 +32,7 @@ pub enum Call {
     CreateSession,
     GetDecision,
     UpdateStatus,
+    IdVerification,
 }
 
 impl Call {
@@ -37,7 +41,13 @@ impl Call {
             Call::CreateSession => "create_session",
             Call::GetDecision => "get_decision",
             Call::UpdateStatus => "update_status",
+            Call::IdVerification => "id_verification",
         }
+    }
+
+    /// Whether a timed-out attempt may have taken effect at the provider, so it is not retried.
+    fn not_idempotent(self) -> bool {
+        matches!(self, Call::CreateSession | Call::IdVerification)
     }
 }
 
@@ -73,8 +83,115 @@ pub struct CreatedSession {
     pub workflow_id: Option<String>,
 }
 
+/// An image file sent to a standalone check (JPEG, PNG, WebP, TIFF or PDF; Didit takes up to
+/// 5 MB per file).
+#[derive(Clone)]
+pub struct Upload {
+    pub file_name: String,
+    /// `image/jpeg`, `image/png`, ...
+    pub content_type: String,
+    pub bytes: bytes::Bytes,
+}
+
+impl std::fmt::Debug for Upload {
+    // The bytes are an identity document: never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upload")
+            .field("file_name", &self.file_name)
+            .field("content_type", &self.content_type)
+            .field("len", &self.bytes.len())
+            .finish()
+    }
+}
+
+/// `POST /v3/id-verification/` (multipart form). Absent fields are not sent.
+#[derive(Debug, Clone)]
+pub struct IdVerificationRequest {
+    pub front_image: Upload,
+    /// For two-sided documents (ID cards).
+    pub back_image: Option<Upload>,
+    /// Screen replays, printed copies and portrait manipulation are also checked.
+    pub perform_document_liveness: Option<bool>,
+    /// Holders younger than this (1–120) are declined.
+    pub minimum_age: Option<u8>,
+    /// Keep the request in Didit's console.
+    pub save_api_request: Option<bool>,
+    pub vendor_data: Option<String>,
+    pub metadata: Option<Value>,
+}
+
+impl IdVerificationRequest {
+    /// The form, built anew for every attempt (a form is consumed by sending it).
+    fn form(&self) -> reqwest::multipart::Form {
+        let file = |u: &Upload| {
+            reqwest::multipart::Part::stream(reqwest::Body::from(u.bytes.clone()))
+                .file_name(u.file_name.clone())
+                .mime_str(&u.content_type)
+                .unwrap_or_else(|_| {
+                    reqwest::multipart::Part::stream(reqwest::Body::from(u.bytes.clone()))
+                        .file_name(u.file_name.clone())
+                })
+        };
+        let mut form = reqwest::multipart::Form::new().part("front_image", file(&self.front_image));
+        if let Some(b) = &self.back_image {
+            form = form.part("back_image", file(b));
+        }
+        if let Some(v) = self.perform_document_liveness {
+            form = form.text("perform_document_liveness", v.to_string());
+        }
+        if let Some(v) = self.minimum_age {
+            form = form.text("minimum_age", v.to_string());
+        }
+        if let Some(v) = self.save_api_request {
+            form = form.text("save_api_request", v.to_string());
+        }
+        if let Some(v) = &self.vendor_data {
+            form = form.text("vendor_data", v.clone());
+        }
+        if let Some(v) = &self.metadata {
+            form = form.text("metadata", v.to_string());
+        }
+        form
+    }
+}
+
+/// What `POST /v3/id-verification/` answers.
+#[derive(Debug, Clone, Deserialize)]
+pub struct IdVerificationResult {
+    pub request_id: String,
+    /// `status` (`Approved`, `Declined`), the extracted holder fields (`first_name`,
+    /// `document_number`, `date_of_birth`, `expiration_date`, `issuing_state`, ...) and
+    /// `warnings[]`.
+    pub id_verification: Value,
+    #[serde(default)]
+    pub vendor_data: Option<String>,
+}
+
+impl IdVerificationResult {
+    pub fn status(&self) -> &str {
+        self.id_verification["status"].as_str().unwrap_or_default()
+    }
+}
+
+/// A request body.
+enum Body<'a> {
+    None,
+    Json(Value),
+    Form(&'a IdVerificationRequest),
+}
+
 fn not_started() -> String {
     "Not Started".into()
+}
+
+/// The status an analyst's outcome is set as with update-status (`Approved`, `Declined`); a
+/// `review` is no final outcome and is never pushed.
+pub fn status_of(outcome: idstream_rules::Outcome) -> Option<&'static str> {
+    match outcome {
+        idstream_rules::Outcome::Approve => Some("Approved"),
+        idstream_rules::Outcome::Decline => Some("Declined"),
+        idstream_rules::Outcome::Review => None,
+    }
 }
 
 /// Whether `id` can go into a URL path as it is (Didit's ids are UUIDs).
@@ -108,6 +225,8 @@ pub struct DiditClient {
     pub source: String,
     pub tenant: String,
     pub workflow_id: String,
+    /// Push analysts' resolutions back (`[[providers]] push_back`).
+    pub push_back: bool,
     base_url: String,
     api_key: Secret,
     http: reqwest::Client,
@@ -130,6 +249,7 @@ impl DiditClient {
             source: c.source.clone(),
             tenant: tenant.to_owned(),
             workflow_id: c.workflow_id.clone(),
+            push_back: c.push_back,
             base_url: c.base_url.trim_end_matches('/').to_owned(),
             api_key: c.api_key.clone(),
             http: reqwest::Client::builder()
@@ -151,14 +271,16 @@ impl DiditClient {
     /// `POST /v3/session/`.
     pub async fn create_session(&self, req: &CreateSession) -> Result<CreatedSession, ProviderError> {
         let body = serde_json::to_value(req).expect("a CreateSession serialises");
-        let v = self.send(Call::CreateSession, Method::POST, "/v3/session/".into(), Some(body)).await?;
+        let v = self.send(Call::CreateSession, Method::POST, "/v3/session/".into(), Body::Json(body)).await?;
         serde_json::from_value(v).map_err(|e| self.bad_response(Call::CreateSession, e))
     }
 
     /// `GET /v3/session/{id}/decision/`: the session's status and its feature reports.
     pub async fn get_decision(&self, session_id: &str) -> Result<Value, ProviderError> {
         assert!(valid_session_id(session_id), "callers check session ids");
-        let v = self.send(Call::GetDecision, Method::GET, format!("/v3/session/{session_id}/decision/"), None).await?;
+        let v = self
+            .send(Call::GetDecision, Method::GET, format!("/v3/session/{session_id}/decision/"), Body::None)
+            .await?;
         if v.get("status").and_then(Value::as_str).is_none() {
             return Err(self.bad_response(Call::GetDecision, "no `status` in the decision"));
         }
@@ -177,8 +299,25 @@ impl DiditClient {
         if let Some(c) = comment {
             body["comment"] = Value::String(c.to_owned());
         }
-        self.send(Call::UpdateStatus, Method::PATCH, format!("/v3/session/{session_id}/update-status/"), Some(body))
-            .await
+        self.send(
+            Call::UpdateStatus,
+            Method::PATCH,
+            format!("/v3/session/{session_id}/update-status/"),
+            Body::Json(body),
+        )
+        .await
+    }
+
+    /// `POST /v3/id-verification/`: OCR and fraud checks of one identity document, outside any
+    /// session.
+    pub async fn id_verification(&self, req: &IdVerificationRequest) -> Result<IdVerificationResult, ProviderError> {
+        let v = self.send(Call::IdVerification, Method::POST, "/v3/id-verification/".into(), Body::Form(req)).await?;
+        let r: IdVerificationResult =
+            serde_json::from_value(v).map_err(|e| self.bad_response(Call::IdVerification, e))?;
+        if r.id_verification.get("status").and_then(Value::as_str).is_none() {
+            return Err(self.bad_response(Call::IdVerification, "no `id_verification.status` in the answer"));
+        }
+        Ok(r)
     }
 
     fn bad_response(&self, call: Call, e: impl std::fmt::Display) -> ProviderError {
@@ -187,13 +326,7 @@ impl DiditClient {
     }
 
     /// One logical call: breaker, attempts with retries, metrics.
-    async fn send(
-        &self,
-        call: Call,
-        method: Method,
-        path: String,
-        body: Option<Value>,
-    ) -> Result<Value, ProviderError> {
+    async fn send(&self, call: Call, method: Method, path: String, body: Body<'_>) -> Result<Value, ProviderError> {
         if let Err(wait) = self.breaker.admit() {
             self.count(call, "circuit_open", None);
             return Err(ProviderError::CircuitOpen {
@@ -211,9 +344,11 @@ impl DiditClient {
                 .timeout(self.policy.timeout)
                 .header("x-api-key", self.api_key.expose())
                 .header("accept", "application/json");
-            if let Some(b) = &body {
-                req = req.json(b);
-            }
+            req = match &body {
+                Body::None => req,
+                Body::Json(b) => req.json(b),
+                Body::Form(f) => req.multipart(f.form()),
+            };
             let attempt = self.attempt(call, req.send().await).await;
             let outcome = match &attempt {
                 Attempt::Done(_) => "ok",
@@ -258,8 +393,9 @@ impl DiditClient {
             Ok(r) => r,
             Err(e) if e.is_timeout() => {
                 let err = ProviderError::Timeout { provider: provider() };
-                // A creation that timed out may have happened: not retried (module docs).
-                return if call == Call::CreateSession { Attempt::Fail(err) } else { Attempt::Retry(err, None) };
+                // A creation (or a standalone check) that timed out may have happened: not
+                // retried (module docs).
+                return if call.not_idempotent() { Attempt::Fail(err) } else { Attempt::Retry(err, None) };
             }
             Err(e) => {
                 // The error names the URL (no secret in it) and the cause.
@@ -287,6 +423,10 @@ impl DiditClient {
             return Attempt::Fail(ProviderError::Rejected { provider: provider(), status: status.as_u16() });
         }
         match resp.bytes().await {
+            // The provider answered, so the call took effect: a non-idempotent one is not repeated.
+            Err(e) if e.is_timeout() && call.not_idempotent() => {
+                Attempt::Fail(ProviderError::Timeout { provider: provider() })
+            }
             Err(e) if e.is_timeout() => Attempt::Retry(ProviderError::Timeout { provider: provider() }, None),
             Err(_) => Attempt::Retry(ProviderError::Unavailable { provider: provider(), status: None }, None),
             Ok(b) if b.is_empty() => Attempt::Done(Value::Object(Default::default())),

@@ -4,6 +4,8 @@
 //! - [`didit`]: the Didit API client (timeouts, retries with back-off and jitter honouring
 //!   `Retry-After`, metrics per provider, call and outcome).
 //! - [`breaker`]: a circuit breaker per provider account.
+//! - [`push_back`]: the background task that sets an analyst's resolution at the provider
+//!   (optional per account), recording the outcome as a `review.pushed_back` event.
 //! - [`reconcile`]: the background task that polls sessions created through idstream which
 //!   have no result yet, and appends what it finds as the verification event a webhook would
 //!   have brought (same dedupe key, so a late webhook is not a second result).
@@ -13,6 +15,7 @@
 
 pub mod breaker;
 pub mod didit;
+pub mod push_back;
 pub mod reconcile;
 
 use std::collections::BTreeMap;
@@ -49,6 +52,18 @@ impl ProviderError {
             ProviderError::CircuitOpen { .. } => "circuit_open",
             ProviderError::Rejected { .. } => "rejected",
             ProviderError::BadResponse { .. } => "bad_response",
+        }
+    }
+
+    /// The API error code (`provider_unavailable`, ...), as `ApiError` answers it.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProviderError::Timeout { .. } => "provider_timeout",
+            ProviderError::Unavailable { .. } => "provider_unavailable",
+            ProviderError::RateLimited { .. } => "provider_rate_limited",
+            ProviderError::CircuitOpen { .. } => "provider_circuit_open",
+            ProviderError::Rejected { .. } => "provider_rejected",
+            ProviderError::BadResponse { .. } => "provider_bad_response",
         }
     }
 

@@ -294,6 +294,16 @@ pub struct LookupResult {
     pub subject_attributes: Option<Value>,
     /// The session's open (or claimed) review case, if any.
     pub open_review: Option<ReviewRecord>,
+    /// The session's latest decision, if it has one (the echo rule reads who made it).
+    pub session_decision: Option<SessionDecision>,
+}
+
+/// Who made a session's latest decision, and what it was.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionDecision {
+    pub outcome: Outcome,
+    /// `rules`, `review:<analyst>` or `blocklist:<actor>`.
+    pub decided_by: String,
 }
 
 /// Filters of `GET /v1/reviews`.

@@ -520,12 +520,12 @@ fn review_conflict(id: &str, state: Option<ReviewState>) -> TxnError {
     }
 }
 
-/// The enrichment lookups of a whole batch: five statements, whatever its size. Each takes
+/// The enrichment lookups of a whole batch: six statements, whatever its size. Each takes
 /// the batch's values as parallel arrays (one element per request, or per asked value) and
 /// answers with the element's index, so results go back to their request; the statements are
 /// sent together and the connection pipelines them.
 async fn lookup_batch(tx: &Transaction<'_>, reqs: &[LookupRequest]) -> PgResult<Vec<LookupResult>> {
-    let (blocked, velocity, others, open_review, subject) = futures_util::try_join!(
+    let (blocked, velocity, others, open_review, subject, decided) = futures_util::try_join!(
         tx.prepare_cached(
             "SELECT q.i FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[]) AS q (i, tenant, kind, hash)
              WHERE EXISTS (SELECT 1 FROM blocklist b WHERE b.tenant = q.tenant AND b.kind = q.kind AND b.hash = q.hash)"
@@ -561,6 +561,11 @@ async fn lookup_batch(tx: &Transaction<'_>, reqs: &[LookupRequest]) -> PgResult<
             "SELECT q.i, s.attributes FROM unnest($1::int8[], $2::text[], $3::text[]) AS q (i, tenant, id)
              JOIN subjects s ON s.tenant = q.tenant AND s.id = q.id"
         ),
+        tx.prepare_cached(
+            "SELECT q.i, d.outcome, d.decided_by FROM unnest($1::int8[], $2::text[], $3::text[]) AS q (i, tenant, session_id)
+             JOIN sessions s ON s.tenant = q.tenant AND s.session_id = q.session_id
+             JOIN decisions d ON d.id = s.decision_id"
+        ),
     )?;
 
     // Per request.
@@ -579,12 +584,13 @@ async fn lookup_batch(tx: &Transaction<'_>, reqs: &[LookupRequest]) -> PgResult<
     let b = Asked::of(reqs, |r| &r.block_hashes);
     let v = Asked::of(reqs, |r| &r.velocity_hashes);
 
-    let (hits, velocity, others, open_review, subject) = futures_util::try_join!(
+    let (hits, velocity, others, open_review, subject, decided) = futures_util::try_join!(
         async { tx.query(&blocked, &[&b.index, &b.tenant, &b.kind, &b.hash]).await },
         async { tx.query(&velocity, &[&v.index, &v.tenant, &v.kind, &v.hash, &v.since, &v.subject]).await },
         async { tx.query(&others, &[&all, &tenants, &subjects, &sessions]).await },
         async { tx.query(&open_review, &[&all, &tenants, &sessions]).await },
         async { tx.query(&subject, &[&id_req, &id_tenant, &id_id]).await },
+        async { tx.query(&decided, &[&all, &tenants, &sessions]).await },
     )?;
 
     let mut out: Vec<LookupResult> = reqs
@@ -618,6 +624,10 @@ async fn lookup_batch(tx: &Transaction<'_>, reqs: &[LookupRequest]) -> PgResult<
     }
     for r in &subject {
         out[r.try_get::<_, i64>(0)? as usize].subject_attributes = Some(r.try_get::<_, JsonCol<Value>>(1)?.0);
+    }
+    for r in &decided {
+        out[r.try_get::<_, i64>(0)? as usize].session_decision =
+            Some(SessionDecision { outcome: r.try_get::<_, OutcomeCol>(1)?.0, decided_by: r.try_get(2)? });
     }
     Ok(out)
 }

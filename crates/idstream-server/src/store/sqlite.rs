@@ -504,6 +504,15 @@ fn lookup_one(c: &rusqlite::Connection, req: &LookupRequest) -> rusqlite::Result
         ))?
         .query_row(params![req.tenant, req.session_id], row_review)
         .optional()?;
+    out.session_decision = c
+        .prepare_cached(
+            "SELECT d.outcome, d.decided_by FROM sessions s JOIN decisions d ON d.id = s.decision_id
+             WHERE s.tenant = ?1 AND s.session_id = ?2",
+        )?
+        .query_row(params![req.tenant, req.session_id], |r| {
+            Ok(SessionDecision { outcome: r.get::<_, OutcomeCol>(0)?.0, decided_by: r.get(1)? })
+        })
+        .optional()?;
     if let Some(id) = &req.subject_id {
         out.subject_attributes = c
             .prepare_cached("SELECT attributes FROM subjects WHERE tenant = ?1 AND id = ?2")?

@@ -460,3 +460,346 @@ async fn dropped_webhooks_case(backend: &str, pid: &str) {
     let metrics = srv.client.get(srv.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains(&recovered), "still one: {metrics}");
 }
+
+const KEY_ANALYST: &str = "key-ana";
+
+/// A server whose provider account pushes analysts' resolutions back, with an analyst key and
+/// quick push retries.
+fn push_back_config(sb: &Sandbox, provider: &str, backend: &str) -> String {
+    config(
+        sb,
+        &format!("push_back = true\n{provider}"),
+        &format!(
+            "{}\n[verifications]\nreconcile = false\npush_back_retry_first_secs = 1\npush_back_retry_max_secs = 1\n{backend}",
+            role_key("ana", "acme", "analyst")
+        ),
+    )
+}
+
+/// Starts a verification that Didit puts `In Review` (an AML hit), and waits for idstream's
+/// review case; answers the session and the case's id.
+async fn session_in_review(srv: &TestServer, sb: &Sandbox, subject: &str) -> (String, String) {
+    let (s, v) = create(srv, json!({"subject": subject})).await;
+    assert_eq!(s, 201, "{v}");
+    let session = v["session_id"].as_str().unwrap().to_owned();
+    assert_eq!(sb.complete(&session, "aml_hit").await["status"], "In Review");
+    let v = wait_for(srv, &session, "a review decision", |v| v["outcome"].is_string()).await;
+    assert_eq!(v["outcome"], "review", "{v}");
+    let (s, v) = srv.get(&format!("/v1/reviews?session_id={session}"), Some(KEY_ANALYST)).await;
+    assert_eq!(s, 200, "{v}");
+    let review = v["reviews"][0]["id"].as_str().expect("an open case").to_owned();
+    let (s, v) =
+        srv.call("POST", &format!("/v1/reviews/{review}/claim"), Some(KEY_ANALYST), json_body(json!({}))).await;
+    assert_eq!(s, 200, "{v}");
+    (session, review)
+}
+
+/// Waits (up to 20 s) for the session's `review.pushed_back` event.
+async fn pushed_back(srv: &TestServer, session: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(e) = events_of(srv, session, "review.pushed_back").await.into_iter().next() {
+            return e;
+        }
+        assert!(Instant::now() < deadline, "no review.pushed_back for {session}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the session's result events include one with this provider status.
+async fn wait_result(srv: &TestServer, session: &str, status: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !results_of(srv, session).await.iter().any(|e| e["provider_status"] == status) {
+        assert!(Instant::now() < deadline, "no {status} result for {session}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The analyst approves; idstream sets Approved at Didit with the note; Didit's status webhook
+/// for that change (the echo) is stored, and decided by nobody: the analyst's decision stays
+/// the session's last, and there are exactly two decisions (the rules' review, the analyst's).
+#[tokio::test]
+async fn an_analysts_push_back_and_its_echo_give_no_second_decision() {
+    push_back_echo_case("", "didit-push").await;
+}
+
+/// The same on NATS JetStream + PostgreSQL.
+#[tokio::test]
+#[ignore = "needs NATS and PostgreSQL: set IDSTREAM_TEST_NATS_URL and IDSTREAM_TEST_POSTGRES_URL"]
+async fn an_analysts_push_back_and_its_echo_give_no_second_decision_on_nats_and_postgres() {
+    let b = crate::backends::ScaleOut::fresh("pushback").await;
+    push_back_echo_case(&b.toml(), "didit-push-nats").await;
+}
+
+async fn push_back_echo_case(backend: &str, pid: &str) {
+    let sb = Sandbox::start().await;
+    let srv = TestServer::start_with(&with_provider_id(&push_back_config(&sb, "", backend), pid)).await;
+    sb.webhooks_to(&srv).await;
+    let (session, review) = session_in_review(&srv, &sb, "u-pb").await;
+
+    let (s, v) = srv
+        .call(
+            "POST",
+            &format!("/v1/reviews/{review}/resolve"),
+            Some(KEY_ANALYST),
+            json_body(json!({"outcome": "approve", "note": "sanctions hit is a namesake"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["decision"]["outcome"], "approve");
+
+    // Pushed: Didit now says Approved, with the note as the review comment.
+    let pushed = pushed_back(&srv, &session).await;
+    assert_eq!(pushed["result"], "pushed", "{pushed}");
+    assert_eq!(pushed["provider_status"], "Approved");
+    assert_eq!(pushed["provider"], pid);
+    assert_eq!(pushed["review_id"], review.as_str());
+    assert_eq!(pushed["attempts"], 1);
+    let at_didit = sb.decision(&session).await;
+    assert_eq!(at_didit["status"], "Approved");
+    assert_eq!(at_didit["reviews"][0]["comment"], "sanctions hit is a namesake", "{at_didit}");
+    assert_eq!(sb.calls("update_status").await, 1);
+
+    // The echo arrives as a new result (Approved) and is not decided.
+    wait_result(&srv, &session, "Approved").await;
+    srv.decided().await;
+    let decisions = events_of(&srv, &session, "decision.made").await;
+    assert_eq!(decisions.len(), 2, "the rules' review and the analyst's approval only: {decisions:?}");
+    assert_eq!(decisions[0]["outcome"], "review");
+    assert_eq!(decisions[1]["outcome"], "approve");
+    assert!(decisions[1]["decided_by"].as_str().unwrap().starts_with("review:"), "{decisions:?}");
+    let (s, v) = srv.get(&format!("/v1/sessions/{session}"), Some(KEY_SVC)).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["state"], "approved", "{v}");
+    assert_eq!(v["session"]["outcome"], "approve");
+    assert_eq!(v["session"]["decision_id"], decisions[1]["decision_id"], "the analyst's decision is the last");
+    assert_eq!(v["session"]["provider_status"], "Approved", "the echo is recorded");
+    let metrics = srv.client.get(srv.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let counted = format!("idstream_push_back_total{{provider=\"{pid}\",outcome=\"pushed\"}} 1");
+    assert!(metrics.contains(&counted), "{metrics}");
+
+    // A late redelivery of the echo is a duplicate; still two decisions, one push.
+    let body = late_webhook(&sb.decision(&session).await);
+    let (s, a) = srv.post("didit-main", &body, &didit_headers(&body, SECRET_NEW, Sig::All)).await;
+    assert_eq!((s, a["duplicate"].as_bool()), (200, Some(true)), "{a}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    srv.decided().await;
+    assert_eq!(events_of(&srv, &session, "decision.made").await.len(), 2);
+    assert_eq!(events_of(&srv, &session, "review.pushed_back").await.len(), 1);
+    assert_eq!(sb.calls("update_status").await, 1);
+
+    // Didit disagreeing later (its own reviewer declines in its console) is no echo: that
+    // result is decided as usual.
+    let r = reqwest::Client::new()
+        .patch(format!("{}/v3/session/{session}/update-status/", sb.base))
+        .header("x-api-key", DIDIT_API_KEY)
+        .json(&json!({"new_status": "Declined", "comment": "console"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    wait_result(&srv, &session, "Declined").await;
+    srv.decided().await;
+    let decisions = events_of(&srv, &session, "decision.made").await;
+    assert_eq!(decisions.len(), 3, "{decisions:?}");
+    assert_eq!(decisions[2]["decided_by"], "rules");
+}
+
+/// Didit is down when the analyst resolves: the resolution is answered at once and stands; the
+/// push is retried (also across a restart of idstream) until Didit takes it, and its echo gives
+/// no second decision.
+#[tokio::test]
+async fn push_back_with_the_provider_down_does_not_lose_the_resolution() {
+    let sb = Sandbox::start().await;
+    let cfg = with_provider_id(&push_back_config(&sb, "max_retries = 0\nbreaker_failures = 1000", ""), "didit-down");
+    let srv = TestServer::start_with(&cfg).await;
+    sb.webhooks_to(&srv).await;
+    let (session, review) = session_in_review(&srv, &sb, "u-down").await;
+
+    sb.faults(json!({"fail_next": 100000, "fail_status": 503})).await;
+    let started = Instant::now();
+    let (s, v) = srv
+        .call(
+            "POST",
+            &format!("/v1/reviews/{review}/resolve"),
+            Some(KEY_ANALYST),
+            json_body(json!({"outcome": "decline", "note": "document photo is a screen capture"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert!(started.elapsed() < Duration::from_secs(2), "the resolution does not wait for the provider");
+    let decision = v["decision"]["id"].as_str().unwrap().to_owned();
+
+    // Retried while Didit is down; nothing recorded as pushed; the analyst's decision stands.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sb.calls("update_status").await < 2 {
+        assert!(Instant::now() < deadline, "push-back is not retried");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(events_of(&srv, &session, "review.pushed_back").await.is_empty());
+    let (_, v) = srv.get(&format!("/v1/sessions/{session}"), Some(KEY_SVC)).await;
+    assert_eq!((v["state"].as_str(), v["session"]["decision_id"].as_str()), (Some("declined"), Some(&*decision)));
+    let metrics = srv.client.get(srv.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("idstream_push_back_total{provider=\"didit-down\",outcome=\"retry\"}"), "{metrics}");
+
+    // idstream restarts (same data, same address) while Didit is still down; then Didit is back.
+    let addr = srv.base.trim_start_matches("http://").to_owned();
+    let dir = srv.stop().await;
+    let srv = TestServer::start_at(dir, &cfg, &addr).await;
+    let before = sb.calls("update_status").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sb.calls("update_status").await == before {
+        assert!(Instant::now() < deadline, "the restarted node does not retry the pending push");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sb.faults(json!({})).await;
+    let pushed = pushed_back(&srv, &session).await;
+    assert_eq!(pushed["result"], "pushed", "{pushed}");
+    assert_eq!(pushed["decision_id"], decision.as_str());
+    assert_eq!(pushed["provider_status"], "Declined");
+    assert!(pushed["attempts"].as_u64().unwrap() >= 1, "{pushed}");
+    assert_eq!(sb.decision(&session).await["status"], "Declined");
+
+    wait_result(&srv, &session, "Declined").await;
+    srv.decided().await;
+    let decisions = events_of(&srv, &session, "decision.made").await;
+    assert_eq!(decisions.len(), 2, "{decisions:?}");
+    let (_, v) = srv.get(&format!("/v1/sessions/{session}"), Some(KEY_SVC)).await;
+    assert_eq!(v["session"]["decision_id"], decision.as_str(), "{v}");
+    assert_eq!(v["session"]["provider_status"], "Declined");
+    assert_eq!(events_of(&srv, &session, "review.pushed_back").await.len(), 1);
+}
+
+/// A push Didit refuses (the session cannot change status now) is recorded as failed, once,
+/// and not retried.
+#[tokio::test]
+async fn a_refused_push_back_is_recorded_as_failed() {
+    let sb = Sandbox::start().await;
+    let srv = TestServer::start_with(&with_provider_id(&push_back_config(&sb, "", ""), "didit-refused")).await;
+    sb.webhooks_to(&srv).await;
+    let (session, review) = session_in_review(&srv, &sb, "u-ref").await;
+    sb.faults(json!({"fail_next": 1, "fail_status": 400})).await;
+    let (s, v) = srv
+        .call(
+            "POST",
+            &format!("/v1/reviews/{review}/resolve"),
+            Some(KEY_ANALYST),
+            json_body(json!({"outcome": "approve"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let pushed = pushed_back(&srv, &session).await;
+    assert_eq!((pushed["result"].as_str(), pushed["error"].as_str()), (Some("failed"), Some("provider_rejected")));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(sb.calls("update_status").await, 1, "not retried");
+    assert_eq!(sb.decision(&session).await["status"], "In Review", "Didit keeps its own status");
+}
+
+/// A multipart `POST /v3/id-verification/` (front and back image) from idstream's client to the
+/// sandbox: a persona's document report with Didit's decision logic, deterministic by seed;
+/// bad uploads are refused; injected faults are retried like every other call.
+#[tokio::test]
+async fn the_standalone_id_verification_against_the_sandbox() {
+    use idstream_server::provider::didit::{IdVerificationRequest, Upload};
+    let sb = Sandbox::start().await;
+    let cfg = idstream_server::config::ProviderConfig::didit(
+        "didit-idv",
+        idstream_core::signature::Secret::new(DIDIT_API_KEY),
+        &sb.base,
+        "wf",
+        "didit-main",
+    );
+    let client = idstream_server::provider::DiditClient::new(&cfg, "acme");
+    let image = |name: &str| Upload {
+        file_name: format!("{name}.jpg"),
+        content_type: "image/jpeg".into(),
+        bytes: [0xFFu8, 0xD8, 0xFF, 0xE0].repeat(64 * 1024).into(),
+    };
+    let req = IdVerificationRequest {
+        front_image: image("front"),
+        back_image: Some(image("back")),
+        perform_document_liveness: Some(true),
+        minimum_age: None,
+        save_api_request: Some(false),
+        vendor_data: Some("u-idv".into()),
+        metadata: Some(json!({"flow": "onboarding"})),
+    };
+    let first = client.id_verification(&req).await.unwrap();
+    assert!(uuid::Uuid::parse_str(&first.request_id).is_ok(), "{first:?}");
+    assert!(["Approved", "Declined"].contains(&first.status()), "{first:?}");
+    assert_eq!(first.vendor_data.as_deref(), Some("u-idv"));
+    for field in ["first_name", "last_name", "document_type", "document_number", "date_of_birth", "expiration_date"] {
+        assert!(first.id_verification[field].is_string(), "{field}: {:?}", first.id_verification);
+    }
+    assert!(first.id_verification["warnings"].is_array());
+
+    // Personas (a sandbox extra in the form) give Didit's decisions.
+    let by_persona = |persona: &str, minimum_age: Option<u8>| {
+        let form = reqwest::multipart::Form::new()
+            .part(
+                "front_image",
+                reqwest::multipart::Part::bytes(vec![1u8; 300_000]).file_name("f.png").mime_str("image/png").unwrap(),
+            )
+            .text("persona", persona.to_owned());
+        let form = match minimum_age {
+            Some(a) => form.text("minimum_age", a.to_string()),
+            None => form,
+        };
+        reqwest::Client::new()
+            .post(format!("{}/v3/id-verification/", sb.base))
+            .header("x-api-key", DIDIT_API_KEY)
+            .multipart(form)
+            .send()
+    };
+    let honest: Value = by_persona("honest", Some(18)).await.unwrap().json().await.unwrap();
+    assert_eq!(honest["id_verification"]["status"], "Approved", "{honest}");
+    let expired: Value = by_persona("expired_document", None).await.unwrap().json().await.unwrap();
+    assert_eq!(expired["id_verification"]["status"], "Declined", "{expired}");
+    assert!(expired.to_string().contains("DOCUMENT_EXPIRED"), "{expired}");
+    let minor: Value = by_persona("minor", Some(18)).await.unwrap().json().await.unwrap();
+    assert_eq!(minor["id_verification"]["status"], "Declined", "{minor}");
+    assert!(minor.to_string().contains("MINIMUM_AGE_NOT_MET"), "{minor}");
+
+    // Refused uploads: no front image; a text file; an age out of range.
+    let post = |form: reqwest::multipart::Form| {
+        reqwest::Client::new()
+            .post(format!("{}/v3/id-verification/", sb.base))
+            .header("x-api-key", DIDIT_API_KEY)
+            .multipart(form)
+            .send()
+    };
+    let r = post(reqwest::multipart::Form::new().text("vendor_data", "x")).await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.json::<Value>().await.unwrap()["front_image"].is_array());
+    let txt = reqwest::multipart::Part::bytes(b"hello".to_vec()).file_name("a.txt").mime_str("text/plain").unwrap();
+    assert_eq!(post(reqwest::multipart::Form::new().part("front_image", txt)).await.unwrap().status(), 400);
+    let f = reqwest::multipart::Part::bytes(vec![1u8; 10]).file_name("f.png").mime_str("image/png").unwrap();
+    let r = post(reqwest::multipart::Form::new().part("front_image", f).text("minimum_age", "0")).await.unwrap();
+    assert_eq!(r.status(), 400);
+
+    // Deterministic with the seed: a fresh sandbox with the same seed gives the same reports.
+    let again = Sandbox::start().await;
+    let client2 = idstream_server::provider::DiditClient::new(
+        &idstream_server::config::ProviderConfig::didit(
+            "didit-idv2",
+            idstream_core::signature::Secret::new(DIDIT_API_KEY),
+            &again.base,
+            "wf",
+            "didit-main",
+        ),
+        "acme",
+    );
+    let r2 = client2.id_verification(&req).await.unwrap();
+    assert_eq!(r2.request_id, first.request_id);
+    assert_eq!(r2.id_verification["document_number"], first.id_verification["document_number"]);
+
+    // Faults: a 503 is retried by the client (same timeouts, retries, breaker and metrics).
+    sb.faults(json!({"fail_next": 1, "fail_status": 503})).await;
+    let before = sb.calls("id_verification").await;
+    let r = client.id_verification(&req).await.unwrap();
+    assert!(!r.request_id.is_empty());
+    assert_eq!(sb.calls("id_verification").await, before + 2, "one fault, one retry");
+    sb.faults(json!({"fail_next": 10, "fail_status": 403})).await;
+    let err = client.id_verification(&req).await.unwrap_err();
+    assert_eq!(err.code(), "provider_rejected");
+}
