@@ -3,7 +3,7 @@
 # Each figure is the median of REPS runs (default 3) next to its baseline measured in the same
 # run, so a change can show it did not slow anything down: run it before and after.
 #
-#   bash scripts/bench-all.sh                 # ~6 minutes on the 2-core project machine
+#   bash scripts/bench-all.sh                 # a few minutes after the release build
 #   REPS=1 DURATION=3 bash scripts/bench-all.sh   # a quick look
 set -euo pipefail
 cd "$(dirname "$0")/.."
