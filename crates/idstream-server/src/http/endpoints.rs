@@ -48,7 +48,7 @@ pub struct EndpointView {
     /// The last log offset delivered or given up (everything at or below it is done).
     pub delivered_through: Option<u64>,
     /// How many matching events it has yet to get (after `delivered_through`, counted up to
-    /// 10,000): what a disabled endpoint missed and gets when enabled again (unless enabled with
+    /// 10,000 within the next 100,000 entries of its tenant): what a disabled endpoint missed and gets when enabled again (unless enabled with
     /// `skip_backlog`). Shown for one endpoint (`GET /v1/endpoints/{id}`, `PATCH`), not in lists.
     pub backlog: Option<u64>,
 }
