@@ -4,7 +4,7 @@
 //! a real server's log output for every secret the suite used.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -281,12 +281,15 @@ async fn keys_and_sessions_work_across_two_nodes() {
 /// the lockout after failed passwords.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_sessions_expire_need_csrf_and_lock_out() {
-    let auth = "[auth]\nsession_idle_secs = 2\nsession_max_secs = 4\nlockout_after = 3\nlockout_secs = 60\n";
+    let auth = "[auth]\nsession_idle_secs = 2\nsession_max_secs = 6\nlockout_after = 3\nlockout_secs = 60\n";
     let srv = TestServer::start_with(&base_config(&[SECRET_NEW], auth)).await;
     for (name, role) in [("ann", "analyst"), ("lou", "viewer")] {
         let body = json!({"username": name, "role": role, "password": "a long enough password"});
         assert_eq!(srv.call("POST", "/v1/users", Some(KEY_ACME), json_body(body)).await.0, 201);
     }
+    // Bounds of the session's age on the server: it began after `login_sent` and before
+    // `logged_in` (so timing checks hold however slow a loaded machine answers).
+    let login_sent = Instant::now();
     let r = srv
         .client
         .post(srv.url("/v1/auth/login"))
@@ -295,6 +298,7 @@ async fn login_sessions_expire_need_csrf_and_lock_out() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    let logged_in = Instant::now();
     let set = r.headers()["set-cookie"].to_str().unwrap().to_owned();
     for flag in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/"] {
         assert!(set.contains(flag), "{flag} missing from {set}");
@@ -319,13 +323,24 @@ async fn login_sessions_expire_need_csrf_and_lock_out() {
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "csrf_token_invalid");
     assert_eq!(put(&cookie, Some("not-the-token")).await.unwrap().status(), 403);
     assert_eq!(put(&cookie, Some(&csrf)).await.unwrap().status(), 200);
-    // Active use keeps it past the idle timeout, but not past the absolute one.
-    for _ in 0..3 {
+    // Active use keeps it past the idle timeout (2 s), but not past the absolute one (6 s):
+    // a touch every 1.1 s answered surely before 6 s is 200, one sent surely after 6 s is 401.
+    let max = Duration::from_secs(6);
+    let mut kept_past_idle = false;
+    let r = loop {
         tokio::time::sleep(Duration::from_millis(1100)).await;
-        assert_eq!(me(cookie.clone()).await.status(), 200);
-    }
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    let r = me(cookie.clone()).await;
+        let sent_after = logged_in.elapsed();
+        let r = me(cookie.clone()).await;
+        let answered_within = login_sent.elapsed();
+        if answered_within < max {
+            assert_eq!(r.status(), 200, "touched {sent_after:?} after login");
+            kept_past_idle |= sent_after > Duration::from_secs(2);
+        } else if sent_after > max {
+            break r;
+        }
+        assert!(sent_after < Duration::from_secs(20), "the session never expired");
+    };
+    assert!(kept_past_idle, "no touch landed between the idle and the absolute timeout");
     assert_eq!(r.status(), 401);
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "session_expired");
     // Idle: unused for longer than the idle timeout.
