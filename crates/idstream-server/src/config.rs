@@ -40,6 +40,60 @@ pub struct Config {
     #[serde(default)]
     pub providers: Vec<ProviderConfig>,
     pub verifications: VerificationsConfig,
+    pub documents: DocumentsConfig,
+}
+
+/// Document uploads (`POST /v1/verifications/document`) and where their bytes are kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentsConfig {
+    /// Largest accepted file (each of `front_image`, `back_image`).
+    pub max_file_bytes: u64,
+    /// Largest accepted request (all parts together).
+    pub max_request_bytes: u64,
+    /// Each side of an image must be within these bounds (pixels).
+    pub min_image_side_px: u32,
+    pub max_image_side_px: u32,
+    /// Stored bytes no document record refers to (a crash between storing and the provider's
+    /// answer) are deleted once they are this old; checked every `orphan_sweep_secs`.
+    pub orphan_grace_secs: u64,
+    pub orphan_sweep_secs: u64,
+    pub storage: DocumentStorageConfig,
+}
+
+/// Where documents' bytes go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentStorageConfig {
+    pub kind: DocumentStorageKind,
+    /// `local`: the directory; empty = `{data_dir}/documents`.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// `s3`: the bucket, and the key prefix every object is under.
+    #[serde(default)]
+    pub bucket: Option<String>,
+    pub prefix: String,
+    /// `s3`: an S3-compatible endpoint (MinIO, Ceph, ...); empty = AWS.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub region: Option<String>,
+    /// `s3`: static credentials; without them the standard AWS chain is used (environment,
+    /// web identity, container or instance credentials).
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    #[serde(default, deserialize_with = "opt_secret")]
+    pub secret_access_key: Option<Secret>,
+    /// `s3`: allow a plain-http endpoint.
+    #[serde(default)]
+    pub allow_http: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DocumentStorageKind {
+    Local,
+    S3,
 }
 
 /// The kind of provider account (`[[providers]] kind`).
@@ -218,6 +272,10 @@ fn default_username_claim() -> String {
 
 fn secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
     Ok(Secret::new(String::deserialize(d)?))
+}
+
+fn opt_secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.map(Secret::new))
 }
 
 /// Rate limits of the REST API.
@@ -438,6 +496,7 @@ impl Config {
             return Err(invalid("log.queue_depth", "must be greater than 0"));
         }
         self.validate_backends()?;
+        self.validate_documents()?;
         let mut seen = std::collections::HashSet::new();
         for (i, s) in self.sources.iter().enumerate() {
             let key = |k: &str| format!("sources[{i}].{k}");
@@ -486,6 +545,55 @@ impl Config {
         self.validate_access()?;
         crate::notify::config::validate(&self.notifications, &self.endpoints)?;
         self.validate_providers()?;
+        Ok(())
+    }
+
+    fn validate_documents(&self) -> Result<(), ConfigError> {
+        let d = &self.documents;
+        if d.max_file_bytes == 0 {
+            return Err(invalid("documents.max_file_bytes", "must be greater than 0"));
+        }
+        if d.max_request_bytes < d.max_file_bytes {
+            return Err(invalid("documents.max_request_bytes", "must be at least documents.max_file_bytes"));
+        }
+        if d.min_image_side_px == 0 || d.min_image_side_px > d.max_image_side_px {
+            return Err(invalid(
+                "documents.min_image_side_px",
+                "must be greater than 0 and at most documents.max_image_side_px",
+            ));
+        }
+        if d.orphan_sweep_secs == 0 {
+            return Err(invalid("documents.orphan_sweep_secs", "must be greater than 0"));
+        }
+        let st = &d.storage;
+        let prefix_ok = !st.prefix.is_empty()
+            && st.prefix.split('/').all(|p| !p.is_empty() && p != "." && p != "..")
+            && st.prefix.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
+        if !prefix_ok {
+            return Err(invalid(
+                "documents.storage.prefix",
+                "must be a non-empty path of letters, digits, '-', '_', '.' separated by '/'",
+            ));
+        }
+        if st.kind == DocumentStorageKind::S3 {
+            if st.bucket.as_deref().is_none_or(str::is_empty) {
+                return Err(invalid("documents.storage.bucket", "is required with kind = \"s3\""));
+            }
+            if st.access_key_id.is_some() != st.secret_access_key.is_some() {
+                return Err(invalid(
+                    "documents.storage.secret_access_key",
+                    "access_key_id and secret_access_key are set together (or neither, for the standard AWS chain)",
+                ));
+            }
+            if let Some(e) = &st.endpoint {
+                if !(e.starts_with("https://") || (e.starts_with("http://") && st.allow_http)) {
+                    return Err(invalid(
+                        "documents.storage.endpoint",
+                        "must be an https URL (http only with allow_http = true)",
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 

@@ -106,6 +106,24 @@ pub struct ReviewPushedBack {
     pub at: String,
 }
 
+/// `document.viewed`: someone fetched a stored document's bytes (`GET /v1/documents/{id}`).
+/// Appended before the first byte is sent, so no view goes unrecorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DocumentViewed {
+    pub id: String,
+    pub tenant: String,
+    pub document_id: String,
+    /// The document check (or session) the document belongs to.
+    pub session_id: String,
+    pub subject: String,
+    /// `front` or `back`.
+    pub side: String,
+    /// Who viewed it (the caller's name: a user, an API key).
+    pub actor: String,
+    /// RFC 3339 UTC.
+    pub at: String,
+}
+
 /// `ruleset.uploaded`, `ruleset.activated`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RulesetChanged {
@@ -296,6 +314,8 @@ pub enum OwnEvent {
     EndpointEnabled(EndpointChanged),
     #[serde(rename = "endpoint.replay_requested")]
     EndpointReplayRequested(EndpointReplay),
+    #[serde(rename = "document.viewed")]
+    DocumentViewed(DocumentViewed),
 }
 
 /// Every kind [`OwnEvent`] has, for documentation and tests.
@@ -325,6 +345,7 @@ pub const OWN_KINDS: &[&str] = &[
     "endpoint.disabled",
     "endpoint.enabled",
     "endpoint.replay_requested",
+    "document.viewed",
 ];
 
 impl OwnEvent {
@@ -355,6 +376,7 @@ impl OwnEvent {
             OwnEvent::EndpointDisabled(_) => "endpoint.disabled",
             OwnEvent::EndpointEnabled(_) => "endpoint.enabled",
             OwnEvent::EndpointReplayRequested(_) => "endpoint.replay_requested",
+            OwnEvent::DocumentViewed(_) => "document.viewed",
         }
     }
 
@@ -405,6 +427,7 @@ impl OwnEvent {
             OwnEvent::NotificationFailed(e) => &e.id,
             OwnEvent::EndpointDisabled(e) | OwnEvent::EndpointEnabled(e) => &e.id,
             OwnEvent::EndpointReplayRequested(e) => &e.id,
+            OwnEvent::DocumentViewed(e) => &e.id,
             other => &other.access_payload().expect("an access event").id,
         }
     }
@@ -421,6 +444,7 @@ impl OwnEvent {
             OwnEvent::NotificationFailed(e) => &e.tenant,
             OwnEvent::EndpointDisabled(e) | OwnEvent::EndpointEnabled(e) => &e.tenant,
             OwnEvent::EndpointReplayRequested(e) => &e.tenant,
+            OwnEvent::DocumentViewed(e) => &e.tenant,
             other => &other.access_payload().expect("an access event").tenant,
         }
     }
@@ -443,6 +467,7 @@ impl OwnEvent {
             }
             OwnEvent::EndpointDisabled(e) | OwnEvent::EndpointEnabled(e) => format!("endpoint:{}", e.endpoint),
             OwnEvent::EndpointReplayRequested(e) => format!("endpoint:{}", e.endpoint),
+            OwnEvent::DocumentViewed(e) => e.session_id.clone(),
             other => format!("access:{}", other.access_payload().expect("an access event").tenant),
         }
     }
@@ -472,6 +497,7 @@ impl OwnEvent {
             OwnEvent::ReviewPushedBack(e) => Some(&e.session_id),
             OwnEvent::SessionCreated(e) => Some(&e.session_id),
             OwnEvent::NotificationFailed(e) => e.session_id.as_deref(),
+            OwnEvent::DocumentViewed(e) => Some(&e.session_id),
             _ => None,
         }
     }
@@ -484,6 +510,7 @@ impl OwnEvent {
             }
             OwnEvent::SubjectUpdated(e) => Some(&e.subject),
             OwnEvent::SessionCreated(e) => Some(&e.subject),
+            OwnEvent::DocumentViewed(e) => Some(&e.subject),
             _ => None,
         }
     }

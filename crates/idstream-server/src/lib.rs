@@ -30,6 +30,7 @@ pub mod access;
 pub mod backend;
 pub mod config;
 pub mod decide;
+pub mod documents;
 pub mod domain;
 pub mod error;
 pub mod events;

@@ -65,6 +65,9 @@ pub struct AppState {
     pub providers: Arc<crate::provider::Providers>,
     /// Outbound notifications: the endpoints' delivery worker.
     pub notifier: Arc<crate::notify::Notifier>,
+    /// Where uploaded documents' bytes are kept.
+    pub documents: Arc<crate::documents::objects::ObjectStorage>,
+    pub documents_cfg: crate::config::DocumentsConfig,
 }
 
 impl AppState {
@@ -72,10 +75,10 @@ impl AppState {
     pub async fn open(cfg: &Config) -> anyhow::Result<AppState> {
         let backends = crate::backend::open(&Backend::from_config(cfg), Access::Serve).await?;
         let rulesets = Rulesets::load(backends.store.as_ref()).await?;
-        Ok(AppState::with_backends(cfg, backends, Arc::new(rulesets)))
+        AppState::with_backends(cfg, backends, Arc::new(rulesets))
     }
 
-    pub fn with_backends(cfg: &Config, backends: Backends, rulesets: Arc<Rulesets>) -> AppState {
+    pub fn with_backends(cfg: &Config, backends: Backends, rulesets: Arc<Rulesets>) -> anyhow::Result<AppState> {
         // Sources register their metric handles now; the recorder must exist before that, or
         // the handles would be no-ops.
         crate::server::metrics_handle();
@@ -99,6 +102,18 @@ impl AppState {
             );
             upkeep.push(Box::new(move |stop| Box::pin(p.run(stop))));
         }
+        let documents = Arc::new(crate::documents::objects::ObjectStorage::open(
+            &cfg.documents.storage,
+            &cfg.server.data_dir,
+            &hash_key,
+        )?);
+        let sweeper = crate::documents::Sweeper {
+            objects: documents.clone(),
+            store: store.clone(),
+            grace: std::time::Duration::from_secs(cfg.documents.orphan_grace_secs),
+            every: std::time::Duration::from_secs(cfg.documents.orphan_sweep_secs),
+        };
+        upkeep.push(Box::new(move |stop| Box::pin(sweeper.run(stop))));
         let notifier = Arc::new(crate::notify::Notifier::new(
             &cfg.notifications,
             &cfg.endpoints,
@@ -107,7 +122,9 @@ impl AppState {
             Arc::new(crate::notify::ssrf::SystemResolver),
             deciders.ownership(),
         ));
-        AppState {
+        Ok(AppState {
+            documents,
+            documents_cfg: cfg.documents.clone(),
             notifier,
             stream: Arc::new(
                 crate::stream::Hub::new(&cfg.stream, log.clone())
@@ -158,7 +175,7 @@ impl AppState {
             oidc_cache: Default::default(),
             dashboard: cfg.dashboard.clone(),
             providers,
-        }
+        })
     }
 
     /// The key whose hash matches `presented`, compared in constant time against every key.

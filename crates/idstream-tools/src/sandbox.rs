@@ -564,7 +564,7 @@ async fn finish(st: &St, id: &str, persona: Option<Persona>) -> Result<Value, Re
 
 /// Largest image Didit takes per file.
 const MAX_IMAGE_BYTES: usize = 5 * 1024 * 1024;
-const IMAGE_TYPES: &[&str] = &["image/jpeg", "image/png", "image/webp", "image/tiff", "application/pdf"];
+const IMAGE_TYPES: &[&str] = &["image/jpeg", "image/png", "image/heic", "image/webp", "image/tiff", "application/pdf"];
 
 /// A field error in Django REST framework's shape, as Didit answers them.
 fn field_error(field: &str, msg: &str) -> Response {

@@ -60,6 +60,7 @@ pub enum Action {
     ReadVerifications,
     ReadEndpoints,
     ManageEndpoints,
+    ReadDocuments,
 }
 
 use Role::{Admin as AD, Analyst as AN, Auditor as AU, PolicyAdmin as PA, Service as SV, Viewer as VW};
@@ -79,6 +80,8 @@ impl Action {
             Action::StartVerifications | Action::ReadVerifications => &[AD, SV],
             Action::ReadEndpoints => &[AD, AU],
             Action::ManageEndpoints => &[AD],
+            // Identity documents: those who review cases, and the back end that uploads them.
+            Action::ReadDocuments => &[AN, AD, SV],
         }
     }
 
@@ -106,6 +109,7 @@ impl Action {
             Action::ReadVerifications => "read verifications",
             Action::ReadEndpoints => "read notification endpoints and deliveries",
             Action::ManageEndpoints => "create, change, replay or delete notification endpoints",
+            Action::ReadDocuments => "read identity documents",
         }
     }
 
@@ -165,6 +169,8 @@ pub const ROUTES: &[(&str, &str, Action)] = &[
     ("GET", "/assets/{file}", Action::Public),
     ("POST", "/v1/verifications", Action::StartVerifications),
     ("GET", "/v1/verifications/{session_id}", Action::ReadVerifications),
+    ("POST", "/v1/verifications/document", Action::StartVerifications),
+    ("GET", "/v1/documents/{id}", Action::ReadDocuments),
     ("GET", "/v1/endpoints", Action::ReadEndpoints),
     ("POST", "/v1/endpoints", Action::ManageEndpoints),
     ("GET", "/v1/endpoints/{id}", Action::ReadEndpoints),

@@ -10,6 +10,7 @@ pub mod backtests;
 pub mod blocklists;
 pub mod dashboard;
 pub mod decisions;
+pub mod documents;
 pub mod endpoints;
 pub mod events;
 pub mod extract;
@@ -238,6 +239,8 @@ pub fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(dashboard::asset))
         .routes(routes!(verifications::create))
         .routes(routes!(verifications::get))
+        .routes(routes!(documents::upload))
+        .routes(routes!(documents::get))
         .routes(routes!(endpoints::list, endpoints::create))
         .routes(routes!(endpoints::get, endpoints::update, endpoints::delete))
         .routes(routes!(endpoints::deliveries))

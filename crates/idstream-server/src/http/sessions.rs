@@ -37,6 +37,8 @@ pub struct SessionView {
     pub session: Option<SessionRecord>,
     pub decisions: Vec<DecisionView>,
     pub reviews: Vec<ReviewView>,
+    /// Documents uploaded in this session (a document check), oldest first.
+    pub documents: Vec<super::documents::DocumentView>,
     /// The session's events in log order (without webhook bodies), at most 1000.
     #[schema(value_type = Vec<EventView>)]
     pub history: Vec<Shown>,
@@ -75,6 +77,7 @@ pub async fn get(
             ..Default::default()
         })
         .await?;
+    let documents = super::documents::of_session(&st, &tenant, &id).await?;
     Ok(Json(SessionView {
         session_id: id,
         tenant,
@@ -82,6 +85,7 @@ pub async fn get(
         session,
         decisions: decisions.into_iter().map(DecisionView::from).collect(),
         reviews: reviews.into_iter().map(ReviewView::from).collect(),
+        documents,
         history: events.iter().map(|e| Shown::of(e, false)).collect(),
     }))
 }

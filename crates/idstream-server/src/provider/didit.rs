@@ -16,6 +16,7 @@
 
 use std::time::{Duration, Instant};
 
+use futures_util::TryStreamExt as _;
 use idstream_core::signature::Secret;
 use rand::Rng as _;
 use reqwest::{Method, StatusCode};
@@ -90,7 +91,54 @@ pub struct Upload {
     pub file_name: String,
     /// `image/jpeg`, `image/png`, ...
     pub content_type: String,
-    pub bytes: bytes::Bytes,
+    pub bytes: UploadBytes,
+}
+
+/// Where an upload's bytes are: in memory, or in a file streamed from disk on every attempt
+/// (memory does not grow with the file's size).
+#[derive(Clone)]
+pub enum UploadBytes {
+    Memory(bytes::Bytes),
+    File { path: std::path::PathBuf, len: u64 },
+}
+
+impl UploadBytes {
+    pub fn len(&self) -> u64 {
+        match self {
+            UploadBytes::Memory(b) => b.len() as u64,
+            UploadBytes::File { len, .. } => *len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn body(&self) -> reqwest::Body {
+        match self {
+            UploadBytes::Memory(b) => reqwest::Body::from(b.clone()),
+            UploadBytes::File { path, .. } => {
+                let path = path.clone();
+                // Opened when the body is first polled; a file that vanished fails the attempt.
+                let stream = futures_util::stream::once(async move { tokio::fs::File::open(path).await })
+                    .map_ok(tokio_util::io::ReaderStream::new)
+                    .try_flatten();
+                reqwest::Body::wrap_stream(stream)
+            }
+        }
+    }
+}
+
+impl From<Vec<u8>> for UploadBytes {
+    fn from(b: Vec<u8>) -> UploadBytes {
+        UploadBytes::Memory(b.into())
+    }
+}
+
+impl From<bytes::Bytes> for UploadBytes {
+    fn from(b: bytes::Bytes) -> UploadBytes {
+        UploadBytes::Memory(b)
+    }
 }
 
 impl std::fmt::Debug for Upload {
@@ -124,13 +172,11 @@ impl IdVerificationRequest {
     /// The form, built anew for every attempt (a form is consumed by sending it).
     fn form(&self) -> reqwest::multipart::Form {
         let file = |u: &Upload| {
-            reqwest::multipart::Part::stream(reqwest::Body::from(u.bytes.clone()))
+            let part = || reqwest::multipart::Part::stream_with_length(u.bytes.body(), u.bytes.len());
+            part()
                 .file_name(u.file_name.clone())
                 .mime_str(&u.content_type)
-                .unwrap_or_else(|_| {
-                    reqwest::multipart::Part::stream(reqwest::Body::from(u.bytes.clone()))
-                        .file_name(u.file_name.clone())
-                })
+                .unwrap_or_else(|_| part().file_name(u.file_name.clone()))
         };
         let mut form = reqwest::multipart::Form::new().part("front_image", file(&self.front_image));
         if let Some(b) = &self.back_image {

@@ -308,6 +308,12 @@ CREATE TABLE IF NOT EXISTS outbox (
         sql: super::notify::SQLITE_SCHEMA,
         code: None,
     },
+    Migration {
+        version: 4,
+        description: "documents: uploaded files and where their bytes are",
+        sql: super::documents::SQLITE_SCHEMA,
+        code: None,
+    },
 ];
 
 /// Version 1 of `events.db`: the log and the store in one file.

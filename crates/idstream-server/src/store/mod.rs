@@ -19,6 +19,7 @@ pub mod access;
 mod access_pg;
 mod access_sqlite;
 pub mod migrate;
+pub mod documents;
 pub mod notify;
 mod notify_pg;
 mod notify_sqlite;
@@ -98,6 +99,8 @@ pub enum Op {
     },
     /// Notification endpoints and delivery attempts.
     Notify(notify::NotifyOp),
+    /// A stored document file (an id already present is kept).
+    PutDocument(documents::DocumentRecord),
 }
 
 impl Op {
@@ -375,6 +378,15 @@ pub trait Store: Send + Sync + 'static {
     // Notifications (`notify.rs`).
     /// API-made endpoints (of one tenant, unless `None`), by tenant and id.
     async fn endpoints(&self, tenant: Option<&str>) -> Result<Vec<notify::EndpointRecord>, StoreError>;
+    // Documents (`documents.rs`).
+    /// A document by id, within `tenant` unless `None`.
+    async fn document(&self, tenant: Option<&str>, id: &str) -> Result<Option<documents::DocumentRecord>, StoreError>;
+    /// A session's (a document check's) documents, oldest first.
+    async fn session_documents(
+        &self,
+        tenant: &str,
+        session_id: &str,
+    ) -> Result<Vec<documents::DocumentRecord>, StoreError>;
     async fn endpoint(&self, id: &str) -> Result<Option<notify::EndpointRecord>, StoreError>;
     /// An endpoint's delivery attempts with `seq < before_seq`, newest first; `failed_only`:
     /// given-up deliveries only.

@@ -167,6 +167,12 @@ CREATE TABLE outbox (
         sql: super::notify::POSTGRES_SCHEMA,
         code: None,
     },
+    Migration {
+        version: 6,
+        description: "documents: uploaded files and where their bytes are",
+        sql: super::documents::POSTGRES_SCHEMA,
+        code: None,
+    },
 ];
 
 /// A pool of connections to `url` (`postgres://user@host:port/db`); checks one connection so

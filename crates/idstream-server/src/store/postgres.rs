@@ -383,6 +383,32 @@ async fn send_op<'a>(tx: &'a Transaction<'_>, pipe: &mut Pipeline<'a>, op: &'a O
                 }));
             }
         }
+        Op::PutDocument(d) => {
+            let s = pipe.prepare(tx, super::documents::INSERT_PG).await?;
+            pipe.send(Box::pin(async move {
+                let (size, w, h) = (d.size_bytes as i64, d.width.map(|v| v as i32), d.height.map(|v| v as i32));
+                tx.execute(
+                    &s,
+                    &[
+                        &d.id,
+                        &d.tenant,
+                        &d.subject,
+                        &d.session_id,
+                        &d.side,
+                        &d.content_type,
+                        &size,
+                        &w,
+                        &h,
+                        &d.content_mac,
+                        &d.address,
+                        &d.event_id,
+                        &d.created_by,
+                        &d.created_at_us,
+                    ],
+                )
+                .await
+            }));
+        }
         Op::PutSubject { tenant, id, attributes, actor, now_us } => {
             let s = pipe
                 .prepare(
@@ -828,6 +854,25 @@ impl Store for PgStore {
 
     async fn close(&self) {
         // Every commit is awaited by its caller; connections close with the pool.
+    }
+
+    async fn document(
+        &self,
+        tenant: Option<&str>,
+        id: &str,
+    ) -> Result<Option<super::documents::DocumentRecord>, StoreError> {
+        let rows = self.query(&super::documents::select(super::documents::PG_BY_ID), &[&id, &tenant]).await?;
+        Ok(rows.first().map(super::documents::pg_row))
+    }
+
+    async fn session_documents(
+        &self,
+        tenant: &str,
+        session_id: &str,
+    ) -> Result<Vec<super::documents::DocumentRecord>, StoreError> {
+        let rows =
+            self.query(&super::documents::select(super::documents::PG_BY_SESSION), &[&tenant, &session_id]).await?;
+        Ok(rows.iter().map(super::documents::pg_row).collect())
     }
 
     async fn endpoints(&self, tenant: Option<&str>) -> Result<Vec<notify::EndpointRecord>, StoreError> {

@@ -406,6 +406,10 @@ pub(crate) fn apply(tx: &Transaction<'_>, op: &Op) -> rusqlite::Result<Result<()
                 return review_conflict(tx, tenant, id);
             }
         }
+        Op::PutDocument(d) => {
+            tx.prepare_cached(super::documents::INSERT_SQLITE)?
+                .execute(rusqlite::params_from_iter(super::documents::sqlite_params(d)))?;
+        }
         Op::PutSubject { tenant, id, attributes, actor, now_us } => {
             tx.prepare_cached(
                 "INSERT INTO subjects (tenant, id, attributes, updated_by, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -611,6 +615,34 @@ impl Store for SqliteStore {
             let _ = rx.await;
         }
         self.threads.join().await;
+    }
+
+    async fn document(
+        &self,
+        tenant: Option<&str>,
+        id: &str,
+    ) -> Result<Option<super::documents::DocumentRecord>, StoreError> {
+        let (tenant, id) = (tenant.map(str::to_owned), id.to_owned());
+        self.read(move |c| {
+            c.prepare_cached(&super::documents::select(super::documents::SQLITE_BY_ID))?
+                .query_row(params![id, tenant], super::documents::sqlite_row)
+                .optional()
+        })
+        .await
+    }
+
+    async fn session_documents(
+        &self,
+        tenant: &str,
+        session_id: &str,
+    ) -> Result<Vec<super::documents::DocumentRecord>, StoreError> {
+        let (tenant, session_id) = (tenant.to_owned(), session_id.to_owned());
+        self.read(move |c| {
+            c.prepare_cached(&super::documents::select(super::documents::SQLITE_BY_SESSION))?
+                .query_map(params![tenant, session_id], super::documents::sqlite_row)?
+                .collect()
+        })
+        .await
     }
 
     async fn endpoints(&self, tenant: Option<&str>) -> Result<Vec<notify::EndpointRecord>, StoreError> {

@@ -7,6 +7,7 @@ mod backends;
 mod crash;
 mod dashboard;
 mod decisions;
+mod documents;
 mod helpers;
 mod ingest;
 mod log_conformance;
