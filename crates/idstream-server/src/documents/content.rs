@@ -273,7 +273,12 @@ mod tests {
         assert_eq!(check_bytes(b""), Err(ContentError::Empty));
         assert_eq!(check_bytes(b"GIF89a......"), Err(ContentError::UnknownFormat));
         assert_eq!(check_bytes(b"<html>not an image</html>"), Err(ContentError::UnknownFormat));
-        for (good, what) in [(jpeg(1200, 800, 5000), "JPEG"), (png(640, 480, 100), "PNG"), (heic(500, 500, 100), "HEIC"), (pdf(), "PDF")] {
+        for (good, what) in [
+            (jpeg(1200, 800, 5000), "JPEG"),
+            (png(640, 480, 100), "PNG"),
+            (heic(500, 500, 100), "HEIC"),
+            (pdf(), "PDF"),
+        ] {
             let cut = &good[..good.len() - 7];
             match check_bytes(cut) {
                 Err(ContentError::Malformed(f, _)) => assert_eq!(f, what),

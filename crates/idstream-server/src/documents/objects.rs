@@ -48,11 +48,7 @@ impl std::fmt::Debug for ObjectStorage {
 impl ObjectStorage {
     /// Opens the configured store. `spool` is a local directory for uploads in progress (its
     /// leftovers from a crash are removed here).
-    pub fn open(
-        cfg: &DocumentStorageConfig,
-        data_dir: &FsPath,
-        hash_key: &HashKey,
-    ) -> anyhow::Result<ObjectStorage> {
+    pub fn open(cfg: &DocumentStorageConfig, data_dir: &FsPath, hash_key: &HashKey) -> anyhow::Result<ObjectStorage> {
         use anyhow::Context as _;
         let spool = data_dir.join("documents-spool");
         if spool.exists() {
@@ -186,11 +182,7 @@ impl ObjectStorage {
     /// Every object under `prefix` (default: all documents): path, size, last modified (Unix s).
     pub async fn list(&self, prefix: Option<&Path>) -> Result<Vec<(Path, u64, i64)>, ObjectError> {
         let prefix = prefix.unwrap_or(&self.prefix);
-        self.store
-            .list(Some(prefix))
-            .map_ok(|m| (m.location, m.size, m.last_modified.timestamp()))
-            .try_collect()
-            .await
+        self.store.list(Some(prefix)).map_ok(|m| (m.location, m.size, m.last_modified.timestamp())).try_collect().await
     }
 
     /// Deletes every object under `prefix` (a subject's erasure); how many were deleted.

@@ -152,7 +152,7 @@ impl From<DocumentRecord> for DocumentView {
 /// A document check: the provider's answer, the event it was recorded as, and (with
 /// `wait=true`) idstream's decision.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct DocumentCheck {
+pub struct DocumentCheckAnswer {
     /// idstream's id of this check (`idv_...`): the verification event's `session_id`, under
     /// which its decision, review case and documents are found (`GET /v1/sessions/{id}`).
     pub session_id: String,
@@ -211,9 +211,13 @@ fn multipart_error(e: multer::Error) -> ApiError {
         multer::Error::StreamSizeExceeded { limit } => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "request_too_large",
-            format!("the request is larger than {limit} bytes (documents.max_request_bytes); nothing was stored or sent"),
+            format!(
+                "the request is larger than {limit} bytes (documents.max_request_bytes); nothing was stored or sent"
+            ),
         ),
-        multer::Error::FieldSizeExceeded { limit, field_name } => file_too_large(field_name.as_deref().unwrap_or("a part"), limit),
+        multer::Error::FieldSizeExceeded { limit, field_name } => {
+            file_too_large(field_name.as_deref().unwrap_or("a part"), limit)
+        }
         other => ApiError::bad_request(
             "malformed_multipart",
             format!("the multipart body is malformed ({other}); nothing was stored or sent"),
@@ -313,7 +317,12 @@ async fn read_form(st: &AppState, req: Request) -> Result<Form, ApiError> {
         }
     }
     if form.front.is_none() {
-        return Err(field_error(StatusCode::BAD_REQUEST, "missing_field", "front_image", "`front_image` is required".into()));
+        return Err(field_error(
+            StatusCode::BAD_REQUEST,
+            "missing_field",
+            "front_image",
+            "`front_image` is required".into(),
+        ));
     }
     if form.subject.is_none() {
         return Err(field_error(StatusCode::BAD_REQUEST, "missing_field", "subject", "`subject` is required".into()));
@@ -330,7 +339,12 @@ async fn spool(
     bounds: Bounds,
 ) -> Result<Spooled, ApiError> {
     let storage_error = |e: std::io::Error| {
-        ApiError::internal(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", "the upload cannot be received now; nothing was stored or sent", e)
+        ApiError::internal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            "the upload cannot be received now; nothing was stored or sent",
+            e,
+        )
     };
     let path = objects.spool_file().map_err(storage_error)?;
     let mut guard = SpoolGuard(Some(path.clone()));
@@ -382,8 +396,8 @@ async fn spool(
     request_body(content = DocumentUpload, content_type = "multipart/form-data"),
     security(("api_key" = [])),
     responses(
-        (status = 201, body = DocumentCheck, description = "Checked by the provider, stored and recorded (with `wait=true`: and decided, `decision` set)"),
-        (status = 202, body = DocumentCheck, description = "`wait=true`: recorded, but not decided within `wait_secs` (`decision` is null; follow `GET /v1/sessions/{session_id}`)"),
+        (status = 201, body = DocumentCheckAnswer, description = "Checked by the provider, stored and recorded (with `wait=true`: and decided, `decision` set)"),
+        (status = 202, body = DocumentCheckAnswer, description = "`wait=true`: recorded, but not decided within `wait_secs` (`decision` is null; follow `GET /v1/sessions/{session_id}`)"),
         BadRequest, Unauthorized, Forbidden, TooLarge, Unsupported, Unprocessable, TooManyRequests, BadGateway, Unavailable, GatewayTimeout,
         crate::http::responses::ServerError
     )
@@ -414,8 +428,10 @@ pub async fn upload(
     let form = read_form(&st, req).await?;
     let subject = form.subject.clone().expect("checked");
     let check_id = format!("idv_{}", uuid::Uuid::now_v7().simple());
-    let files: Vec<(&str, &Spooled)> =
-        [("front", form.front.as_ref()), ("back", form.back.as_ref())].into_iter().filter_map(|(s, f)| Some((s, f?))).collect();
+    let files: Vec<(&str, &Spooled)> = [("front", form.front.as_ref()), ("back", form.back.as_ref())]
+        .into_iter()
+        .filter_map(|(s, f)| Some((s, f?)))
+        .collect();
 
     // Store the bytes.
     let objects = &st.documents;
@@ -531,7 +547,7 @@ pub async fn upload(
         decision = wait_for_decision(&st, &tenant, &check_id, limit).await?;
     }
     let status = if wait.is_some() && decision.is_none() { StatusCode::ACCEPTED } else { StatusCode::CREATED };
-    let out = DocumentCheck {
+    let out = DocumentCheckAnswer {
         session_id: check_id,
         event_id: event.id,
         offset,
@@ -625,7 +641,12 @@ pub async fn get(
     let doc = st.store.document(Some(&tenant), &id).await?.ok_or_else(not_found)?;
     let address = object_store::path::Path::from(doc.address.as_str());
     let object = st.documents.get(&address, None).await.map_err(|e| {
-        ApiError::internal(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", "the document storage cannot be read now", e)
+        ApiError::internal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            "the document storage cannot be read now",
+            e,
+        )
     })?;
     let viewed = OwnEvent::DocumentViewed(DocumentViewed {
         id: uuid::Uuid::now_v7().to_string(),
@@ -659,4 +680,3 @@ pub async fn get(
 pub async fn of_session(st: &AppState, tenant: &str, session_id: &str) -> Result<Vec<DocumentView>, ApiError> {
     Ok(st.store.session_documents(tenant, session_id).await?.into_iter().map(DocumentView::from).collect())
 }
-

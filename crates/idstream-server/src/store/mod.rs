@@ -18,8 +18,8 @@
 pub mod access;
 mod access_pg;
 mod access_sqlite;
-pub mod migrate;
 pub mod documents;
+pub mod migrate;
 pub mod notify;
 mod notify_pg;
 mod notify_sqlite;

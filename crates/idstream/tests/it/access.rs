@@ -76,6 +76,9 @@ async fn every_role_gets_exactly_what_the_matrix_allows() {
     let (s, v) = srv.call("POST", "/v1/verifications", Some(KEY_ACME), json_body(json!({"subject": "m-v"}))).await;
     assert_eq!(s, 201, "{v}");
     let verification = v["session_id"].as_str().unwrap().to_owned();
+    let (s, v) = upload_document(&srv, KEY_ACME, "m-doc").await;
+    assert_eq!(s, 201, "{v}");
+    let document = v["documents"][0]["id"].as_str().unwrap().to_owned();
     // One notification endpoint per role (each may delete its own).
     for id in (0..n).flat_map(|i| [format!("m-hook-{i}"), format!("m-del-{i}")]) {
         let body = json!({"id": id, "url": "http://127.0.0.1:9/hook", "kinds": ["decision.*"]});
@@ -167,6 +170,9 @@ async fn every_role_gets_exactly_what_the_matrix_allows() {
                     ("/v1/verifications".into(), json_body(json!({"subject": format!("m-v-{}", role.as_str())})))
                 }
                 "/v1/verifications/{session_id}" => (format!("/v1/verifications/{verification}"), None),
+                // Multipart: sent below.
+                "/v1/verifications/document" => ("/v1/verifications/document".into(), None),
+                "/v1/documents/{id}" => (format!("/v1/documents/{document}"), None),
                 "/v1/endpoints" if *method == "GET" => ("/v1/endpoints".into(), None),
                 "/v1/endpoints" => (
                     "/v1/endpoints".into(),
@@ -183,7 +189,11 @@ async fn every_role_gets_exactly_what_the_matrix_allows() {
                 }
                 other => panic!("the matrix test has no request for {method} {other}: add one"),
             };
-            let (status, v) = srv.call(method, &path, Some(&key), body).await;
+            let (status, v) = if *template == "/v1/verifications/document" {
+                upload_document(&srv, &key, &format!("m-doc-{}", role.as_str())).await
+            } else {
+                srv.call(method, &path, Some(&key), body).await
+            };
             let allowed = action.roles().contains(role);
             if allowed {
                 assert!((200..300).contains(&status), "{} {method} {template}: {status} {v}", role.as_str());
@@ -934,4 +944,16 @@ async fn sandbox_mode_makes_an_admin_whose_password_is_in_a_file() {
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!((v["user"]["role"].as_str(), v["user"]["tenant"].as_str()), (Some("admin"), Some("sandbox")), "{v}");
+}
+
+/// `POST /v1/verifications/document` with one small JPEG.
+async fn upload_document(srv: &TestServer, key: &str, subject: &str) -> (u16, Value) {
+    let jpeg = idstream_server::documents::content::samples::jpeg(800, 600, 100);
+    let form = reqwest::multipart::Form::new()
+        .part("front_image", reqwest::multipart::Part::bytes(jpeg).file_name("f.jpg"))
+        .text("subject", subject.to_owned());
+    let r =
+        srv.client.post(srv.url("/v1/verifications/document")).bearer_auth(key).multipart(form).send().await.unwrap();
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(Value::Null))
 }

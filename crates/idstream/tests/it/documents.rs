@@ -24,11 +24,7 @@ const KEY_ANALYST: &str = "key-doc-analyst";
 const KEY_VIEW: &str = "key-doc-viewer";
 
 fn doc_config(sb: &Sandbox, extra: &str) -> String {
-    let keys = format!(
-        "{}{}",
-        role_key("doc-analyst", "acme", "analyst"),
-        role_key("doc-viewer", "acme", "viewer")
-    );
+    let keys = format!("{}{}", role_key("doc-analyst", "acme", "analyst"), role_key("doc-viewer", "acme", "viewer"));
     config(sb, "", &format!("{keys}\n{extra}"))
 }
 
@@ -154,13 +150,17 @@ async fn an_upload_is_stored_checked_recorded_decided_and_served() {
 async fn wait_answers_202_when_the_decision_is_not_ready() {
     let sb = Sandbox::start().await;
     let srv = TestServer::start_with(&doc_config(&sb, NO_DECISIONS)).await;
-    let form = Form::new().part("front_image", part(samples::jpeg(800, 600, 1000), "f.jpg", "image/jpeg")).text("subject", "u-w");
+    let form = Form::new()
+        .part("front_image", part(samples::jpeg(800, 600, 1000), "f.jpg", "image/jpeg"))
+        .text("subject", "u-w");
     let started = Instant::now();
     let (s, v) = upload(&srv.base, "?wait=true&wait_secs=1", form).await;
     assert_eq!(s, 202, "{v}");
     assert!(started.elapsed() >= Duration::from_secs(1));
     assert!(v["decision"].is_null() && v["event_id"].is_string(), "{v}");
-    let form = Form::new().part("front_image", part(samples::jpeg(800, 600, 1000), "f.jpg", "image/jpeg")).text("subject", "u-w");
+    let form = Form::new()
+        .part("front_image", part(samples::jpeg(800, 600, 1000), "f.jpg", "image/jpeg"))
+        .text("subject", "u-w");
     let (s, v) = upload(&srv.base, "?wait=true&wait_secs=31", form).await;
     assert_eq!((s, v["error"].as_str()), (400, Some("invalid_parameter")), "{v}");
 }
@@ -176,20 +176,120 @@ async fn bad_uploads_are_refused_and_nothing_is_stored_or_sent() {
     let cases: Vec<(&str, Form, u16, &str, &str)> = vec![
         ("no front", Form::new().text("subject", "u"), 400, "missing_field", "front_image"),
         ("no subject", Form::new().part("front_image", good()), 400, "missing_field", "subject"),
-        ("empty", Form::new().part("front_image", part(vec![], "f.jpg", "image/jpeg")).text("subject", "u"), 400, "empty_file", "front_image"),
-        ("gif", Form::new().part("front_image", part(b"GIF89a\x01\x00\x01\x00".repeat(10), "f.jpg", "image/jpeg")).text("subject", "u"), 415, "unsupported_document_type", "front_image"),
-        ("html named jpg", Form::new().part("front_image", good()).part("back_image", part(b"<html>hi</html>".to_vec(), "b.jpg", "image/jpeg")).text("subject", "u"), 415, "unsupported_document_type", "back_image"),
-        ("truncated", Form::new().part("front_image", part(truncated_jpeg, "f.jpg", "image/jpeg")).text("subject", "u"), 422, "malformed_document", "front_image"),
-        ("cut png", Form::new().part("front_image", part(samples::png(800, 600, 100)[..120].to_vec(), "f.png", "image/png")).text("subject", "u"), 422, "malformed_document", "front_image"),
-        ("tiny", Form::new().part("front_image", part(samples::jpeg(40, 30, 10), "f.jpg", "image/jpeg")).text("subject", "u"), 422, "image_dimensions", "front_image"),
-        ("huge sides", Form::new().part("front_image", part(samples::png(20_000, 600, 10), "f.png", "image/png")).text("subject", "u"), 422, "image_dimensions", "front_image"),
-        ("file too large", Form::new().part("front_image", part(samples::jpeg(800, 600, 250_000), "f.jpg", "image/jpeg")).text("subject", "u"), 413, "file_too_large", "front_image"),
-        ("request too large", Form::new().part("front_image", part(samples::jpeg(800, 600, 190_000), "f.jpg", "image/jpeg")).part("back_image", part(samples::jpeg(800, 600, 190_000), "b.jpg", "image/jpeg")).text("subject", "u"), 413, "request_too_large", ""),
-        ("unknown part", Form::new().part("front_image", good()).text("subject", "u").text("selfie", "x"), 400, "unknown_field", "selfie"),
-        ("twice", Form::new().part("front_image", good()).part("front_image", good()).text("subject", "u"), 400, "duplicate_field", "front_image"),
-        ("bad age", Form::new().part("front_image", good()).text("subject", "u").text("minimum_age", "200"), 400, "invalid_field", "minimum_age"),
-        ("bad metadata", Form::new().part("front_image", good()).text("subject", "u").text("metadata", "[1]"), 400, "invalid_field", "metadata"),
-        ("control chars", Form::new().part("front_image", good()).text("subject", "u\n1"), 400, "invalid_field", "subject"),
+        (
+            "empty",
+            Form::new().part("front_image", part(vec![], "f.jpg", "image/jpeg")).text("subject", "u"),
+            400,
+            "empty_file",
+            "front_image",
+        ),
+        (
+            "gif",
+            Form::new()
+                .part("front_image", part(b"GIF89a\x01\x00\x01\x00".repeat(10), "f.jpg", "image/jpeg"))
+                .text("subject", "u"),
+            415,
+            "unsupported_document_type",
+            "front_image",
+        ),
+        (
+            "html named jpg",
+            Form::new()
+                .part("front_image", good())
+                .part("back_image", part(b"<html>hi</html>".to_vec(), "b.jpg", "image/jpeg"))
+                .text("subject", "u"),
+            415,
+            "unsupported_document_type",
+            "back_image",
+        ),
+        (
+            "truncated",
+            Form::new().part("front_image", part(truncated_jpeg, "f.jpg", "image/jpeg")).text("subject", "u"),
+            422,
+            "malformed_document",
+            "front_image",
+        ),
+        (
+            "cut png",
+            Form::new()
+                .part("front_image", part(samples::png(800, 600, 100)[..120].to_vec(), "f.png", "image/png"))
+                .text("subject", "u"),
+            422,
+            "malformed_document",
+            "front_image",
+        ),
+        (
+            "tiny",
+            Form::new()
+                .part("front_image", part(samples::jpeg(40, 30, 10), "f.jpg", "image/jpeg"))
+                .text("subject", "u"),
+            422,
+            "image_dimensions",
+            "front_image",
+        ),
+        (
+            "huge sides",
+            Form::new()
+                .part("front_image", part(samples::png(20_000, 600, 10), "f.png", "image/png"))
+                .text("subject", "u"),
+            422,
+            "image_dimensions",
+            "front_image",
+        ),
+        (
+            "file too large",
+            Form::new()
+                .part("front_image", part(samples::jpeg(800, 600, 250_000), "f.jpg", "image/jpeg"))
+                .text("subject", "u"),
+            413,
+            "file_too_large",
+            "front_image",
+        ),
+        (
+            "request too large",
+            Form::new()
+                .part("front_image", part(samples::jpeg(800, 600, 190_000), "f.jpg", "image/jpeg"))
+                .part("back_image", part(samples::jpeg(800, 600, 190_000), "b.jpg", "image/jpeg"))
+                .text("subject", "u"),
+            413,
+            "request_too_large",
+            "",
+        ),
+        (
+            "unknown part",
+            Form::new().part("front_image", good()).text("subject", "u").text("selfie", "x"),
+            400,
+            "unknown_field",
+            "selfie",
+        ),
+        (
+            "twice",
+            Form::new().part("front_image", good()).part("front_image", good()).text("subject", "u"),
+            400,
+            "duplicate_field",
+            "front_image",
+        ),
+        (
+            "bad age",
+            Form::new().part("front_image", good()).text("subject", "u").text("minimum_age", "200"),
+            400,
+            "invalid_field",
+            "minimum_age",
+        ),
+        (
+            "bad metadata",
+            Form::new().part("front_image", good()).text("subject", "u").text("metadata", "[1]"),
+            400,
+            "invalid_field",
+            "metadata",
+        ),
+        (
+            "control chars",
+            Form::new().part("front_image", good()).text("subject", "u\n1"),
+            400,
+            "invalid_field",
+            "subject",
+        ),
     ];
     for (what, form, status, code, field) in cases {
         let (s, v) = upload(&srv.base, "", form).await;
@@ -235,7 +335,9 @@ async fn provider_down_answers_502_and_stores_nothing() {
     let sb = Sandbox::start().await;
     let srv = TestServer::start_with(&doc_config(&sb, "")).await;
     sb.faults(json!({"fail_next": 100, "fail_status": 500})).await;
-    let form = Form::new().part("front_image", part(samples::jpeg(800, 600, 1000), "f.jpg", "image/jpeg")).text("subject", "u-down");
+    let form = Form::new()
+        .part("front_image", part(samples::jpeg(800, 600, 1000), "f.jpg", "image/jpeg"))
+        .text("subject", "u-down");
     let (s, v) = upload(&srv.base, "", form).await;
     assert_eq!((s, v["error"].as_str()), (502, Some("provider_unavailable")), "{v}");
     assert!(sb.calls("id_verification").await >= 1);
@@ -268,7 +370,9 @@ async fn a_crash_mid_upload_leaves_no_visible_orphan_and_acknowledged_documents_
     // The provider now takes 30 s: kill the server once the bytes are stored.
     sb.faults(json!({"delay_ms": 30_000})).await;
     let base = proc.base.clone();
-    let form = Form::new().part("front_image", part(samples::png(900, 900, 200_000), "o.png", "image/png")).text("subject", "u-orphan");
+    let form = Form::new()
+        .part("front_image", part(samples::png(900, 900, 200_000), "o.png", "image/png"))
+        .text("subject", "u-orphan");
     let pending = tokio::spawn(async move { upload(&base, "", form).await });
     let deadline = Instant::now() + Duration::from_secs(20);
     while files_under(&data.join("documents")).len() < 2 {
@@ -378,7 +482,10 @@ async fn conformance(storage: &ObjectStorage) {
     assert!(listed.iter().any(|(p, size, _)| p == &a && *size == bytes.len() as u64));
     storage.delete(&b).await.unwrap();
     storage.delete(&b).await.unwrap();
-    assert!(matches!(storage.get(&b, None).await, Err(idstream_server::documents::objects::ObjectError::NotFound { .. })));
+    assert!(matches!(
+        storage.get(&b, None).await,
+        Err(idstream_server::documents::objects::ObjectError::NotFound { .. })
+    ));
 
     // 40 MiB through a file: put streams it (multipart on S3), get streams it back.
     let big = tempfile::NamedTempFile::new().unwrap();
