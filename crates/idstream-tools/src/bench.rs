@@ -47,6 +47,9 @@ pub enum BenchWhat {
     /// `POST /v1/verifications` against a zero-latency sandbox vs. the sandbox's create-session
     /// called directly: idstream's own overhead in starting a verification.
     Verifications(crate::bench_verify::VerifyArgs),
+    /// `POST /v1/verifications/document` at a fixed rate (small and large images): upload →
+    /// decision latency and the server's memory, vs. the sandbox's ID verification directly.
+    Documents(crate::bench_documents::DocumentsArgs),
     /// Write unique signed Didit v3 webhooks to a file for an external load generator
     /// (`scripts/wrk-ingest.lua`): one line each, `x-timestamp`, the three signatures and the
     /// body, tab-separated.
@@ -158,6 +161,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchWhat::Decide(a) => crate::bench_decide::run(a).await,
         BenchWhat::Notify(a) => crate::bench_notify::run(a).await,
         BenchWhat::Verifications(a) => crate::bench_verify::run(a).await,
+        BenchWhat::Documents(a) => crate::bench_documents::run(a).await,
         BenchWhat::Prepare(a) => prepare_file(a),
     }
 }

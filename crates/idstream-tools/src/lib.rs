@@ -13,6 +13,7 @@
 
 pub mod bench;
 pub mod bench_decide;
+pub mod bench_documents;
 pub mod bench_notify;
 pub mod bench_stream;
 pub mod bench_verify;
