@@ -58,6 +58,16 @@ const API_KEY: &str = "bench-documents-service-key";
 const DIDIT_KEY: &str = "bench-didit-api-key";
 const SECRET: &str = "bench-secret-0123456789abcdefghijklmnopqrstuv";
 
+/// The upload form: `image` as `front_image` (streamed from the shared buffer, not copied) and
+/// the subject in `field`.
+fn form(image: &bytes::Bytes, field: &'static str, subject: String) -> reqwest::multipart::Form {
+    let part = reqwest::multipart::Part::stream_with_length(image.clone(), image.len() as u64)
+        .file_name("front.jpg")
+        .mime_str("image/jpeg")
+        .expect("a valid type");
+    reqwest::multipart::Form::new().part("front_image", part).text(field, subject)
+}
+
 /// The server's resident set size in KiB.
 fn rss_kib(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -145,38 +155,22 @@ max_request_bytes = {req}
     let mut memory = Vec::new();
     for &size in &a.sizes {
         let image = bytes::Bytes::from(samples::jpeg(1600, 1000, size.saturating_sub(60) as usize));
-        let form = |image: &bytes::Bytes, subject: String| {
-            reqwest::multipart::Form::new()
-                .part(
-                    "front_image",
-                    reqwest::multipart::Part::stream_with_length(image.clone(), image.len() as u64)
-                        .file_name("front.jpg")
-                        .mime_str("image/jpeg")
-                        .expect("a valid type"),
-                )
-                .text("vendor_data", subject)
-        };
         let url = format!("http://{addr}/v1/verifications/document?wait=true");
         let (c, img) = (client.clone(), image.clone());
         let mine = measure(&format!("idstream upload → decision ({size} B)"), &a, size, Some(pid), move |n| {
-            let f = reqwest::multipart::Form::new()
-                .part(
-                    "front_image",
-                    reqwest::multipart::Part::stream_with_length(img.clone(), img.len() as u64)
-                        .file_name("front.jpg")
-                        .mime_str("image/jpeg")
-                        .expect("a valid type"),
-                )
-                .text("subject", format!("bench-{n}"));
-            c.post(&url).bearer_auth(API_KEY).multipart(f).send()
+            c.post(&url).bearer_auth(API_KEY).multipart(form(&img, "subject", format!("bench-{n}"))).send()
         })
         .await?;
         let url = format!("http://{sb_addr}/v3/id-verification/");
         let (c, img) = (client.clone(), image.clone());
-        let base = measure(&format!("sandbox id-verification directly ({size} B, baseline)"), &a, size, None, move |n| {
-            c.post(&url).header("x-api-key", DIDIT_KEY).multipart(form(&img, format!("bench-{n}"))).send()
-        })
-        .await?;
+        let base =
+            measure(&format!("sandbox id-verification directly ({size} B, baseline)"), &a, size, None, move |n| {
+                c.post(&url)
+                    .header("x-api-key", DIDIT_KEY)
+                    .multipart(form(&img, "vendor_data", format!("bench-{n}")))
+                    .send()
+            })
+            .await?;
         results.push(mine);
         results.push(base);
         // Memory with the same number of uploads in flight, whatever their size.
@@ -184,16 +178,7 @@ max_request_bytes = {req}
         let (c, img) = (client.clone(), image.clone());
         memory.push(
             memory_phase(a.concurrency, a.duration.div_ceil(2), pid, size, move |n| {
-                let f = reqwest::multipart::Form::new()
-                    .part(
-                        "front_image",
-                        reqwest::multipart::Part::stream_with_length(img.clone(), img.len() as u64)
-                            .file_name("front.jpg")
-                            .mime_str("image/jpeg")
-                            .expect("a valid type"),
-                    )
-                    .text("subject", format!("bench-mem-{n}"));
-                c.post(&url).bearer_auth(API_KEY).multipart(f).send()
+                c.post(&url).bearer_auth(API_KEY).multipart(form(&img, "subject", format!("bench-mem-{n}"))).send()
             })
             .await,
         );
@@ -218,7 +203,10 @@ max_request_bytes = {req}
     println!("| image | concurrent uploads | uploads | server RSS before → peak MiB |");
     println!("|---|---|---|---|");
     for m in &memory {
-        println!("| {} B | {} | {} | {:.1} → {:.1} |", m.size_bytes, m.concurrency, m.uploads, m.rss_before_mib, m.rss_peak_mib);
+        println!(
+            "| {} B | {} | {} | {:.1} → {:.1} |",
+            m.size_bytes, m.concurrency, m.uploads, m.rss_before_mib, m.rss_peak_mib
+        );
     }
     if let Some(path) = &a.json {
         std::fs::write(path, serde_json::to_vec_pretty(&serde_json::json!({"latency": results, "memory": memory}))?)?;

@@ -543,3 +543,85 @@ async fn object_storage_conformance_on_s3() {
     let storage = ObjectStorage::open(&s3.config(), dir.path(), &HashKey::ephemeral()).unwrap();
     conformance(&storage).await;
 }
+
+/// The local store's durability, syscall by syscall (strace on the real binary): before an
+/// upload is answered, the spool file is fsync'd, linked into place, and the directory holding
+/// the link and every directory created for it are fsync'd. (A kill -9 cannot show a missing
+/// fsync — the page cache survives a process — so the calls themselves are checked.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs IDSTREAM_TEST_STRACE (the strace binary)"]
+async fn local_puts_fsync_the_file_and_every_new_directory_before_answering() {
+    use std::process::Stdio;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let strace = std::env::var("IDSTREAM_TEST_STRACE").expect("IDSTREAM_TEST_STRACE is not set (see .ci/run)");
+    let sb = Sandbox::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let toml =
+        format!("[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{}", data.display(), doc_config(&sb, ""));
+    let cfg_path = dir.path().join("idstream.toml");
+    std::fs::write(&cfg_path, toml).unwrap();
+    let trace = dir.path().join("strace.log");
+    let mut child = tokio::process::Command::new(&strace)
+        .args(["-f", "-qq", "-y", "-e", "trace=fsync,fdatasync,link,linkat", "-o"])
+        .arg(&trace)
+        .arg(env!("CARGO_BIN_EXE_idstream"))
+        .args(["serve", "--config"])
+        .arg(&cfg_path)
+        .env("IDSTREAM_SERVER__LOG_FORMAT", "json")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start strace");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let base = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let Ok(v) = serde_json::from_str::<Value>(&line) else { continue };
+            if v["fields"]["message"] == "idstream serving" {
+                return format!("http://{}", v["fields"]["listen"].as_str().unwrap());
+            }
+        }
+        panic!("idstream exited before serving");
+    })
+    .await
+    .expect("idstream did not start under strace within 60 s");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+
+    let form = Form::new()
+        .part("front_image", part(samples::jpeg(800, 600, 2000), "f.jpg", "image/jpeg"))
+        .text("subject", "u-sync");
+    let (s, v) = upload(&base, "", form).await;
+    assert_eq!(s, 201, "{v}");
+    let id = v["documents"][0]["id"].as_str().unwrap().to_owned();
+    child.kill().await.unwrap();
+    let log = std::fs::read_to_string(&trace).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+
+    // linkat(AT_FDCWD</...>, "<spool>.part", AT_FDCWD</...>, "<target ending in the id>", 0) = 0
+    let link_at = lines
+        .iter()
+        .position(|l| l.contains("link") && l.contains(&format!("/{id}\"")))
+        .unwrap_or_else(|| panic!("no link of the document in the trace:\n{log}"));
+    let quoted: Vec<&str> = lines[link_at].split('"').collect();
+    let (spool, target) = (quoted[1], quoted[3]);
+    assert!(spool.ends_with(".part") && spool.contains("documents-spool"), "{}", lines[link_at]);
+    let fsync_of = |path: &str, range: std::ops::Range<usize>| {
+        lines[range]
+            .iter()
+            .any(|l| (l.contains("fsync(") || l.contains("fdatasync(")) && l.contains(&format!("<{path}>")))
+    };
+    assert!(fsync_of(spool, 0..link_at), "the spool file is fsync'd before it is linked:\n{log}");
+    // The directory holding the link and each directory created for it (a first upload creates
+    // the prefix, tenant and subject directories), each fsync'd after the link.
+    let root = std::fs::canonicalize(data.join("documents")).unwrap();
+    let mut d = Path::new(target).parent().unwrap();
+    let mut checked = 0;
+    while d != root {
+        assert!(fsync_of(&d.to_string_lossy(), link_at..lines.len()), "{} is not fsync'd:\n{log}", d.display());
+        d = d.parent().unwrap();
+        checked += 1;
+    }
+    assert!(fsync_of(&root.to_string_lossy(), link_at..lines.len()), "the store's root is not fsync'd:\n{log}");
+    assert_eq!(checked, 3, "prefix, tenant and subject directories under {}", root.display());
+}
