@@ -41,6 +41,16 @@ pub struct Config {
     pub providers: Vec<ProviderConfig>,
     pub verifications: VerificationsConfig,
     pub documents: DocumentsConfig,
+    pub reviews: ReviewsConfig,
+}
+
+/// The review queue.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewsConfig {
+    /// A claim held this long returns the case to the queue (`review.released` by
+    /// `system:idle`); 0 keeps claims until released.
+    pub claim_idle_secs: u64,
 }
 
 /// Document uploads (`POST /v1/verifications/document`) and where their bytes are kept.

@@ -274,6 +274,15 @@ pub enum OwnEvent {
     ReviewResolved(ReviewChanged),
     #[serde(rename = "review.pushed_back")]
     ReviewPushedBack(ReviewPushedBack),
+    /// A claim given up: by its holder, an admin, or `system:idle` when it was idle too long.
+    #[serde(rename = "review.released")]
+    ReviewReleased(ReviewChanged),
+    /// An admin handed the case to an analyst (`note` says to whom and why).
+    #[serde(rename = "review.reassigned")]
+    ReviewReassigned(ReviewChanged),
+    /// Sent to the second level (`admin`, `policy_admin`), back in the queue.
+    #[serde(rename = "review.escalated")]
+    ReviewEscalated(ReviewChanged),
     #[serde(rename = "ruleset.uploaded")]
     RulesetUploaded(RulesetChanged),
     #[serde(rename = "ruleset.activated")]
@@ -325,6 +334,9 @@ pub const OWN_KINDS: &[&str] = &[
     "review.claimed",
     "review.resolved",
     "review.pushed_back",
+    "review.released",
+    "review.reassigned",
+    "review.escalated",
     "ruleset.uploaded",
     "ruleset.activated",
     "blocklist.added",
@@ -356,6 +368,9 @@ impl OwnEvent {
             OwnEvent::ReviewClaimed(_) => "review.claimed",
             OwnEvent::ReviewResolved(_) => "review.resolved",
             OwnEvent::ReviewPushedBack(_) => "review.pushed_back",
+            OwnEvent::ReviewReleased(_) => "review.released",
+            OwnEvent::ReviewReassigned(_) => "review.reassigned",
+            OwnEvent::ReviewEscalated(_) => "review.escalated",
             OwnEvent::RulesetUploaded(_) => "ruleset.uploaded",
             OwnEvent::RulesetActivated(_) => "ruleset.activated",
             OwnEvent::BlocklistAdded(_) => "blocklist.added",
@@ -418,7 +433,12 @@ impl OwnEvent {
     pub fn id(&self) -> &str {
         match self {
             OwnEvent::DecisionMade(e) => &e.id,
-            OwnEvent::ReviewOpened(e) | OwnEvent::ReviewClaimed(e) | OwnEvent::ReviewResolved(e) => &e.id,
+            OwnEvent::ReviewOpened(e)
+            | OwnEvent::ReviewClaimed(e)
+            | OwnEvent::ReviewResolved(e)
+            | OwnEvent::ReviewReleased(e)
+            | OwnEvent::ReviewReassigned(e)
+            | OwnEvent::ReviewEscalated(e) => &e.id,
             OwnEvent::ReviewPushedBack(e) => &e.id,
             OwnEvent::RulesetUploaded(e) | OwnEvent::RulesetActivated(e) => &e.id,
             OwnEvent::BlocklistAdded(e) | OwnEvent::BlocklistRemoved(e) => &e.id,
@@ -435,7 +455,12 @@ impl OwnEvent {
     pub fn tenant(&self) -> &str {
         match self {
             OwnEvent::DecisionMade(e) => &e.tenant,
-            OwnEvent::ReviewOpened(e) | OwnEvent::ReviewClaimed(e) | OwnEvent::ReviewResolved(e) => &e.tenant,
+            OwnEvent::ReviewOpened(e)
+            | OwnEvent::ReviewClaimed(e)
+            | OwnEvent::ReviewResolved(e)
+            | OwnEvent::ReviewReleased(e)
+            | OwnEvent::ReviewReassigned(e)
+            | OwnEvent::ReviewEscalated(e) => &e.tenant,
             OwnEvent::ReviewPushedBack(e) => &e.tenant,
             OwnEvent::RulesetUploaded(e) | OwnEvent::RulesetActivated(e) => &e.tenant,
             OwnEvent::BlocklistAdded(e) | OwnEvent::BlocklistRemoved(e) => &e.tenant,
@@ -454,9 +479,12 @@ impl OwnEvent {
     pub fn partition_key(&self) -> String {
         match self {
             OwnEvent::DecisionMade(e) => e.session_id.clone(),
-            OwnEvent::ReviewOpened(e) | OwnEvent::ReviewClaimed(e) | OwnEvent::ReviewResolved(e) => {
-                e.session_id.clone()
-            }
+            OwnEvent::ReviewOpened(e)
+            | OwnEvent::ReviewClaimed(e)
+            | OwnEvent::ReviewResolved(e)
+            | OwnEvent::ReviewReleased(e)
+            | OwnEvent::ReviewReassigned(e)
+            | OwnEvent::ReviewEscalated(e) => e.session_id.clone(),
             OwnEvent::ReviewPushedBack(e) => e.session_id.clone(),
             OwnEvent::RulesetUploaded(e) | OwnEvent::RulesetActivated(e) => format!("ruleset:{}", e.tenant),
             OwnEvent::BlocklistAdded(e) | OwnEvent::BlocklistRemoved(e) => format!("blocklist:{}", e.tenant),
@@ -493,7 +521,12 @@ impl OwnEvent {
     pub fn session_id(&self) -> Option<&str> {
         match self {
             OwnEvent::DecisionMade(e) => Some(&e.session_id),
-            OwnEvent::ReviewOpened(e) | OwnEvent::ReviewClaimed(e) | OwnEvent::ReviewResolved(e) => Some(&e.session_id),
+            OwnEvent::ReviewOpened(e)
+            | OwnEvent::ReviewClaimed(e)
+            | OwnEvent::ReviewResolved(e)
+            | OwnEvent::ReviewReleased(e)
+            | OwnEvent::ReviewReassigned(e)
+            | OwnEvent::ReviewEscalated(e) => Some(&e.session_id),
             OwnEvent::ReviewPushedBack(e) => Some(&e.session_id),
             OwnEvent::SessionCreated(e) => Some(&e.session_id),
             OwnEvent::NotificationFailed(e) => e.session_id.as_deref(),
@@ -505,9 +538,12 @@ impl OwnEvent {
     pub fn subject(&self) -> Option<&str> {
         match self {
             OwnEvent::DecisionMade(e) => e.subject.as_deref(),
-            OwnEvent::ReviewOpened(e) | OwnEvent::ReviewClaimed(e) | OwnEvent::ReviewResolved(e) => {
-                e.subject.as_deref()
-            }
+            OwnEvent::ReviewOpened(e)
+            | OwnEvent::ReviewClaimed(e)
+            | OwnEvent::ReviewResolved(e)
+            | OwnEvent::ReviewReleased(e)
+            | OwnEvent::ReviewReassigned(e)
+            | OwnEvent::ReviewEscalated(e) => e.subject.as_deref(),
             OwnEvent::SubjectUpdated(e) => Some(&e.subject),
             OwnEvent::SessionCreated(e) => Some(&e.subject),
             OwnEvent::DocumentViewed(e) => Some(&e.subject),

@@ -58,6 +58,8 @@ pub async fn serve(
         .map(|task| tokio::spawn(task(tailer_stop.clone())))
         .collect();
     let pruner = tokio::spawn(prune_access(state.clone(), tailer_stop.clone()));
+    let idle_claims =
+        state.claim_idle.map(|idle| tokio::spawn(return_idle_claims(state.clone(), idle, tailer_stop.clone())));
     let decider = state.decisions_enabled.then(|| {
         let st = state.clone();
         let make = move || st.decider();
@@ -105,10 +107,30 @@ pub async fn serve(
         let _ = task.await;
     }
     let _ = pruner.await;
+    if let Some(t) = idle_claims {
+        let _ = t.await;
+    }
     state.stream.drain(grace).await;
     state.store.close().await;
     state.log.close().await;
     result
+}
+
+/// Claims idle longer than `idle` go back to the review queue; checked every quarter of `idle`
+/// (at most every 30 s).
+async fn return_idle_claims(state: Arc<AppState>, idle: std::time::Duration, stop: CancellationToken) {
+    let every = (idle / 4).clamp(std::time::Duration::from_millis(200), std::time::Duration::from_secs(30));
+    loop {
+        match crate::http::reviews::return_idle_claims(&state, idle).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(cases = n, "idle review claims returned to the queue"),
+            Err(e) => tracing::warn!(error = %e.message, "could not return idle review claims"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
 }
 
 /// Every ten minutes: login sessions past their end and idempotency records older than twice

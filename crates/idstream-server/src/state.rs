@@ -68,6 +68,8 @@ pub struct AppState {
     /// Where uploaded documents' bytes are kept.
     pub documents: Arc<crate::documents::objects::ObjectStorage>,
     pub documents_cfg: crate::config::DocumentsConfig,
+    /// Claims idle this long return to the queue (`[reviews] claim_idle_secs`; none: never).
+    pub claim_idle: Option<std::time::Duration>,
 }
 
 impl AppState {
@@ -125,6 +127,8 @@ impl AppState {
         Ok(AppState {
             documents,
             documents_cfg: cfg.documents.clone(),
+            claim_idle: (cfg.reviews.claim_idle_secs > 0)
+                .then(|| std::time::Duration::from_secs(cfg.reviews.claim_idle_secs)),
             notifier,
             stream: Arc::new(
                 crate::stream::Hub::new(&cfg.stream, log.clone())

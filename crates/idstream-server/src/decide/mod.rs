@@ -559,6 +559,7 @@ impl Decider {
                     resolved_at_us: None,
                     outcome: None,
                     note: None,
+                    level: 1,
                 };
                 review_entries.push(review::changed(&review, None));
                 txn.ops.push(Op::OpenReview(review.clone()));

@@ -14,7 +14,35 @@ use crate::util::now_us;
 
 /// The `review.*` event announcing a case's new status (its kind follows the status).
 pub fn changed(r: &ReviewRecord, actor: Option<&str>) -> OwnEvent {
-    let ev = ReviewChanged {
+    let ev = payload(r, actor);
+    match r.status {
+        ReviewStatus::Open => OwnEvent::ReviewOpened(ev),
+        ReviewStatus::Claimed => OwnEvent::ReviewClaimed(ev),
+        ReviewStatus::Resolved => OwnEvent::ReviewResolved(ev),
+    }
+}
+
+/// How a case's claim changed (the record as it is after the change).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Move {
+    Released,
+    Reassigned,
+    Escalated,
+}
+
+/// The `review.released` / `review.reassigned` / `review.escalated` event of `r` after the move.
+pub fn moved(r: &ReviewRecord, actor: &str, how: Move, note: Option<String>) -> OwnEvent {
+    let mut ev = payload(r, Some(actor));
+    ev.note = note;
+    match how {
+        Move::Released => OwnEvent::ReviewReleased(ev),
+        Move::Reassigned => OwnEvent::ReviewReassigned(ev),
+        Move::Escalated => OwnEvent::ReviewEscalated(ev),
+    }
+}
+
+fn payload(r: &ReviewRecord, actor: Option<&str>) -> ReviewChanged {
+    ReviewChanged {
         id: uuid::Uuid::now_v7().to_string(),
         tenant: r.tenant.clone(),
         review_id: r.id.clone(),
@@ -27,11 +55,6 @@ pub fn changed(r: &ReviewRecord, actor: Option<&str>) -> OwnEvent {
         note: r.note.clone(),
         actor: actor.map(str::to_owned),
         at: idstream_core::event::rfc3339_us(now_us()),
-    };
-    match r.status {
-        ReviewStatus::Open => OwnEvent::ReviewOpened(ev),
-        ReviewStatus::Claimed => OwnEvent::ReviewClaimed(ev),
-        ReviewStatus::Resolved => OwnEvent::ReviewResolved(ev),
     }
 }
 

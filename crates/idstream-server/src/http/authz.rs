@@ -61,6 +61,7 @@ pub enum Action {
     ReadEndpoints,
     ManageEndpoints,
     ReadDocuments,
+    ManageReviews,
 }
 
 use Role::{Admin as AD, Analyst as AN, Auditor as AU, PolicyAdmin as PA, Service as SV, Viewer as VW};
@@ -82,6 +83,7 @@ impl Action {
             Action::ManageEndpoints => &[AD],
             // Identity documents: those who review cases, and the back end that uploads them.
             Action::ReadDocuments => &[AN, AD, SV],
+            Action::ManageReviews => &[AD],
         }
     }
 
@@ -110,6 +112,7 @@ impl Action {
             Action::ReadEndpoints => "read notification endpoints and deliveries",
             Action::ManageEndpoints => "create, change, replay or delete notification endpoints",
             Action::ReadDocuments => "read identity documents",
+            Action::ManageReviews => "reassign review cases",
         }
     }
 
@@ -145,6 +148,9 @@ pub const ROUTES: &[(&str, &str, Action)] = &[
     ("GET", "/v1/reviews/{id}", Action::ReadReviews),
     ("POST", "/v1/reviews/{id}/claim", Action::ActOnReviews),
     ("POST", "/v1/reviews/{id}/resolve", Action::ActOnReviews),
+    ("POST", "/v1/reviews/{id}/release", Action::ActOnReviews),
+    ("POST", "/v1/reviews/{id}/escalate", Action::ActOnReviews),
+    ("POST", "/v1/reviews/{id}/reassign", Action::ManageReviews),
     ("GET", "/v1/api-keys", Action::ReadKeys),
     ("POST", "/v1/api-keys", Action::ManageKeys),
     ("DELETE", "/v1/api-keys/{id}", Action::ManageKeys),

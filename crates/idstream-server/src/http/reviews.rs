@@ -15,7 +15,7 @@ use crate::decide::review;
 use crate::domain::ReviewStatus;
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::{Op, ReviewFilter, ReviewRecord, Txn};
+use crate::store::{MoveReview, Op, ReviewFilter, ReviewRecord, Txn};
 use crate::util::now_us;
 
 /// A review case as the API shows it.
@@ -205,6 +205,12 @@ pub async fn claim(
 ) -> Result<Json<ReviewView>, ApiError> {
     let who = actor(&caller, b.analyst)?;
     let mut r = visible(&st, &caller, &id).await?;
+    if r.level >= 2 && !second_level(caller.role) {
+        return Err(ApiError::forbidden(
+            "second_level_case",
+            format!("review `{id}` was escalated: only `admin` and `policy_admin` may take it"),
+        ));
+    }
     let now = now_us();
     r.status = ReviewStatus::Claimed;
     r.claimed_by = Some(who.clone());
@@ -247,4 +253,215 @@ pub async fn resolve(
     let reason = format!("review.{}", outcome.as_str());
     let (d, r) = review::resolve(st.store.as_ref(), &r, &who, outcome, &reason, &b.note, false).await?;
     Ok(Json(Resolution { review: r.into(), decision: d.into() }))
+}
+
+/// Who may take an escalated (second-level) case.
+fn second_level(role: crate::domain::Role) -> bool {
+    matches!(role, crate::domain::Role::Admin | crate::domain::Role::PolicyAdmin)
+}
+
+/// A note on a claim change (optional).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MoveBody {
+    /// Why (up to 10,000 bytes); recorded in the event.
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// Hands a case to an analyst.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReassignBody {
+    /// The username of an enabled `analyst`, `policy_admin` or `admin` of the case's tenant
+    /// (for an escalated case: `policy_admin` or `admin`).
+    pub to: String,
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+fn check_note(note: &Option<String>) -> Result<(), ApiError> {
+    if note.as_ref().is_some_and(|n| n.len() > 10_000) {
+        return Err(ApiError::bad_request("invalid_body", "`note` is limited to 10,000 bytes"));
+    }
+    Ok(())
+}
+
+/// Applies a claim change and records its event; answers the case as it now is.
+async fn apply_move(
+    st: &AppState,
+    mut r: ReviewRecord,
+    m: MoveReview,
+    who: &str,
+    how: review::Move,
+    note: Option<String>,
+) -> Result<ReviewView, ApiError> {
+    r.status = if m.to.is_some() { ReviewStatus::Claimed } else { ReviewStatus::Open };
+    r.claimed_by = m.to.clone();
+    r.claimed_at_us = m.to.as_ref().map(|_| m.now_us);
+    if let Some(l) = m.level {
+        r.level = l;
+    }
+    st.store
+        .commit(Txn { entries: vec![review::moved(&r, who, how, note).to_entry()], ops: vec![Op::MoveReview(m)] })
+        .await?;
+    Ok(r.into())
+}
+
+/// Gives up a claim: the case goes back to the queue. The holder may release it; an `admin`
+/// may release anyone's.
+#[utoipa::path(
+    post,
+    path = "/v1/reviews/{id}/release",
+    operation_id = "release_review",
+    tag = "reviews",
+    params(("id" = String, Path, description = "The case's id")),
+    request_body(content = MoveBody, description = "Optional"),
+    security(("api_key" = [])),
+    responses((status = 200, body = ReviewView), BadRequest, Unauthorized, NotFound, Conflict, Unavailable, Forbidden, TooManyRequests, crate::http::responses::ServerError)
+)]
+pub async fn release(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<MoveBody>,
+) -> Result<Json<ReviewView>, ApiError> {
+    check_note(&b.note)?;
+    let r = visible(&st, &caller, &id).await?;
+    let admin = caller.role == crate::domain::Role::Admin;
+    let m = MoveReview {
+        tenant: r.tenant.clone(),
+        id: r.id.clone(),
+        claimed: true,
+        holder: (!admin).then(|| caller.name.clone()),
+        claimed_before_us: None,
+        max_level: None,
+        to: None,
+        level: None,
+        now_us: now_us(),
+    };
+    Ok(Json(apply_move(&st, r, m, &caller.name, review::Move::Released, b.note).await?))
+}
+
+/// Hands a case (open or claimed) to an analyst, who then holds its claim (`admin`).
+#[utoipa::path(
+    post,
+    path = "/v1/reviews/{id}/reassign",
+    operation_id = "reassign_review",
+    tag = "reviews",
+    params(("id" = String, Path, description = "The case's id")),
+    request_body = ReassignBody,
+    security(("api_key" = [])),
+    responses((status = 200, body = ReviewView), BadRequest, Unauthorized, NotFound, Conflict, Unavailable, Forbidden, TooManyRequests, crate::http::responses::ServerError)
+)]
+pub async fn reassign(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<ReassignBody>,
+) -> Result<Json<ReviewView>, ApiError> {
+    check_note(&b.note)?;
+    let r = visible(&st, &caller, &id).await?;
+    let username = b.to.strip_prefix("user:").unwrap_or(&b.to);
+    let user = st.store.user_by_name(username).await?;
+    let acts = |role| crate::http::authz::Action::ActOnReviews.roles().contains(&role);
+    let user = match user {
+        Some(u) if !u.disabled && (u.tenant == r.tenant || u.tenant == "*") && acts(u.role) => u,
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_assignee",
+                format!("`to` must name an enabled analyst, policy_admin or admin of tenant `{}`", r.tenant),
+            ))
+        }
+    };
+    if r.level >= 2 && !second_level(user.role) {
+        return Err(ApiError::bad_request(
+            "invalid_assignee",
+            format!("review `{id}` was escalated: assign it to a policy_admin or admin"),
+        ));
+    }
+    let to = format!("user:{}", user.username);
+    let m = MoveReview {
+        tenant: r.tenant.clone(),
+        id: r.id.clone(),
+        claimed: false,
+        holder: None,
+        claimed_before_us: None,
+        max_level: None,
+        to: Some(to.clone()),
+        level: None,
+        now_us: now_us(),
+    };
+    let note = Some(match b.note {
+        Some(n) if !n.is_empty() => format!("to {to}: {n}"),
+        _ => format!("to {to}"),
+    });
+    Ok(Json(apply_move(&st, r, m, &caller.name, review::Move::Reassigned, note).await?))
+}
+
+/// Sends a case the caller holds to the second level: it goes back to the queue, where only
+/// `admin` and `policy_admin` may claim it.
+#[utoipa::path(
+    post,
+    path = "/v1/reviews/{id}/escalate",
+    operation_id = "escalate_review",
+    tag = "reviews",
+    params(("id" = String, Path, description = "The case's id")),
+    request_body(content = MoveBody, description = "Optional"),
+    security(("api_key" = [])),
+    responses((status = 200, body = ReviewView), BadRequest, Unauthorized, NotFound, Conflict, Unavailable, Forbidden, TooManyRequests, crate::http::responses::ServerError)
+)]
+pub async fn escalate(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<MoveBody>,
+) -> Result<Json<ReviewView>, ApiError> {
+    check_note(&b.note)?;
+    let r = visible(&st, &caller, &id).await?;
+    if r.level >= 2 {
+        return Err(ApiError::conflict(format!("review `{id}` is already at the second level")));
+    }
+    let m = MoveReview {
+        tenant: r.tenant.clone(),
+        id: r.id.clone(),
+        claimed: true,
+        holder: Some(caller.name.clone()),
+        claimed_before_us: None,
+        max_level: Some(1),
+        to: None,
+        level: Some(2),
+        now_us: now_us(),
+    };
+    Ok(Json(apply_move(&st, r, m, &caller.name, review::Move::Escalated, b.note).await?))
+}
+
+/// Returns claims idle for longer than `idle` to the queue (`review.released` by
+/// `system:idle`). Every node may run it: the change is conditional on the claim being the same
+/// idle one, so one node's release wins and the others change nothing.
+pub async fn return_idle_claims(st: &AppState, idle: std::time::Duration) -> Result<usize, ApiError> {
+    let cutoff = now_us() - idle.as_micros() as i64;
+    let filter = ReviewFilter { status: Some(ReviewStatus::Claimed), limit: 1000, ..Default::default() };
+    let mut n = 0;
+    for r in st.store.reviews(filter).await? {
+        let Some(at) = r.claimed_at_us.filter(|at| *at <= cutoff) else { continue };
+        let m = MoveReview {
+            tenant: r.tenant.clone(),
+            id: r.id.clone(),
+            claimed: true,
+            holder: r.claimed_by.clone(),
+            claimed_before_us: Some(at),
+            max_level: None,
+            to: None,
+            level: None,
+            now_us: now_us(),
+        };
+        let note = Some(format!("claim idle for more than {} s", idle.as_secs()));
+        match apply_move(st, r, m, "system:idle", review::Move::Released, note).await {
+            Ok(_) => n += 1,
+            Err(e) if e.status == axum::http::StatusCode::CONFLICT => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }

@@ -232,7 +232,13 @@ fn split_v1(tx: &rusqlite::Transaction<'_>, data_dir: &std::path::Path) -> anyho
         state.execute("ATTACH DATABASE ?1 AS v1", [events_db.to_string_lossy()])?;
         let copy = state.transaction()?;
         for table in STORE_TABLES {
-            copy.execute_batch(&format!("INSERT OR IGNORE INTO main.{table} SELECT * FROM v1.{table}"))?;
+            // The v1 columns by name: later versions added columns (with defaults) to some.
+            let cols: Vec<String> = copy
+                .prepare("SELECT name FROM pragma_table_info(?1, 'v1')")?
+                .query_map([table], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            let cols = cols.join(", ");
+            copy.execute_batch(&format!("INSERT OR IGNORE INTO main.{table} ({cols}) SELECT {cols} FROM v1.{table}"))?;
         }
         copy.execute_batch(
             "INSERT OR IGNORE INTO main.checkpoints (consumer, offset, updated_at)
@@ -312,6 +318,12 @@ CREATE TABLE IF NOT EXISTS outbox (
         version: 4,
         description: "documents: uploaded files and where their bytes are",
         sql: super::documents::SQLITE_SCHEMA,
+        code: None,
+    },
+    Migration {
+        version: 5,
+        description: "reviews: escalation level",
+        sql: "ALTER TABLE reviews ADD COLUMN level INTEGER NOT NULL DEFAULT 1;",
         code: None,
     },
 ];

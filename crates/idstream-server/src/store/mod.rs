@@ -101,6 +101,8 @@ pub enum Op {
     Notify(notify::NotifyOp),
     /// A stored document file (an id already present is kept).
     PutDocument(documents::DocumentRecord),
+    /// Conditional: see [`MoveReview`].
+    MoveReview(MoveReview),
 }
 
 impl Op {
@@ -111,7 +113,11 @@ impl Op {
             Op::Notify(n) => n.is_conditional(),
             op => matches!(
                 op,
-                Op::ClaimReview { .. } | Op::ResolveReview { .. } | Op::RemoveBlock { .. } | Op::ActivateRuleset { .. }
+                Op::ClaimReview { .. }
+                    | Op::ResolveReview { .. }
+                    | Op::MoveReview(_)
+                    | Op::RemoveBlock { .. }
+                    | Op::ActivateRuleset { .. }
             ),
         }
     }
@@ -219,6 +225,33 @@ pub struct ReviewRecord {
     pub resolved_at_us: Option<i64>,
     pub outcome: Option<Outcome>,
     pub note: Option<String>,
+    /// 1, or 2 once escalated (then only `admin` and `policy_admin` may claim it).
+    #[serde(default = "first_level")]
+    pub level: u8,
+}
+
+fn first_level() -> u8 {
+    1
+}
+
+/// A change of a case's claim: released to the queue, handed to someone, or escalated. Applied
+/// only when the case is unresolved and every given condition holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MoveReview {
+    pub tenant: String,
+    pub id: String,
+    /// The case must be claimed (by `holder`, when given) ...
+    pub claimed: bool,
+    pub holder: Option<String>,
+    /// ... since at least this time (idle claims).
+    pub claimed_before_us: Option<i64>,
+    /// ... and at most at this level.
+    pub max_level: Option<u8>,
+    /// The new holder (`None`: back in the queue, open).
+    pub to: Option<String>,
+    /// The new level (`None`: unchanged).
+    pub level: Option<u8>,
+    pub now_us: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]

@@ -173,6 +173,12 @@ CREATE TABLE outbox (
         sql: super::documents::POSTGRES_SCHEMA,
         code: None,
     },
+    Migration {
+        version: 7,
+        description: "reviews: escalation level",
+        sql: "ALTER TABLE reviews ADD COLUMN level SMALLINT NOT NULL DEFAULT 1;",
+        code: None,
+    },
 ];
 
 /// A pool of connections to `url` (`postgres://user@host:port/db`); checks one connection so

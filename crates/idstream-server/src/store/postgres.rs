@@ -63,7 +63,7 @@ macro_rules! decision_cols {
 macro_rules! review_cols {
     () => {
         "id, tenant, session_id, subject, decision_id, reasons, status, opened_at, claimed_by, claimed_at, \
-         resolved_by, resolved_at, outcome, note"
+         resolved_by, resolved_at, outcome, note, level"
     };
 }
 
@@ -452,6 +452,7 @@ async fn send_op<'a>(tx: &'a Transaction<'_>, pipe: &mut Pipeline<'a>, op: &'a O
         | Op::Access(_)
         | Op::Notify(_)
         | Op::ClaimReview { .. }
+        | Op::MoveReview(_)
         | Op::ResolveReview { .. }
         | Op::ActivateRuleset { .. }
         | Op::RemoveBlock { .. } => unreachable!("applied on their own: {op:?}"),
@@ -479,6 +480,42 @@ async fn apply_conditional(tx: &Transaction<'_>, op: &Op) -> PgResult<Result<(),
                 )
                 .await?;
             tx.execute(&s, &[tenant, id, actor, now_us]).await?;
+        }
+        Op::MoveReview(m) => {
+            if review_state(tx, &m.tenant, &m.id).await?.is_none() {
+                return Ok(Err(review_conflict(&m.id, None)));
+            }
+            let s = tx
+                .prepare_cached(
+                    "UPDATE reviews SET status = CASE WHEN $3::text IS NULL THEN 'open' ELSE 'claimed' END,
+                        claimed_by = $3, claimed_at = CASE WHEN $3::text IS NULL THEN NULL ELSE $4::bigint END,
+                        level = COALESCE($5::smallint, level)
+                     WHERE tenant = $1 AND id = $2 AND status != 'resolved'
+                       AND (NOT $6::bool OR status = 'claimed') AND ($7::text IS NULL OR claimed_by = $7)
+                       AND ($8::bigint IS NULL OR claimed_at <= $8) AND ($9::smallint IS NULL OR level <= $9)",
+                )
+                .await?;
+            let (level, max_level) = (m.level.map(i16::from), m.max_level.map(i16::from));
+            let n = tx
+                .execute(
+                    &s,
+                    &[
+                        &m.tenant,
+                        &m.id,
+                        &m.to,
+                        &m.now_us,
+                        &level,
+                        &m.claimed,
+                        &m.holder,
+                        &m.claimed_before_us,
+                        &max_level,
+                    ],
+                )
+                .await?;
+            if n == 0 {
+                let state = review_state(tx, &m.tenant, &m.id).await?;
+                return Ok(Err(review_conflict(&m.id, state)));
+            }
         }
         Op::ResolveReview { tenant, id, actor, outcome, note, now_us, force } => {
             let Some(state) = review_state(tx, tenant, id).await? else {
@@ -646,7 +683,7 @@ async fn lookup_batch(tx: &Transaction<'_>, reqs: &[LookupRequest]) -> PgResult<
         out[r.try_get::<_, i64>(0)? as usize].other_sessions.push((r.try_get(1)?, outcome));
     }
     for r in &open_review {
-        out[r.try_get::<_, i64>(14)? as usize].open_review = Some(row_review(r)?);
+        out[r.try_get::<_, i64>(15)? as usize].open_review = Some(row_review(r)?);
     }
     for r in &subject {
         out[r.try_get::<_, i64>(0)? as usize].subject_attributes = Some(r.try_get::<_, JsonCol<Value>>(1)?.0);
@@ -728,6 +765,7 @@ fn row_review(r: &Row) -> PgResult<ReviewRecord> {
         resolved_at_us: r.try_get(11)?,
         outcome: r.try_get::<_, Option<OutcomeCol>>(12)?.map(|o| o.0),
         note: r.try_get(13)?,
+        level: r.try_get::<_, i16>(14)? as u8,
     })
 }
 

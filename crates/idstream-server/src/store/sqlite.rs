@@ -394,6 +394,31 @@ pub(crate) fn apply(tx: &Transaction<'_>, op: &Op) -> rusqlite::Result<Result<()
                 return review_conflict(tx, tenant, id);
             }
         }
+        Op::MoveReview(m) => {
+            let n = tx
+                .prepare_cached(
+                    "UPDATE reviews SET status = CASE WHEN ?3 IS NULL THEN 'open' ELSE 'claimed' END,
+                        claimed_by = ?3, claimed_at = CASE WHEN ?3 IS NULL THEN NULL ELSE ?4 END,
+                        level = COALESCE(?5, level)
+                     WHERE tenant = ?1 AND id = ?2 AND status != 'resolved'
+                       AND (?6 = 0 OR status = 'claimed') AND (?7 IS NULL OR claimed_by = ?7)
+                       AND (?8 IS NULL OR claimed_at <= ?8) AND (?9 IS NULL OR level <= ?9)",
+                )?
+                .execute(params![
+                    m.tenant,
+                    m.id,
+                    m.to,
+                    m.now_us,
+                    m.level,
+                    m.claimed,
+                    m.holder,
+                    m.claimed_before_us,
+                    m.max_level
+                ])?;
+            if n == 0 {
+                return review_conflict(tx, &m.tenant, &m.id);
+            }
+        }
         Op::ResolveReview { tenant, id, actor, outcome, note, now_us, force } => {
             let n = tx
                 .prepare_cached(
@@ -549,7 +574,7 @@ fn row_decision(r: &rusqlite::Row<'_>) -> rusqlite::Result<DecisionRecord> {
 }
 
 const REVIEW_COLS: &str = "id, tenant, session_id, subject, decision_id, reasons, status, opened_at, claimed_by,
-    claimed_at, resolved_by, resolved_at, outcome, note";
+    claimed_at, resolved_by, resolved_at, outcome, note, level";
 
 fn row_review(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReviewRecord> {
     Ok(ReviewRecord {
@@ -567,6 +592,7 @@ fn row_review(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReviewRecord> {
         resolved_at_us: r.get(11)?,
         outcome: r.get::<_, Option<OutcomeCol>>(12)?.map(|o| o.0),
         note: r.get(13)?,
+        level: r.get(14)?,
     })
 }
 

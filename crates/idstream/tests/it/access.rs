@@ -55,6 +55,14 @@ async fn every_role_gets_exactly_what_the_matrix_allows() {
                 .await;
         assert_eq!(s, 200, "{v}");
     }
+    // Cases to release and to escalate: each claimed beforehand by the role that may.
+    for prefix in ["m-rel", "m-esc"] {
+        for i in 0..n {
+            let body =
+                kyc_body(&format!("{prefix}-e{i}"), &format!("{prefix}{i}"), &format!("m-u{i}"), "In Review", aml);
+            assert_eq!(post_webhook(&srv, body).await.0, 200);
+        }
+    }
     srv.decided().await;
     let (_, v) = srv.get("/v1/reviews", Some(KEY_ACME)).await;
     let mut reviews: Vec<(String, String)> = v["reviews"]
@@ -64,7 +72,25 @@ async fn every_role_gets_exactly_what_the_matrix_allows() {
         .map(|r| (r["session_id"].as_str().unwrap().to_owned(), r["id"].as_str().unwrap().to_owned()))
         .collect();
     reviews.sort();
+    let mut moves = std::collections::HashMap::new();
+    for prefix in ["m-rel", "m-esc"] {
+        let mut ids = Vec::new();
+        for (i, role) in Role::ALL.iter().enumerate() {
+            let (_, v) = srv.get(&format!("/v1/reviews?session_id={prefix}{i}"), Some(KEY_ACME)).await;
+            let id = v["reviews"][0]["id"].as_str().expect("a case").to_owned();
+            if Action::ActOnReviews.roles().contains(role) {
+                let key = format!("key-as-{}", role.as_str());
+                let (s, v) = srv.call("POST", &format!("/v1/reviews/{id}/claim"), Some(&key), None).await;
+                assert_eq!(s, 200, "{v}");
+            }
+            ids.push(id);
+        }
+        moves.insert(prefix, ids);
+    }
+    reviews.retain(|(s, _)| s.starts_with("m-s"));
     assert_eq!(reviews.len(), n, "{v}");
+    let body = json!({"username": "m-analyst", "role": "analyst", "password": "a long enough password"});
+    assert_eq!(srv.call("POST", "/v1/users", Some(KEY_ACME), json_body(body)).await.0, 201);
     let (_, events) = srv.get("/v1/events?limit=1", Some(KEY_ACME)).await;
     let event_id = events["events"][0]["id"].as_str().unwrap().to_owned();
     let sess = srv.get("/v1/sessions/m-s0", Some(KEY_ACME)).await.1;
@@ -143,6 +169,11 @@ async fn every_role_gets_exactly_what_the_matrix_allows() {
                 "/v1/reviews" => ("/v1/reviews".into(), None),
                 "/v1/reviews/{id}" => (format!("/v1/reviews/{}", reviews[i].1), None),
                 "/v1/reviews/{id}/claim" => (format!("/v1/reviews/{}/claim", reviews[i].1), None),
+                "/v1/reviews/{id}/release" => (format!("/v1/reviews/{}/release", moves["m-rel"][i]), None),
+                "/v1/reviews/{id}/escalate" => (format!("/v1/reviews/{}/escalate", moves["m-esc"][i]), None),
+                "/v1/reviews/{id}/reassign" => {
+                    (format!("/v1/reviews/{}/reassign", moves["m-rel"][i]), json_body(json!({"to": "m-analyst"})))
+                }
                 "/v1/reviews/{id}/resolve" => (
                     format!("/v1/reviews/{}/resolve", reviews[i].1),
                     json_body(json!({"outcome": "approve", "note": "ok"})),

@@ -13,6 +13,7 @@ mod ingest;
 mod log_conformance;
 mod notify;
 mod openapi;
+mod review_queue;
 mod rules_cli;
 mod scale_out;
 mod simulate;

@@ -549,6 +549,7 @@ async fn every_endpoint_answers_as_the_contract_says() {
     dashboard_answers(&c).await;
     verifications_contract(&c).await;
     documents_contract(&c).await;
+    review_moves_contract(&c).await;
     notification_endpoints(&c).await;
     let missing = c.unseen();
     assert!(missing.is_empty(), "documented answers never exercised: {missing:#?}");
@@ -818,6 +819,59 @@ impl Call<'_> {
         self.body = Some(body);
         self.headers.push(("content-type", "multipart/form-data; boundary=oa-boundary".into()));
         self
+    }
+}
+
+/// Release, escalate and reassign of review cases: every documented status.
+async fn review_moves_contract(c: &Contract) {
+    use crate::review_queue::queue_server;
+    let (rel, esc, rea) = ("/v1/reviews/{id}/release", "/v1/reviews/{id}/escalate", "/v1/reviews/{id}/reassign");
+    let (srv, ids) = queue_server(&role_key("mv-vic", "acme", "viewer"), &["oa-q1", "oa-q2", "oa-q4"]).await;
+    let path = |id: &str, what: &str| format!("/v1/reviews/{id}/{what}");
+    let (a, b) = (&ids[0], &ids[1]);
+    for (name, role) in [("oa-carla", "analyst"), ("oa-pol", "policy_admin")] {
+        let body = json!({"username": name, "role": role, "password": "a long enough password"});
+        assert_eq!(
+            srv.call("POST", "/v1/users", Some(KEY_ACME), Some(serde_json::to_vec(&body).unwrap())).await.0,
+            201
+        );
+    }
+    c.expect(&srv, 409, call("POST", rel, path(a, "release"), Some("key-q-ana"))).await;
+    c.expect(&srv, 409, call("POST", esc, path(a, "escalate"), Some("key-q-ana"))).await;
+    assert_eq!(srv.call("POST", &path(a, "claim"), Some("key-q-ana"), None).await.0, 200);
+    c.expect(&srv, 400, call("POST", rel, path(a, "release"), Some("key-q-ana")).json(json!({"bogus": 1}))).await;
+    c.expect(&srv, 400, call("POST", esc, path(a, "escalate"), Some("key-q-ana")).json(json!({"bogus": 1}))).await;
+    c.expect(&srv, 200, call("POST", rel, path(a, "release"), Some("key-q-ana")).json(json!({"note": "later"}))).await;
+    assert_eq!(srv.call("POST", &path(a, "claim"), Some("key-q-ana"), None).await.0, 200);
+    c.expect(&srv, 200, call("POST", esc, path(a, "escalate"), Some("key-q-ana"))).await;
+    c.expect(&srv, 400, call("POST", rea, path(a, "reassign"), Some(KEY_ACME)).json(json!({"to": "oa-carla"}))).await;
+    c.expect(&srv, 200, call("POST", rea, path(a, "reassign"), Some(KEY_ACME)).json(json!({"to": "oa-pol"}))).await;
+    let body = |what: &str| if what == "reassign" { json!({"to": "oa-pol"}) } else { json!({}) };
+    for (t, what) in [(rel, "release"), (esc, "escalate"), (rea, "reassign")] {
+        c.expect(&srv, 401, call("POST", t, path(a, what), None).json(body(what))).await;
+        c.expect(&srv, 403, call("POST", t, path(a, what), Some("key-mv-vic")).json(body(what))).await;
+        c.expect(&srv, 404, call("POST", t, path("no-such-case", what), Some(KEY_ACME)).json(body(what))).await;
+    }
+    assert_eq!(srv.call("POST", &path(b, "claim"), Some("key-q-ana"), None).await.0, 200);
+    let resolve = json!({"outcome": "approve", "note": "fine"});
+    assert_eq!(srv.call("POST", &path(b, "resolve"), Some("key-q-ana"), json_body(resolve)).await.0, 200);
+    c.expect(&srv, 409, call("POST", rea, path(b, "reassign"), Some(KEY_ACME)).json(json!({"to": "oa-carla"}))).await;
+    // The store closed: a case the admin holds, every change refused with 503.
+    let held = &ids[2];
+    assert_eq!(srv.call("POST", &path(held, "claim"), Some(KEY_ACME), None).await.0, 200);
+    srv.state.store.close().await;
+    srv.state.log.close().await;
+    for (t, what) in [(rel, "release"), (esc, "escalate"), (rea, "reassign")] {
+        c.expect(&srv, 503, call("POST", t, path(held, what), Some(KEY_ACME)).json(body(what))).await;
+    }
+    // Rate limits: one write call allowed.
+    let limited = "[rate_limits]\nread = { per_sec = 0.001, burst = 1 }\nwrite = { per_sec = 0.001, burst = 1 }\n";
+    let (srv, ids) = queue_server(limited, &["oa-q3"]).await;
+    let _ = srv.call("POST", &path(&ids[0], "claim"), Some("key-q-ana"), None).await;
+    let _ = srv.call("POST", &path(&ids[0], "release"), Some(KEY_ACME), None).await;
+    for (t, what) in [(rel, "release"), (esc, "escalate"), (rea, "reassign")] {
+        let key = if what == "reassign" { KEY_ACME } else { "key-q-ana" };
+        c.expect(&srv, 429, call("POST", t, path(&ids[0], what), Some(key)).json(body(what))).await;
     }
 }
 

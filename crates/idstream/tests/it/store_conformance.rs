@@ -88,6 +88,7 @@ fn review(id: &str, tenant: &str, session: &str, reasons: &[&str], opened_at: i6
         resolved_at_us: None,
         outcome: None,
         note: None,
+        level: 1,
     }
 }
 
@@ -367,6 +368,56 @@ async fn suite(b: &Backend) {
         not_found(store.commit(txn(resolve("r1t", "rv-nope", "bob", "approve", 170, true))).await),
         "no review `rv-nope`"
     );
+    // Claims change hands: assigned, released, escalated, returned when idle.
+    let mv = |claimed: bool, holder: Option<&str>, to: Option<&str>, now: i64| MoveReview {
+        tenant: "r1t".into(),
+        id: "rv-2".into(),
+        claimed,
+        holder: holder.map(Into::into),
+        claimed_before_us: None,
+        max_level: None,
+        to: to.map(Into::into),
+        level: None,
+        now_us: now,
+    };
+    let state = |r: ReviewRecord| (r.status, r.claimed_by, r.claimed_at_us, r.level);
+    assert_eq!(
+        conflict(store.commit(txn(Op::MoveReview(mv(true, None, None, 180)))).await),
+        "review `rv-2` is open; claim it first",
+        "an open case cannot be released"
+    );
+    apply(store, vec![Op::MoveReview(mv(false, None, Some("bob"), 181))]).await;
+    assert_eq!(
+        state(store.review(None, "rv-2").await.unwrap().unwrap()),
+        (rs("claimed"), Some("bob".into()), Some(181), 1)
+    );
+    assert_eq!(
+        conflict(store.commit(txn(Op::MoveReview(mv(true, Some("carol"), None, 182)))).await),
+        "review `rv-2` is claimed by `bob`",
+        "only the holder releases"
+    );
+    let escalate = MoveReview { max_level: Some(1), level: Some(2), ..mv(true, Some("bob"), None, 182) };
+    apply(store, vec![Op::MoveReview(escalate.clone())]).await;
+    assert_eq!(state(store.review(None, "rv-2").await.unwrap().unwrap()), (rs("open"), None, None, 2));
+    apply(store, vec![claim("r1t", "rv-2", "dave", 183)]).await;
+    assert_eq!(
+        conflict(store.commit(txn(Op::MoveReview(MoveReview { holder: Some("dave".into()), ..escalate }))).await),
+        "review `rv-2` is claimed by `dave`",
+        "a second-level case is not escalated again"
+    );
+    let idle = |before: i64| MoveReview { claimed_before_us: Some(before), ..mv(true, None, None, 190) };
+    assert!(store.commit(txn(Op::MoveReview(idle(182)))).await.is_err(), "claimed after the cut-off: kept");
+    apply(store, vec![Op::MoveReview(idle(183))]).await;
+    assert_eq!(state(store.review(None, "rv-2").await.unwrap().unwrap()), (rs("open"), None, None, 2));
+    assert_eq!(
+        not_found(
+            store
+                .commit(txn(Op::MoveReview(MoveReview { id: "rv-nope".into(), ..mv(false, None, Some("x"), 1) })))
+                .await
+        ),
+        "no review `rv-nope`"
+    );
+
     apply(store, vec![resolve("r1t", "rv-1", "alice", "decline", 250, false)]).await;
     let got = store.review(Some("r1t"), "rv-1").await.unwrap().unwrap();
     assert_eq!(

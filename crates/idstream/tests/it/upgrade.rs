@@ -16,7 +16,8 @@ const KEY: &str = "key-sandbox";
 fn config() -> String {
     format!(
         "[[sources]]\nid = \"sandbox\"\nprovider = \"didit\"\ntenant = \"sandbox\"\nsecrets = [\"{SECRET_NEW}\"]\n\n\
-         [[api_keys]]\nname = \"ops\"\ntenant = \"sandbox\"\nsha256 = \"{}\"\n",
+         [[api_keys]]\nname = \"ops\"\ntenant = \"sandbox\"\nsha256 = \"{}\"\n\n\
+         [reviews]\nclaim_idle_secs = 0\n",
         hash_api_key(KEY)
     )
 }
