@@ -73,7 +73,7 @@ const step = (name) => console.log(`--- ${name}`);
 
 try {
   step("users with different roles, made through the API");
-  for (const [username, role] of [["ana", "analyst"], ["bob", "analyst"], ["vic", "viewer"], ["pat", "policy_admin"]]) {
+  for (const [username, role] of [["ana", "analyst"], ["bob", "analyst"], ["vic", "viewer"], ["pat", "policy_admin"], ["adele", "admin"]]) {
     await admin("POST", "/v1/users", { username, role, password: PASSWORD });
   }
 
@@ -157,6 +157,33 @@ try {
   assert.equal(review.status, "resolved");
   assert.equal(review.resolved_by, "user:ana");
   assert.equal(review.outcome, "approve");
+
+  step("release a claim, escalate to the second level, reassign (admin)");
+  const open = await admin("GET", "/v1/reviews?status=open&limit=1");
+  const caseId = open.reviews[0].id;
+  await bob.goto(`${base}/#/case/${caseId}`);
+  await bob.getByRole("button", { name: "Claim this case" }).click();
+  await bob.locator("#case-status").filter({ hasText: "claimed" }).waitFor({ timeout: WAIT });
+  await bob.getByRole("button", { name: "Release", exact: true }).click();
+  await bob.locator("#case-status").filter({ hasText: "open" }).waitFor({ timeout: WAIT });
+  await bob.getByRole("button", { name: "Claim this case" }).click();
+  await bob.locator("#case-status").filter({ hasText: "claimed" }).waitFor({ timeout: WAIT });
+  await bob.getByLabel("Note (required)").fill("Possible sanctions match: needs a second look.");
+  await bob.getByRole("button", { name: "Escalate" }).click();
+  await bob.locator("#case-level-value").filter({ hasText: "2 (escalated)" }).waitFor({ timeout: WAIT });
+  await bob.locator("#case-level").filter({ hasText: "second level" }).waitFor({ timeout: WAIT });
+  assert.equal(await bob.locator("button.claim").count(), 0, "an analyst can claim a second-level case");
+  const adele = await userPage("adele");
+  await adele.goto(`${base}/#/case/${caseId}`);
+  await adele.getByLabel("Assign to").fill("pat");
+  await adele.getByRole("button", { name: "Reassign" }).click();
+  await adele.locator("#case-claimed-by").filter({ hasText: "user:pat" }).waitFor({ timeout: WAIT });
+  await adele.screenshot({ path: `${shots}/case-reassigned.png`, fullPage: true });
+  const moved = await admin("GET", `/v1/reviews/${caseId}`);
+  assert.equal(moved.claimed_by, "user:pat");
+  assert.equal(moved.level, 2);
+  const caseKinds = (await allEvents()).filter((e) => e.review_id === caseId && e.kind.startsWith("review.")).map((e) => e.kind);
+  assert.deepEqual(caseKinds, ["review.opened", "review.claimed", "review.released", "review.claimed", "review.escalated", "review.reassigned"]);
 
   step("the viewer sees no claim, resolve or blocklist buttons");
   const vic = await userPage("vic");

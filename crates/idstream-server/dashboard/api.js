@@ -96,6 +96,8 @@ export function toast(message, bad = false) {
 export function can(role, action) {
   const allowed = {
     act_on_reviews: ["analyst", "policy_admin", "admin"],
+    second_level: ["policy_admin", "admin"],
+    manage_reviews: ["admin"],
     add_block: ["analyst", "policy_admin", "admin"],
     remove_block: ["policy_admin", "admin"],
     manage_rules: ["policy_admin", "admin"],

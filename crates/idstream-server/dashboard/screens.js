@@ -60,10 +60,11 @@ export async function reviewsScreen(root, me, params) {
         h("td", { class: "mono" }, sessionLink(r.session_id)),
         h("td", { class: "mono" }, r.subject || ""),
         h("td", {}, r.reasons.join(", ")),
-        h("td", {}, pill(r.status), r.claimed_by ? h("span", { class: "muted" }, ` by ${r.claimed_by}`) : ""),
+        h("td", {}, pill(r.status), r.level > 1 ? h("span", { class: "pill level2" }, "level 2") : "",
+          r.claimed_by ? h("span", { class: "muted" }, ` by ${r.claimed_by}`) : ""),
         h("td", {}, h("div", { class: "row-actions" },
           link(`#/case/${encodeURIComponent(r.id)}`, "Open case"),
-          act && r.status === "open"
+          act && r.status === "open" && (r.level < 2 || can(me.role, "second_level"))
             ? h("button", { type: "button", class: "claim", onclick: () => claim(r.id).then(load) }, "Claim")
             : null))));
     body.replaceChildren(
@@ -135,11 +136,38 @@ export async function caseScreen(root, me, id) {
   const act = can(me.role, "act_on_reviews");
   const mine = review.status === "claimed" && review.claimed_by === me.name;
   const actions = h("div", {});
+  // Release, escalate and reassign: each a claim change recorded with its optional note.
+  const move = async (what, body, done) => {
+    try {
+      await api("POST", `/v1/reviews/${encodeURIComponent(id)}/${what}`, body);
+      toast(done);
+      rerender();
+    } catch (e) {
+      failed(e);
+    }
+  };
   if (act && review.status === "open") {
-    actions.append(h("div", { class: "actions" },
-      h("button", { type: "button", class: "primary claim", onclick: async () => { await claim(id); rerender(); } }, "Claim this case")));
+    if (review.level > 1 && !can(me.role, "second_level")) {
+      actions.append(h("p", { class: "muted", id: "case-level" }, "Escalated to the second level: an admin or policy admin takes it."));
+    } else {
+      actions.append(h("div", { class: "actions" },
+        h("button", { type: "button", class: "primary claim", onclick: async () => { await claim(id); rerender(); } }, "Claim this case")));
+    }
   } else if (review.status === "claimed" && !mine) {
     actions.append(h("p", { class: "muted", id: "case-holder" }, `Claimed by ${review.claimed_by}: only they can resolve it.`));
+    if (can(me.role, "manage_reviews")) {
+      actions.append(h("div", { class: "actions" },
+        h("button", { type: "button", class: "release", onclick: () => move("release", {}, "Released to the queue") }, "Release their claim")));
+    }
+  }
+  if (can(me.role, "manage_reviews") && review.status !== "resolved") {
+    const to = h("input", { id: "case-assignee", placeholder: "username", autocomplete: "off" });
+    actions.append(h("form", { class: "bar", "aria-label": "Reassign", onsubmit: (e) => {
+      e.preventDefault();
+      if (to.value.trim()) move("reassign", { to: to.value.trim() }, `Assigned to ${to.value.trim()}`);
+    } },
+      h("label", { for: "case-assignee" }, "Assign to", to),
+      h("button", { type: "submit", class: "reassign" }, "Reassign")));
   }
   if (act && mine) {
     const note = h("textarea", { id: "case-note", class: "note", required: true, "aria-describedby": "case-note-help" });
@@ -158,6 +186,7 @@ export async function caseScreen(root, me, id) {
         err.textContent = e.message;
       }
     };
+    const noted = () => (note.value.trim() ? { note: note.value.trim() } : {});
     actions.append(
       h("label", { for: "case-note", class: "field-label" }, "Note (required)"),
       note,
@@ -165,7 +194,11 @@ export async function caseScreen(root, me, id) {
       err,
       h("div", { class: "actions" },
         h("button", { type: "button", class: "primary resolve", dataset: { outcome: "approve" }, onclick: () => resolve("approve") }, "Approve"),
-        h("button", { type: "button", class: "danger resolve", dataset: { outcome: "decline" }, onclick: () => resolve("decline") }, "Decline")));
+        h("button", { type: "button", class: "danger resolve", dataset: { outcome: "decline" }, onclick: () => resolve("decline") }, "Decline"),
+        h("button", { type: "button", class: "release", onclick: () => move("release", noted(), "Released to the queue") }, "Release"),
+        review.level < 2
+          ? h("button", { type: "button", class: "escalate", onclick: () => move("escalate", noted(), "Escalated to the second level") }, "Escalate")
+          : null));
   }
   const history = (session && session.history) || [];
   const timeline = history.map((e) =>
@@ -185,7 +218,8 @@ export async function caseScreen(root, me, id) {
           ["Subject", review.subject || "–"],
           ["Reasons", review.reasons.join(", ")],
           ["Opened", `${fmtTime(review.opened_at)} (${fmtAge(review.age_secs)} ago)`],
-          ["Claimed by", review.claimed_by || "–"],
+          ["Claimed by", h("span", { id: "case-claimed-by" }, review.claimed_by || "–")],
+          ["Level", h("span", { id: "case-level-value" }, review.level > 1 ? "2 (escalated)" : "1")],
           ["Resolved", review.resolved_by ? `${review.outcome} by ${review.resolved_by}` : "–"],
           ["Note", review.note || "–"],
           ["Rules' decision", decision ? [pill(decision.outcome), ` score ${decision.score}`] : "–"],
