@@ -5,7 +5,7 @@
 
 import { chromium } from "playwright-core";
 import { execFileSync } from "node:child_process";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import assert from "node:assert/strict";
 
 const base = process.env.IDSTREAM_URL;
@@ -71,6 +71,22 @@ async function userPage(username) {
 
 const step = (name) => console.log(`--- ${name}`);
 
+/** Clicks `button` and answers the CSV it downloads, as rows of cells (a simple parser: our
+ * cells hold no line breaks in these tests). */
+async function downloadedCsv(page, button) {
+  const [download] = await Promise.all([page.waitForEvent("download", { timeout: WAIT }), button.click()]);
+  assert.match(download.suggestedFilename(), /\.csv$/);
+  const text = readFileSync(await download.path(), "utf8");
+  return text.trim().split("\r\n").map((line) => {
+    const cells = [];
+    for (const m of line.matchAll(/("([^"]|"")*"|[^,]*)(,|$)/g)) {
+      if (m.index === line.length && cells.length) break;
+      cells.push(m[1].startsWith('"') ? m[1].slice(1, -1).replace(/""/g, '"') : m[1]);
+    }
+    return cells;
+  });
+}
+
 try {
   step("users with different roles, made through the API");
   for (const [username, role] of [["ana", "analyst"], ["bob", "analyst"], ["vic", "viewer"], ["pat", "policy_admin"], ["adele", "admin"]]) {
@@ -124,6 +140,11 @@ try {
   await ana.getByLabel("Outcome").selectOption("review");
   const kinds = await ana.locator("#feed-rows tr[data-offset]").evaluateAll((rows) => rows.map((r) => r.dataset.kind));
   assert.ok(kinds.length > 0 && kinds.every((k) => k === "decision.made"), `filtered kinds ${kinds}`);
+  step("export the filtered feed as CSV");
+  const feedCsv = await downloadedCsv(ana, ana.getByRole("button", { name: "Export CSV" }));
+  assert.deepEqual(feedCsv[0].slice(0, 3), ["offset", "kind", "id"]);
+  assert.equal(feedCsv.length - 1, kinds.length, "one line per matching event");
+  assert.ok(feedCsv.slice(1).every((c) => c[1] === "decision.made" && c[7] === "review"), "only the filtered rows");
   await ana.getByLabel("Kind").selectOption("");
   await ana.getByLabel("Outcome").selectOption("");
   await ana.screenshot({ path: `${shots}/feed.png` });
@@ -191,6 +212,13 @@ try {
   await vic.getByLabel("Status").selectOption("all");
   await vic.locator(`tr[data-review="${reviewId}"]`).waitFor({ timeout: WAIT });
   assert.equal(await vic.locator("button.claim").count(), 0, "viewer sees a claim button");
+  step("export the review list as CSV");
+  const reviewsCsv = await downloadedCsv(vic, vic.getByRole("button", { name: "Export CSV" }));
+  assert.deepEqual(reviewsCsv[0].slice(0, 5), ["id", "session_id", "subject", "reasons", "status"]);
+  const line = reviewsCsv.find((c) => c[0] === reviewId);
+  assert.ok(line, "the resolved case is exported");
+  assert.equal(line[4], "resolved");
+  assert.equal(line[9], "user:ana");
   await vic.locator(`tr[data-review="${reviewId}"]`).getByRole("link", { name: "Open case" }).click();
   await vic.locator("#case-status").waitFor({ timeout: WAIT });
   assert.equal(await vic.locator("button.claim, button.resolve, #case-note").count(), 0, "viewer sees case actions");

@@ -104,3 +104,24 @@ export function can(role, action) {
   };
   return (allowed[action] || []).includes(role);
 }
+
+/** One CSV cell: quoted when needed; a leading `= + - @` is defused (spreadsheet formulas). */
+function csvCell(v) {
+  let s = v === null || v === undefined ? "" : Array.isArray(v) ? v.join(" ") : typeof v === "object" ? JSON.stringify(v) : String(v);
+  if (/^[=+\-@\t\r]/.test(s)) s = "'" + s;
+  return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+}
+
+/** Downloads `rows` (objects) as `name`.csv with the given columns, in this order. */
+export function downloadCsv(name, columns, rows) {
+  const lines = [columns.map(csvCell).join(",")];
+  for (const r of rows) lines.push(columns.map((c) => csvCell(r[c])).join(","));
+  const blob = new Blob([lines.join("\r\n") + "\r\n"], { type: "text/csv;charset=utf-8" });
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(blob);
+  a.download = `${name}-${new Date().toISOString().replace(/[:.]/g, "-")}.csv`;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
+}

@@ -2,7 +2,7 @@
 // renewed before it ends; resumes from the last offset after a renewal, a disconnect or a
 // pause, so nothing is lost or shown twice.
 
-import { api, h, pill, eventTime } from "./api.js";
+import { api, h, pill, eventTime, downloadCsv } from "./api.js";
 
 const KEEP = 5000; // entries kept for re-filtering
 const SHOW = 300; // rows rendered at most
@@ -167,6 +167,7 @@ export function feedScreen(root, stream) {
       input("feed-subject", "Subject", "subject", "user-42"),
       input("feed-session", "Session", "session", "session id"),
       pauseBtn,
+      h("button", { type: "button", id: "feed-export", onclick: () => exportCsv() }, "Export CSV"),
       h("span", { class: "muted" }, status)),
     counts,
     h("table", { "aria-label": "Live events" },
@@ -187,6 +188,13 @@ export function feedScreen(root, stream) {
       h("td", { class: "mono" }, ev.session_id ? h("a", { href: `#/search?session=${encodeURIComponent(ev.session_id)}` }, ev.session_id) : ""),
       h("td", { class: "mono" }, ev.subject || ""),
       h("td", {}, summary(ev)));
+
+  // Everything the filters match among the entries kept (not only the rows rendered).
+  function exportCsv() {
+    downloadCsv("events", ["offset", "kind", "id", "session_id", "subject", "status", "provider_status", "outcome",
+      "score", "reasons", "decision_id", "review_id", "actor", "note", "received_at", "decided_at", "at"],
+      stream.entries.filter(matches));
+  }
 
   function rebuild() {
     const shown = stream.entries.filter(matches).slice(-SHOW).reverse();

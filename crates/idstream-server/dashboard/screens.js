@@ -1,7 +1,7 @@
 // The screens besides the live feed: review queue and case view, sessions and subjects,
 // blocklists, rules. Buttons follow the signed-in role; the server enforces it anyway.
 
-import { api, h, pill, fmtTime, fmtAge, toast, can, eventTime } from "./api.js";
+import { api, h, pill, fmtTime, fmtAge, toast, can, eventTime, downloadCsv } from "./api.js";
 
 const link = (href, text) => h("a", { href }, text);
 const sessionLink = (id) => (id ? link(`#/search?session=${encodeURIComponent(id)}`, id) : "");
@@ -39,8 +39,15 @@ export async function reviewsScreen(root, me, params) {
         h("input", { id: "rq-reason", value: q.reason, placeholder: "aml", onchange: (e) => { q.reason = e.target.value.trim(); go(); } })),
       h("label", { for: "rq-older" }, "Older than (minutes)",
         h("input", { id: "rq-older", type: "number", min: 0, value: q.older, onchange: (e) => { q.older = e.target.value; go(); } })),
-      h("button", { type: "button", onclick: () => load() }, "Refresh")),
+      h("button", { type: "button", onclick: () => load() }, "Refresh"),
+      h("button", { type: "button", id: "rq-export", onclick: () => exportCsv() }, "Export CSV")),
     body);
+
+  let current = [];
+  function exportCsv() {
+    downloadCsv("reviews", ["id", "session_id", "subject", "reasons", "status", "level", "opened_at", "age_secs",
+      "claimed_by", "resolved_by", "outcome", "note", "decision_id"], current);
+  }
 
   async function load() {
     const p = new URLSearchParams({ status: q.status, limit: "200" });
@@ -53,6 +60,7 @@ export async function reviewsScreen(root, me, params) {
       body.replaceChildren(h("p", { class: "error" }, e.message));
       return;
     }
+    current = list.reviews;
     const act = can(me.role, "act_on_reviews");
     const rows = list.reviews.map((r) =>
       h("tr", { dataset: { review: r.id } },
