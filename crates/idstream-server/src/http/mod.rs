@@ -20,6 +20,7 @@ pub mod limits;
 pub mod oidc;
 pub mod reviews;
 pub mod rulesets;
+pub mod search;
 pub mod sessions;
 pub mod subjects;
 pub mod system;
@@ -208,6 +209,7 @@ pub fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(events::body))
         .routes(routes!(decisions::get))
         .routes(routes!(sessions::get))
+        .routes(routes!(search::search))
         .routes(routes!(subjects::get, subjects::put))
         .routes(routes!(rulesets::list, rulesets::upload))
         .routes(routes!(rulesets::get))

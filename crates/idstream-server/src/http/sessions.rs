@@ -39,6 +39,9 @@ pub struct SessionView {
     pub reviews: Vec<ReviewView>,
     /// Documents uploaded in this session (a document check), oldest first.
     pub documents: Vec<super::documents::DocumentView>,
+    /// Other subjects sharing a document number, phone, email or face with this session (by
+    /// keyed hash), newest first.
+    pub linked: Vec<super::search::Seen>,
     /// The session's events in log order (without webhook bodies), at most 1000.
     #[schema(value_type = Vec<EventView>)]
     pub history: Vec<Shown>,
@@ -78,6 +81,7 @@ pub async fn get(
         })
         .await?;
     let documents = super::documents::of_session(&st, &tenant, &id).await?;
+    let linked = super::search::linked(&st, &tenant, &id).await?;
     Ok(Json(SessionView {
         session_id: id,
         tenant,
@@ -86,6 +90,7 @@ pub async fn get(
         decisions: decisions.into_iter().map(DecisionView::from).collect(),
         reviews: reviews.into_iter().map(ReviewView::from).collect(),
         documents,
+        linked,
         history: events.iter().map(|e| Shown::of(e, false)).collect(),
     }))
 }

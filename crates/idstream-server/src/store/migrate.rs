@@ -326,6 +326,12 @@ CREATE TABLE IF NOT EXISTS outbox (
         sql: "ALTER TABLE reviews ADD COLUMN level INTEGER NOT NULL DEFAULT 1;",
         code: None,
     },
+    Migration {
+        version: 6,
+        description: "identities: by session (linked subjects)",
+        sql: "CREATE INDEX identities_by_session ON identities (tenant, session_id);",
+        code: None,
+    },
 ];
 
 /// Version 1 of `events.db`: the log and the store in one file.

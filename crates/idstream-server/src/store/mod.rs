@@ -275,6 +275,16 @@ pub struct Observation {
     pub seen_at_us: i64,
 }
 
+/// Which identity observations to read (`identities`, the velocity table), newest first.
+#[derive(Debug, Clone, Default)]
+pub struct IdentityQuery {
+    pub tenant: String,
+    pub kind: Option<BlocklistKind>,
+    pub hash: Option<String>,
+    pub session_id: Option<String>,
+    pub limit: usize,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct SubjectRecord {
     pub tenant: String,
@@ -411,6 +421,8 @@ pub trait Store: Send + Sync + 'static {
     // Notifications (`notify.rs`).
     /// API-made endpoints (of one tenant, unless `None`), by tenant and id.
     async fn endpoints(&self, tenant: Option<&str>) -> Result<Vec<notify::EndpointRecord>, StoreError>;
+    /// Identity observations (keyed hashes seen in sessions).
+    async fn identities(&self, q: IdentityQuery) -> Result<Vec<Observation>, StoreError>;
     // Documents (`documents.rs`).
     /// A document by id, within `tenant` unless `None`.
     async fn document(&self, tenant: Option<&str>, id: &str) -> Result<Option<documents::DocumentRecord>, StoreError>;

@@ -179,6 +179,12 @@ CREATE TABLE outbox (
         sql: "ALTER TABLE reviews ADD COLUMN level SMALLINT NOT NULL DEFAULT 1;",
         code: None,
     },
+    Migration {
+        version: 8,
+        description: "identities: by session (linked subjects)",
+        sql: "CREATE INDEX identities_by_session ON identities (tenant, session_id);",
+        code: None,
+    },
 ];
 
 /// A pool of connections to `url` (`postgres://user@host:port/db`); checks one connection so

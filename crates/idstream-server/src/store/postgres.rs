@@ -894,6 +894,31 @@ impl Store for PgStore {
         // Every commit is awaited by its caller; connections close with the pool.
     }
 
+    async fn identities(&self, q: IdentityQuery) -> Result<Vec<Observation>, StoreError> {
+        let rows = self
+            .query(
+                "SELECT tenant, kind, hash, subject, session_id, seen_at FROM identities
+                 WHERE tenant = $1 AND ($2::text IS NULL OR kind = $2) AND ($3::text IS NULL OR hash = $3)
+                   AND ($4::text IS NULL OR session_id = $4)
+                 ORDER BY seen_at DESC LIMIT $5",
+                &[&q.tenant, &q.kind.map(|k| k.as_str()), &q.hash, &q.session_id, &(q.limit as i64)],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Observation {
+                    tenant: r.try_get(0)?,
+                    kind: r.try_get(1)?,
+                    hash: r.try_get(2)?,
+                    subject: r.try_get(3)?,
+                    session_id: r.try_get(4)?,
+                    seen_at_us: r.try_get(5)?,
+                })
+            })
+            .collect::<PgResult<_>>()
+            .map_err(unavailable)
+    }
+
     async fn document(
         &self,
         tenant: Option<&str>,

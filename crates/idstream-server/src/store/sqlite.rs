@@ -643,6 +643,29 @@ impl Store for SqliteStore {
         self.threads.join().await;
     }
 
+    async fn identities(&self, q: IdentityQuery) -> Result<Vec<Observation>, StoreError> {
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT tenant, kind, hash, subject, session_id, seen_at FROM identities
+                 WHERE tenant = ?1 AND (?2 IS NULL OR kind = ?2) AND (?3 IS NULL OR hash = ?3)
+                   AND (?4 IS NULL OR session_id = ?4)
+                 ORDER BY seen_at DESC LIMIT ?5",
+            )?
+            .query_map(params![q.tenant, q.kind, q.hash, q.session_id, q.limit as i64], |r| {
+                Ok(Observation {
+                    tenant: r.get(0)?,
+                    kind: r.get(1)?,
+                    hash: r.get(2)?,
+                    subject: r.get(3)?,
+                    session_id: r.get(4)?,
+                    seen_at_us: r.get(5)?,
+                })
+            })?
+            .collect()
+        })
+        .await
+    }
+
     async fn document(
         &self,
         tenant: Option<&str>,

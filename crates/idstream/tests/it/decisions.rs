@@ -542,3 +542,61 @@ on_both_backends!(
     subject_attributes_reach_the_rules,
     ended_sessions_close_their_cases_and_rechecks_honour_the_country
 );
+
+/// `GET /v1/search` finds every session where a document number or phone was seen, by its
+/// keyed hash (formatting does not matter), and a session lists the other subjects it shares a
+/// value with.
+#[tokio::test]
+async fn search_by_identity_value_and_linked_subjects() {
+    let srv = TestServer::start_with(&base_config(&[SECRET_NEW], "[rate_limits]\nenabled = false\n")).await;
+    // Two subjects with the same passport number, a third with another.
+    let same_doc = |v: &mut Value| v["decision"]["id_verifications"][0]["document_number"] = "X-1234 567".into();
+    send(&srv, &kyc_body("se-1", "se-s1", "se-u1", "Approved", same_doc)).await;
+    send(&srv, &kyc_body("se-2", "se-s2", "se-u2", "Approved", same_doc)).await;
+    send(&srv, &kyc_body("se-3", "se-s3", "se-u3", "Approved", |_| {})).await;
+    srv.decided().await;
+
+    let (s, v) = srv.get("/v1/search?kind=document&value=x1234567", Some(KEY_ACME)).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["subjects"], 2, "{v}");
+    let mut sessions: Vec<&str> = v["seen"].as_array().unwrap().iter().map(|x| x["session_id"].as_str().unwrap()).collect();
+    sessions.sort();
+    assert_eq!(sessions, ["se-s1", "se-s2"]);
+    assert!(!v.to_string().contains("1234567"), "the value is not echoed: {v}");
+    // The phone of se-u3, formatted differently.
+    let phone = {
+        let events = srv.all_events().await;
+        let e = events.iter().find(|e| e["session_id"] == "se-s3" && e["checks"]["phone"].is_array()).unwrap().clone();
+        e["checks"]["phone"][0]["phone_number"].as_str().unwrap().to_owned()
+    };
+    let spaced = format!("{} {} {}", &phone[..3], &phone[3..6], &phone[6..]);
+    let r = srv
+        .client
+        .get(srv.url("/v1/search"))
+        .query(&[("kind", "phone"), ("value", spaced.as_str())])
+        .bearer_auth(KEY_ACME)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["seen"][0]["subject"], "se-u3", "{v}");
+    // Other tenants see nothing; bad input is named.
+    let (s, v) = srv.get("/v1/search?kind=document&value=x1234567", Some(KEY_BETA)).await;
+    assert_eq!((s, v["seen"].as_array().map(Vec::len)), (200, Some(0)), "{v}");
+    let (s, v) = srv.get("/v1/search?kind=passport&value=1", Some(KEY_ACME)).await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_parameter")), "{v}");
+    let (s, v) = srv.get("/v1/search?kind=email&value=not-an-email", Some(KEY_ACME)).await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_value")), "{v}");
+
+    // Linked subjects in the session view.
+    let sess = session(&srv, "se-s1").await;
+    let linked: Vec<(&str, &str)> = sess["linked"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["kind"].as_str().unwrap(), l["subject"].as_str().unwrap()))
+        .collect();
+    assert_eq!(linked, [("document", "se-u2")], "{sess}");
+    assert!(session(&srv, "se-s3").await["linked"].as_array().unwrap().is_empty());
+}

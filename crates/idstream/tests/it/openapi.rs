@@ -274,6 +274,14 @@ async fn every_endpoint_answers_as_the_contract_says() {
     c.expect(&srv, 400, call("GET", "/v1/sessions/{id}", "/v1/sessions/oa-s1", Some(KEY_ALL))).await;
     c.expect(&srv, 401, call("GET", "/v1/sessions/{id}", "/v1/sessions/oa-s1", None)).await;
     c.expect(&srv, 403, call("GET", "/v1/sessions/{id}", "/v1/sessions/oa-s1?tenant=beta", Some(KEY_ACME))).await;
+    let search = "/v1/search";
+    let v = c.expect(&srv, 200, call("GET", search, "/v1/search?kind=document&value=P-oa-u1", Some(KEY_ACME))).await;
+    assert_eq!(v["seen"][0]["session_id"], "oa-s1", "{v}");
+    c.expect(&srv, 400, call("GET", search, "/v1/search?kind=document", Some(KEY_ACME))).await;
+    c.expect(&srv, 400, call("GET", search, "/v1/search?kind=email&value=nope", Some(KEY_ACME))).await;
+    c.expect(&srv, 401, call("GET", search, "/v1/search?kind=email&value=a@example.com", None)).await;
+    c.expect(&srv, 403, call("GET", search, "/v1/search?kind=email&value=a@example.com&tenant=beta", Some(KEY_ACME)))
+        .await;
     c.expect(&srv, 404, call("GET", "/v1/sessions/{id}", "/v1/sessions/nope", Some(KEY_ACME))).await;
     c.expect(&srv, 200, call("GET", "/v1/decisions/{id}", format!("/v1/decisions/{decision_id}"), Some(KEY_ACME)))
         .await;

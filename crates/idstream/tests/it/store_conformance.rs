@@ -718,6 +718,25 @@ async fn suite(b: &Backend) {
         ],
     )
     .await;
+    // Identity observations by value (newest first, within the tenant) and by session.
+    let ids = |kind: Option<&str>, hash: Option<&str>, session: Option<&str>| IdentityQuery {
+        tenant: "l1".into(),
+        kind: kind.map(bk),
+        hash: hash.map(Into::into),
+        session_id: session.map(Into::into),
+        limit: 100,
+    };
+    let seen = |v: Vec<Observation>| v.into_iter().map(|o| (o.session_id, o.subject, o.seen_at_us)).collect::<Vec<_>>();
+    let by_value = seen(store.identities(ids(Some("document"), Some("hv"), None)).await.unwrap());
+    assert_eq!(by_value[0], ("ly2".to_owned(), "y".to_owned(), 6000));
+    assert_eq!(by_value.len(), 4, "{by_value:?}");
+    assert!(by_value.iter().all(|(s, _, _)| s != "lw"), "another tenant's");
+    let by_session = store.identities(ids(None, None, Some("lq"))).await.unwrap();
+    assert_eq!(by_session.len(), 1);
+    assert_eq!((by_session[0].kind, by_session[0].subject.as_str()), (bk("document"), "new"));
+    let limited = store.identities(IdentityQuery { limit: 2, ..ids(Some("document"), Some("hv"), None) }).await.unwrap();
+    assert_eq!(limited.len(), 2);
+
     let pairs = |v: &[(&str, &str)]| v.iter().map(|(k, h)| (bk(k), h.to_string())).collect::<Vec<_>>();
     let req = |tenant: &str, session: &str, subject: &str, since: i64, subject_id: Option<&str>| LookupRequest {
         tenant: tenant.into(),
