@@ -243,7 +243,20 @@ try {
   await ana.locator("#search-session").fill(sessionId);
   await ana.getByRole("button", { name: "Search" }).click();
   await ana.getByRole("heading", { name: "History" }).waitFor({ timeout: WAIT });
+  await ana.getByRole("heading", { name: "Linked subjects" }).waitFor({ timeout: WAIT });
   await ana.screenshot({ path: `${shots}/session.png`, fullPage: true });
+
+  step("search by a document number (matched by its keyed hash) finds the session");
+  const withDoc = (await allEvents()).find((e) => e.session_id === sessionId && e.checks && e.checks.documents && e.checks.documents.some((d) => d.document_number));
+  assert.ok(withDoc, "the session has a document number");
+  const number = withDoc.checks.documents.find((d) => d.document_number).document_number;
+  await ana.locator("#search-kind").selectOption("document");
+  await ana.locator("#search-value").fill(` ${number.toLowerCase()} `);
+  await ana.getByRole("button", { name: "Find sessions" }).click();
+  await ana.locator("#search-count").waitFor({ timeout: WAIT });
+  await ana.locator(`tr[data-session="${sessionId}"]`).waitFor({ timeout: WAIT });
+  assert.ok(!(await ana.evaluate(() => location.href)).toLowerCase().includes(number.toLowerCase()), "the value is not in the URL");
+  await ana.screenshot({ path: `${shots}/search-identity.png`, fullPage: true });
 
   step("rules: an error is shown at its line; a draft is backtested before it can be activated");
   const pat = await userPage("pat");

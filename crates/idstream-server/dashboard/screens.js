@@ -236,6 +236,8 @@ export async function caseScreen(root, me, id) {
       h("div", {}, h("h3", {}, "Fired rules"), firedView(decision))),
     h("h3", {}, "Provider checks"),
     checksView(latestChecks(history)),
+    h("h3", {}, "Linked subjects (sharing a document, phone, email or face)"),
+    seenTable("Linked subjects", (session && session.linked) || []),
     h("h3", {}, "Session timeline"),
     table("Session timeline", ["Time", "Offset", "Kind", "Result"], timeline, "No events."));
 
@@ -247,10 +249,22 @@ export async function caseScreen(root, me, id) {
 
 // --- Sessions and subjects ------------------------------------------------------------------
 
+/** Sessions where an identity value was seen (search results, linked subjects). */
+function seenTable(label, seen) {
+  return table(label, ["Shared", "Subject", "Session", "Seen"], seen.map((x) =>
+    h("tr", { dataset: { session: x.session_id } },
+      h("td", {}, x.kind),
+      h("td", { class: "mono" }, link(`#/search?subject=${encodeURIComponent(x.subject)}`, x.subject)),
+      h("td", { class: "mono" }, sessionLink(x.session_id)),
+      h("td", {}, fmtTime(x.seen_at)))), "None.");
+}
+
 export async function searchScreen(root, me, params) {
   const out = h("div", {});
   const sid = h("input", { id: "search-session", value: params.get("session") || "", placeholder: "session id" });
   const sub = h("input", { id: "search-subject", value: params.get("subject") || "", placeholder: "subject id" });
+  const idKind = h("select", { id: "search-kind" }, ["document", "email", "phone", "face"].map((k) => h("option", { value: k }, k)));
+  const idValue = h("input", { id: "search-value", placeholder: "number, address or id", autocomplete: "off" });
   root.append(
     h("h2", {}, "Sessions & subjects"),
     h("form", { class: "bar", onsubmit: (e) => {
@@ -263,6 +277,24 @@ export async function searchScreen(root, me, params) {
       h("label", { for: "search-session" }, "Session", sid),
       h("label", { for: "search-subject" }, "or subject", sub),
       h("button", { type: "submit", class: "primary" }, "Search")),
+    // The value never goes into the URL (nor the browser's history): searched in place.
+    h("form", { class: "bar", "aria-label": "Search by identity value", onsubmit: async (e) => {
+      e.preventDefault();
+      if (!idValue.value.trim()) return;
+      out.replaceChildren();
+      try {
+        const r = await api("GET", `/v1/search?${new URLSearchParams({ kind: idKind.value, value: idValue.value.trim() })}`);
+        out.append(
+          h("p", { id: "search-count" }, `${r.seen.length} session(s) of ${r.subjects} subject(s)`),
+          seenTable("Sessions with this value", r.seen));
+      } catch (err) {
+        out.append(h("p", { class: "error" }, err.message));
+      }
+    } },
+      h("label", { for: "search-kind" }, "Identity value", idKind),
+      h("label", { for: "search-value" }, "Value", idValue),
+      h("button", { type: "submit", id: "search-identity" }, "Find sessions")),
+    h("p", { class: "muted" }, "Values are matched by their keyed hash, normalised like the blocklists; idstream never stores them in clear."),
     out);
   const session = params.get("session");
   const subject = params.get("subject");
@@ -284,6 +316,8 @@ export async function searchScreen(root, me, params) {
           h("tr", {}, h("td", {}, fmtTime(r.opened_at)), h("td", {}, pill(r.status)), h("td", {}, r.reasons.join(", ")), h("td", {}, link(`#/case/${encodeURIComponent(r.id)}`, "Open case")))), "No cases."),
         h("h3", {}, "Provider checks"),
         checksView(latestChecks(s.history)),
+        h("h3", {}, "Linked subjects"),
+        seenTable("Linked subjects", s.linked || []),
         h("h3", {}, "History"),
         table("History", ["Time", "Offset", "Kind", "Result"], s.history.map((e) =>
           h("tr", {}, h("td", {}, eventTime(e)), h("td", { class: "mono" }, e.offset), h("td", { class: "mono" }, e.kind), h("td", {}, pill(e.outcome || e.status || ""), " ", (e.reasons || []).join(", ")))), "No events."));

@@ -81,14 +81,16 @@ pub async fn search(
     ApiQuery(q): ApiQuery<SearchParams>,
 ) -> Result<Json<SearchResult>, ApiError> {
     let tenant = caller.acting_for(q.tenant.as_deref())?;
-    let kind = BlocklistKind::ALL.into_iter().find(|k| k.as_str() == q.kind).ok_or_else(|| {
-        ApiError::bad_request("invalid_parameter", "`kind` must be document, phone, email or face")
-    })?;
+    let kind = BlocklistKind::ALL
+        .into_iter()
+        .find(|k| k.as_str() == q.kind)
+        .ok_or_else(|| ApiError::bad_request("invalid_parameter", "`kind` must be document, phone, email or face"))?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad_request("invalid_parameter", "`limit` must be an integer from 1 to 1000"));
     }
-    let hash = st.hash_key.value_hash(kind.as_str(), &q.value, None).map_err(|m| ApiError::bad_request("invalid_value", m))?;
+    let hash =
+        st.hash_key.value_hash(kind.as_str(), &q.value, None).map_err(|m| ApiError::bad_request("invalid_value", m))?;
     let seen = st
         .store
         .identities(IdentityQuery { tenant, kind: Some(kind), hash: Some(hash.clone()), session_id: None, limit })

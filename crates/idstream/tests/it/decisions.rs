@@ -559,7 +559,8 @@ async fn search_by_identity_value_and_linked_subjects() {
     let (s, v) = srv.get("/v1/search?kind=document&value=x1234567", Some(KEY_ACME)).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["subjects"], 2, "{v}");
-    let mut sessions: Vec<&str> = v["seen"].as_array().unwrap().iter().map(|x| x["session_id"].as_str().unwrap()).collect();
+    let mut sessions: Vec<&str> =
+        v["seen"].as_array().unwrap().iter().map(|x| x["session_id"].as_str().unwrap()).collect();
     sessions.sort();
     assert_eq!(sessions, ["se-s1", "se-s2"]);
     assert!(!v.to_string().contains("1234567"), "the value is not echoed: {v}");

@@ -734,7 +734,8 @@ async fn suite(b: &Backend) {
     let by_session = store.identities(ids(None, None, Some("lq"))).await.unwrap();
     assert_eq!(by_session.len(), 1);
     assert_eq!((by_session[0].kind, by_session[0].subject.as_str()), (bk("document"), "new"));
-    let limited = store.identities(IdentityQuery { limit: 2, ..ids(Some("document"), Some("hv"), None) }).await.unwrap();
+    let limited =
+        store.identities(IdentityQuery { limit: 2, ..ids(Some("document"), Some("hv"), None) }).await.unwrap();
     assert_eq!(limited.len(), 2);
 
     let pairs = |v: &[(&str, &str)]| v.iter().map(|(k, h)| (bk(k), h.to_string())).collect::<Vec<_>>();
