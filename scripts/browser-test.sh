@@ -37,6 +37,10 @@ sha256 = "$(printf %s "$admin_key" | sha256sum | cut -d' ' -f1)"
 [rate_limits]
 enabled = false
 
+# Four-eyes activation of rulesets (a second policy admin or admin approves).
+[decisions]
+require_second_approver = true
+
 # Short stream tokens, so the test sees the page renew one.
 [dashboard]
 stream_token_ttl_secs = 30

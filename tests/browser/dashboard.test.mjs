@@ -279,6 +279,25 @@ try {
   const rulesets = await admin("GET", "/v1/rulesets");
   assert.ok(rulesets.rulesets.some((r) => r.label === "browser-test-strict" && !r.active), "draft not stored inactive");
 
+  step("four-eyes: an activation waits for a second approver, who activates it");
+  await pat.locator("#rules-editor").waitFor({ timeout: WAIT });
+  await pat.getByRole("button", { name: "Backtest" }).click();
+  await pat.getByRole("heading", { name: /^Backtest of/ }).waitFor({ timeout: WAIT });
+  await pat.getByRole("button", { name: "Upload and activate" }).click();
+  await pat.locator("#rules-pending").filter({ hasText: "asked by user:pat" }).waitFor({ timeout: WAIT });
+  assert.equal(await pat.locator("#rules-approve").count(), 0, "the requester can approve");
+  assert.ok(!(await admin("GET", "/v1/rulesets")).rulesets.find((r) => r.label === "browser-test-strict").active, "active before approval");
+  const adeleRules = await userPage("adele");
+  await adeleRules.locator("#nav").getByRole("link", { name: "Rules" }).click();
+  await adeleRules.locator("#rules-pending").waitFor({ timeout: WAIT });
+  await adeleRules.screenshot({ path: `${shots}/rules-four-eyes.png` });
+  await adeleRules.getByRole("button", { name: "Approve and activate" }).click();
+  await adeleRules.locator("tr", { hasText: "browser-test-strict" }).locator(".pill", { hasText: "active" }).waitFor({ timeout: WAIT });
+  assert.equal(await adeleRules.locator("#rules-pending").count(), 0, "still pending after approval");
+  const activated = (await allEvents()).filter((e) => e.kind === "ruleset.activated").pop();
+  assert.equal(activated.actor, "user:adele");
+  assert.equal(activated.requested_by, "user:pat");
+
   step("the page renews its stream token before it ends (30 s tokens here) and keeps streaming");
   const since = Date.now() - ana.loggedInAt;
   if (since < 36_000) await ana.waitForTimeout(36_000 - since);

@@ -412,8 +412,27 @@ export async function rulesScreen(root, me, params) {
   const manage = can(me.role, "manage_rules");
   const view = params.get("version");
   const a = list.active;
+  const pending = list.pending_activation;
+  const pendingView = pending
+    ? h("div", { class: "card", id: "rules-pending" },
+      h("p", {}, "Waiting for a second approver (four-eyes): ", h("b", { class: "mono" }, pending.label), ` (${pending.version.slice(0, 12)}), asked by ${pending.requested_by} at ${fmtTime(pending.requested_at)}.`),
+      manage && pending.requested_by !== me.name
+        ? h("div", { class: "actions" }, h("button", { type: "button", id: "rules-approve", class: "primary", onclick: async () => {
+          try {
+            await api("POST", `/v1/rulesets/${encodeURIComponent(pending.version)}/activate`);
+            toast(`Activated ${pending.label}`);
+            root.replaceChildren();
+            rulesScreen(root, me, params);
+          } catch (e) {
+            failed(e);
+          }
+        } }, "Approve and activate"))
+        : h("p", { class: "muted" }, manage ? "You asked for it: another policy admin or admin approves." : ""))
+    : null;
   root.append(h("h2", {}, "Rules"),
-    h("p", {}, "Active: ", h("b", { class: "mono" }, a.label || a.version), a.default ? " (the built-in default policy)" : ` — activated by ${a.activated_by} at ${fmtTime(a.activated_at)}`),
+    h("p", {}, "Active: ", h("b", { class: "mono" }, a.label || (list.rulesets.find((r) => r.version === a.version) || {}).label || a.version), a.default ? " (the built-in default policy)" : ` — activated by ${a.activated_by} at ${fmtTime(a.activated_at)}`),
+    list.require_second_approver ? h("p", { class: "muted" }, "Activations need a second approver (four-eyes).") : "",
+    pendingView || "",
     table("Rulesets", ["Label", "Version", "Uploaded", "By", ""], list.rulesets.map((r) =>
       h("tr", {},
         h("td", {}, r.label, r.active ? [" ", pill("active")] : ""),
@@ -496,8 +515,17 @@ export async function rulesScreen(root, me, params) {
     if (editor.value !== tested) return;
     try {
       const r = await api("POST", `/v1/rulesets${andActivate ? "?activate=true" : ""}`, editor.value);
-      toast(andActivate ? `Activated ${r.label}` : `Uploaded ${r.label} (${r.version.slice(0, 12)}) as a draft`);
-      location.hash = `#/rules?version=${encodeURIComponent(r.version)}`;
+      toast(andActivate
+        ? (r.active ? `Activated ${r.label}` : `Uploaded ${r.label}; its activation waits for a second approver`)
+        : `Uploaded ${r.label} (${r.version.slice(0, 12)}) as a draft`);
+      const target = `#/rules?version=${encodeURIComponent(r.version)}`;
+      if (location.hash === target) {
+        // The same version again (e.g. activating a draft): no hash change, so render anew.
+        root.replaceChildren();
+        rulesScreen(root, me, new URLSearchParams({ version: r.version }));
+      } else {
+        location.hash = target;
+      }
     } catch (e) {
       showErrors(e);
     }

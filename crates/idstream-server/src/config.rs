@@ -335,6 +335,10 @@ pub struct DecisionsConfig {
     pub lists: std::collections::BTreeMap<String, Vec<String>>,
     /// Scale-out: decision partitions (by session id), each decided by one node at a time.
     pub partitions: u32,
+    /// Four-eyes activation: a ruleset is activated only when a second `policy_admin` or
+    /// `admin` (not the one who asked) activates the same version.
+    #[serde(default)]
+    pub require_second_approver: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

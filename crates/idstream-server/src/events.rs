@@ -134,6 +134,9 @@ pub struct RulesetChanged {
     pub label: String,
     pub actor: String,
     pub at: String,
+    /// `ruleset.activated` under four-eyes activation: who asked for it (`actor` approved it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
 }
 
 /// `blocklist.added`, `blocklist.removed`. The value itself is never in the log: `entry_id` is
@@ -287,6 +290,10 @@ pub enum OwnEvent {
     RulesetUploaded(RulesetChanged),
     #[serde(rename = "ruleset.activated")]
     RulesetActivated(RulesetChanged),
+    /// Four-eyes activation (`require_second_approver`): asked for, waiting for a second
+    /// `policy_admin` or `admin` to activate the same version.
+    #[serde(rename = "ruleset.activation_requested")]
+    RulesetActivationRequested(RulesetChanged),
     #[serde(rename = "blocklist.added")]
     BlocklistAdded(BlocklistChanged),
     #[serde(rename = "blocklist.removed")]
@@ -339,6 +346,7 @@ pub const OWN_KINDS: &[&str] = &[
     "review.escalated",
     "ruleset.uploaded",
     "ruleset.activated",
+    "ruleset.activation_requested",
     "blocklist.added",
     "blocklist.removed",
     "subject.updated",
@@ -373,6 +381,7 @@ impl OwnEvent {
             OwnEvent::ReviewEscalated(_) => "review.escalated",
             OwnEvent::RulesetUploaded(_) => "ruleset.uploaded",
             OwnEvent::RulesetActivated(_) => "ruleset.activated",
+            OwnEvent::RulesetActivationRequested(_) => "ruleset.activation_requested",
             OwnEvent::BlocklistAdded(_) => "blocklist.added",
             OwnEvent::BlocklistRemoved(_) => "blocklist.removed",
             OwnEvent::SubjectUpdated(_) => "subject.updated",
@@ -440,7 +449,9 @@ impl OwnEvent {
             | OwnEvent::ReviewReassigned(e)
             | OwnEvent::ReviewEscalated(e) => &e.id,
             OwnEvent::ReviewPushedBack(e) => &e.id,
-            OwnEvent::RulesetUploaded(e) | OwnEvent::RulesetActivated(e) => &e.id,
+            OwnEvent::RulesetUploaded(e) | OwnEvent::RulesetActivated(e) | OwnEvent::RulesetActivationRequested(e) => {
+                &e.id
+            }
             OwnEvent::BlocklistAdded(e) | OwnEvent::BlocklistRemoved(e) => &e.id,
             OwnEvent::SubjectUpdated(e) => &e.id,
             OwnEvent::SessionCreated(e) => &e.id,
@@ -462,7 +473,9 @@ impl OwnEvent {
             | OwnEvent::ReviewReassigned(e)
             | OwnEvent::ReviewEscalated(e) => &e.tenant,
             OwnEvent::ReviewPushedBack(e) => &e.tenant,
-            OwnEvent::RulesetUploaded(e) | OwnEvent::RulesetActivated(e) => &e.tenant,
+            OwnEvent::RulesetUploaded(e) | OwnEvent::RulesetActivated(e) | OwnEvent::RulesetActivationRequested(e) => {
+                &e.tenant
+            }
             OwnEvent::BlocklistAdded(e) | OwnEvent::BlocklistRemoved(e) => &e.tenant,
             OwnEvent::SubjectUpdated(e) => &e.tenant,
             OwnEvent::SessionCreated(e) => &e.tenant,
@@ -486,7 +499,9 @@ impl OwnEvent {
             | OwnEvent::ReviewReassigned(e)
             | OwnEvent::ReviewEscalated(e) => e.session_id.clone(),
             OwnEvent::ReviewPushedBack(e) => e.session_id.clone(),
-            OwnEvent::RulesetUploaded(e) | OwnEvent::RulesetActivated(e) => format!("ruleset:{}", e.tenant),
+            OwnEvent::RulesetUploaded(e) | OwnEvent::RulesetActivated(e) | OwnEvent::RulesetActivationRequested(e) => {
+                format!("ruleset:{}", e.tenant)
+            }
             OwnEvent::BlocklistAdded(e) | OwnEvent::BlocklistRemoved(e) => format!("blocklist:{}", e.tenant),
             OwnEvent::SubjectUpdated(e) => format!("subject:{}", e.subject),
             OwnEvent::SessionCreated(e) => e.session_id.clone(),

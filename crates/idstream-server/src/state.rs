@@ -70,6 +70,8 @@ pub struct AppState {
     pub documents_cfg: crate::config::DocumentsConfig,
     /// Claims idle this long return to the queue (`[reviews] claim_idle_secs`; none: never).
     pub claim_idle: Option<std::time::Duration>,
+    /// Four-eyes ruleset activation (`decisions.require_second_approver`).
+    pub require_second_approver: bool,
 }
 
 impl AppState {
@@ -127,6 +129,7 @@ impl AppState {
         Ok(AppState {
             documents,
             documents_cfg: cfg.documents.clone(),
+            require_second_approver: cfg.decisions.require_second_approver,
             claim_idle: (cfg.reviews.claim_idle_secs > 0)
                 .then(|| std::time::Duration::from_secs(cfg.reviews.claim_idle_secs)),
             notifier,

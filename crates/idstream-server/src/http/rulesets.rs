@@ -13,10 +13,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{ApiQuery, Caller, TextBody};
-use super::responses::{BadRequest, Forbidden, InvalidRuleset, NotFound, TooManyRequests, Unauthorized, Unavailable};
+use super::responses::{
+    BadRequest, Conflict, Forbidden, InvalidRuleset, NotFound, TooManyRequests, Unauthorized, Unavailable,
+};
 use super::sessions::TenantParam;
 use crate::error::ApiError;
-use crate::events::{OwnEvent, RulesetChanged};
+use crate::events::{LogEvent, OwnEvent, RulesetChanged};
+use crate::log::ReadFilter;
 use crate::state::AppState;
 use crate::store::{Op, RulesetRecord, Txn};
 use crate::util::now_us;
@@ -51,6 +54,10 @@ pub enum ActiveView {
 pub struct RulesetList {
     pub tenant: String,
     pub active: ActiveView,
+    /// Whether activations need a second approver (`decisions.require_second_approver`).
+    pub require_second_approver: bool,
+    /// An activation waiting for its second approver.
+    pub pending_activation: Option<PendingActivation>,
     /// Every uploaded version.
     pub rulesets: Vec<RulesetSummary>,
 }
@@ -111,6 +118,62 @@ fn changed(tenant: &str, version: &str, label: &str, actor: &str, now: i64) -> R
         label: label.to_owned(),
         actor: actor.to_owned(),
         at: time(now),
+        requested_by: None,
+    }
+}
+
+/// A four-eyes activation waiting for its second approver.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PendingActivation {
+    pub version: String,
+    pub label: String,
+    pub requested_by: String,
+    /// RFC 3339 UTC.
+    pub requested_at: String,
+}
+
+/// The tenant's pending activation request, if any: the latest `ruleset.activation_requested`
+/// not followed by an activation (read from the tenant's ruleset history in the log).
+async fn pending_activation(st: &AppState, tenant: &str) -> Result<Option<PendingActivation>, ApiError> {
+    let filter = ReadFilter { tenant: Some(tenant.to_owned()), partition_key: Some(format!("ruleset:{tenant}")) };
+    let mut pending = None;
+    let mut after = 0;
+    loop {
+        let page = st.log.read(after, 1000, &filter).await?;
+        let Some(last) = page.last() else { break };
+        after = last.offset;
+        for e in &page {
+            match LogEvent::from_entry(e) {
+                Ok(LogEvent::Own(OwnEvent::RulesetActivationRequested(r))) => {
+                    pending = Some(PendingActivation {
+                        version: r.version,
+                        label: r.label,
+                        requested_by: r.actor,
+                        requested_at: r.at,
+                    })
+                }
+                Ok(LogEvent::Own(OwnEvent::RulesetActivated(_))) => pending = None,
+                _ => {}
+            }
+        }
+    }
+    Ok(pending)
+}
+
+/// What an activation does under four-eyes: asks (the first), or approves (a second person,
+/// the same version).
+enum FourEyes {
+    Request,
+    Approve { requested_by: String },
+}
+
+async fn four_eyes(st: &AppState, tenant: &str, version: &str, caller: &str) -> Result<FourEyes, ApiError> {
+    match pending_activation(st, tenant).await? {
+        Some(p) if p.version == version && p.requested_by == caller => Err(ApiError::conflict(format!(
+            "you asked for the activation of `{version}`: a second policy_admin or admin must activate it (four-eyes)"
+        ))),
+        Some(p) if p.version == version => Ok(FourEyes::Approve { requested_by: p.requested_by }),
+        _ => Ok(FourEyes::Request),
     }
 }
 
@@ -156,7 +219,14 @@ pub async fn list(
             ActiveView::Default { version: d.version().to_owned(), label: d.version_label().to_owned(), default: true }
         }
     };
-    Ok(Json(RulesetList { tenant, active, rulesets }))
+    let pending_activation = if st.require_second_approver { pending_activation(&st, &tenant).await? } else { None };
+    Ok(Json(RulesetList {
+        tenant,
+        active,
+        require_second_approver: st.require_second_approver,
+        pending_activation,
+        rulesets,
+    }))
 }
 
 /// Uploads a ruleset (YAML). It is validated first: any error answers 422 with every error at
@@ -200,8 +270,22 @@ pub async fn upload(
     let uploaded = changed(&tenant, &rec.version, &rec.label, &caller.name, now);
     let mut txn =
         Txn { entries: vec![OwnEvent::RulesetUploaded(uploaded).to_entry()], ops: vec![Op::PutRuleset(rec.clone())] };
+    // Under four-eyes an upload's activation is a request (or the approval of one).
+    let mut activate = activate;
+    let mut requested_by = None;
+    if activate && st.require_second_approver {
+        match four_eyes(&st, &tenant, &rec.version, &caller.name).await? {
+            FourEyes::Request => {
+                let req = changed(&tenant, &rec.version, &rec.label, &caller.name, now);
+                txn.entries.push(OwnEvent::RulesetActivationRequested(req).to_entry());
+                activate = false;
+            }
+            FourEyes::Approve { requested_by: by } => requested_by = Some(by),
+        }
+    }
     if activate {
-        let activated = changed(&tenant, &rec.version, &rec.label, &caller.name, now);
+        let activated =
+            RulesetChanged { requested_by, ..changed(&tenant, &rec.version, &rec.label, &caller.name, now) };
         txn.entries.push(OwnEvent::RulesetActivated(activated).to_entry());
         txn.ops.push(Op::ActivateRuleset {
             tenant: tenant.clone(),
@@ -268,21 +352,44 @@ pub async fn get(
     tag = "rulesets",
     params(("version" = String, Path, description = "The version to activate"), TenantParam),
     security(("api_key" = [])),
-    responses((status = 200, body = RulesetActivation), BadRequest, Unauthorized, Forbidden, NotFound, Unavailable, TooManyRequests, crate::http::responses::ServerError)
+    responses(
+        (status = 200, body = RulesetActivation, description = "Active now"),
+        (status = 202, body = PendingActivation, description = "Four-eyes (`decisions.require_second_approver`): the activation is requested; a second policy_admin or admin activates the same version"),
+        BadRequest, Unauthorized, Forbidden, NotFound, Conflict, Unavailable, TooManyRequests, crate::http::responses::ServerError
+    )
 )]
 pub async fn activate(
     State(st): State<Arc<AppState>>,
     caller: Caller,
     Path(version): Path<String>,
     ApiQuery(q): ApiQuery<TenantParam>,
-) -> Result<Json<RulesetActivation>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse as _;
     let tenant = caller.acting_for(q.tenant.as_deref())?;
     let r = st.store.ruleset(&tenant, &version).await?.ok_or_else(|| {
         ApiError::not_found("ruleset_not_found", format!("no ruleset version `{version}` (upload it first)"))
     })?;
     let ruleset = parse(&r.text)?;
     let now = now_us();
-    let activated = changed(&tenant, &r.version, &r.label, &caller.name, now);
+    let mut requested_by = None;
+    if st.require_second_approver {
+        match four_eyes(&st, &tenant, &version, &caller.name).await? {
+            FourEyes::Request => {
+                let req = changed(&tenant, &r.version, &r.label, &caller.name, now);
+                st.store
+                    .commit(Txn {
+                        entries: vec![OwnEvent::RulesetActivationRequested(req).to_entry()],
+                        ops: Vec::new(),
+                    })
+                    .await?;
+                let pending =
+                    PendingActivation { version, label: r.label, requested_by: caller.name, requested_at: time(now) };
+                return Ok((StatusCode::ACCEPTED, Json(pending)).into_response());
+            }
+            FourEyes::Approve { requested_by: by } => requested_by = Some(by),
+        }
+    }
+    let activated = RulesetChanged { requested_by, ..changed(&tenant, &r.version, &r.label, &caller.name, now) };
     st.store
         .commit(Txn {
             entries: vec![OwnEvent::RulesetActivated(activated).to_entry()],
@@ -295,5 +402,6 @@ pub async fn activate(
         })
         .await?;
     st.rulesets.set(&tenant, Arc::new(ruleset));
-    Ok(Json(RulesetActivation { tenant, version, label: r.label, activated_by: caller.name, activated_at: time(now) }))
+    Ok(Json(RulesetActivation { tenant, version, label: r.label, activated_by: caller.name, activated_at: time(now) })
+        .into_response())
 }

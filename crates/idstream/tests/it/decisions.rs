@@ -601,3 +601,52 @@ async fn search_by_identity_value_and_linked_subjects() {
     assert_eq!(linked, [("document", "se-u2")], "{sess}");
     assert!(session(&srv, "se-s3").await["linked"].as_array().unwrap().is_empty());
 }
+
+/// Four-eyes activation (`require_second_approver`): the first activation is a request (202),
+/// the requester cannot approve it (409), a second policy admin activates it; an upload with
+/// `?activate=true` follows the same rule. Both steps are in the log.
+#[tokio::test]
+async fn four_eyes_activation_needs_a_second_policy_admin() {
+    let extra = format!(
+        "[rate_limits]\nenabled = false\n[decisions]\nrequire_second_approver = true\n{}{}",
+        role_key("fe-pol1", "acme", "policy_admin"),
+        role_key("fe-pol2", "acme", "policy_admin"),
+    );
+    let srv = TestServer::start_with(&base_config(&[SECRET_NEW], &extra)).await;
+    let (p1, p2) = ("key-fe-pol1", "key-fe-pol2");
+    let (s, up) = srv.call("POST", "/v1/rulesets", Some(p1), Some(STRICT_AML.as_bytes().to_vec())).await;
+    assert_eq!(s, 201, "{up}");
+    let version = up["version"].as_str().unwrap().to_owned();
+    let activate = |key: &'static str| {
+        let path = format!("/v1/rulesets/{version}/activate");
+        let srv = &srv;
+        async move { srv.call("POST", &path, Some(key), None).await }
+    };
+    let (s, v) = activate(p1).await;
+    assert_eq!((s, v["requested_by"].as_str()), (202, Some("fe-pol1")), "{v}");
+    let (_, list) = srv.get("/v1/rulesets", Some(p1)).await;
+    assert_eq!(list["require_second_approver"], true);
+    assert_eq!(list["pending_activation"]["version"], version.as_str(), "{list}");
+    assert_eq!(list["active"]["default"], true, "nothing active yet: {list}");
+    let (s, v) = activate(p1).await;
+    assert_eq!((s, v["error"].as_str()), (409, Some("conflict")), "the requester cannot approve: {v}");
+    let (s, v) = activate(p2).await;
+    assert_eq!((s, v["activated_by"].as_str()), (200, Some("fe-pol2")), "{v}");
+    let (_, list) = srv.get("/v1/rulesets", Some(p1)).await;
+    assert_eq!(list["active"]["version"], version.as_str(), "{list}");
+    assert!(list["pending_activation"].is_null(), "{list}");
+    let events = srv.all_events().await;
+    let req = events.iter().find(|e| e["kind"] == "ruleset.activation_requested").unwrap();
+    assert_eq!(req["actor"], "fe-pol1");
+    let act = events.iter().find(|e| e["kind"] == "ruleset.activated").unwrap();
+    assert_eq!((act["actor"].as_str(), act["requested_by"].as_str()), (Some("fe-pol2"), Some("fe-pol1")));
+
+    // An upload with ?activate=true is a request too; the same upload by the other approves it.
+    let other = STRICT_AML.replace("strict-aml", "strict-aml-2");
+    let (s, v) = srv.call("POST", "/v1/rulesets?activate=true", Some(p2), Some(other.clone().into_bytes())).await;
+    assert_eq!((s, v["active"].as_bool()), (201, Some(false)), "{v}");
+    let (_, list) = srv.get("/v1/rulesets", Some(p1)).await;
+    assert_eq!(list["pending_activation"]["requested_by"], "fe-pol2", "{list}");
+    let (s, v) = srv.call("POST", "/v1/rulesets?activate=true", Some(p1), Some(other.into_bytes())).await;
+    assert_eq!((s, v["active"].as_bool()), (201, Some(true)), "{v}");
+}

@@ -558,6 +558,7 @@ async fn every_endpoint_answers_as_the_contract_says() {
     verifications_contract(&c).await;
     documents_contract(&c).await;
     review_moves_contract(&c).await;
+    four_eyes_contract(&c).await;
     notification_endpoints(&c).await;
     let missing = c.unseen();
     assert!(missing.is_empty(), "documented answers never exercised: {missing:#?}");
@@ -828,6 +829,22 @@ impl Call<'_> {
         self.headers.push(("content-type", "multipart/form-data; boundary=oa-boundary".into()));
         self
     }
+}
+
+/// Four-eyes activation: the request (202) and the requester's own second try (409).
+async fn four_eyes_contract(c: &Contract) {
+    let extra = format!(
+        "[rate_limits]\nenabled = false\n[decisions]\nrequire_second_approver = true\n{}",
+        role_key("fe-pol", "acme", "policy_admin")
+    );
+    let srv = TestServer::start_with(&base_config(&[SECRET_NEW], &extra)).await;
+    let up = srv.call("POST", "/v1/rulesets", Some("key-fe-pol"), Some(RULESET.as_bytes().to_vec())).await;
+    let version = up.1["version"].as_str().unwrap().to_owned();
+    let t = "/v1/rulesets/{version}/activate";
+    let path = format!("/v1/rulesets/{version}/activate");
+    c.expect(&srv, 202, call("POST", t, path.clone(), Some("key-fe-pol"))).await;
+    c.expect(&srv, 409, call("POST", t, path.clone(), Some("key-fe-pol"))).await;
+    c.expect(&srv, 200, call("POST", t, path, Some(KEY_ACME))).await;
 }
 
 /// Release, escalate and reassign of review cases: every documented status.
