@@ -206,6 +206,25 @@ try {
   const caseKinds = (await allEvents()).filter((e) => e.review_id === caseId && e.kind.startsWith("review.")).map((e) => e.kind);
   assert.deepEqual(caseKinds, ["review.opened", "review.claimed", "review.released", "review.claimed", "review.escalated", "review.reassigned"]);
 
+  step("request a resubmission (a note is required); the case closes without an outcome");
+  let another;
+  for (let seed = 21; !another && seed < 40; seed++) {
+    another = (await admin("GET", "/v1/reviews?status=open&limit=200")).reviews.find((r) => r.level === 1);
+    if (!another) simulate(20, seed);
+  }
+  assert.ok(another, "an open first-level case");
+  await ana.goto(`${base}/#/case/${another.id}`);
+  await ana.getByRole("button", { name: "Claim this case" }).click();
+  await ana.locator("#case-status").filter({ hasText: "claimed" }).waitFor({ timeout: WAIT });
+  await ana.getByRole("button", { name: "Request resubmission" }).click();
+  await ana.locator("p.error").filter({ hasText: "note is required" }).waitFor({ timeout: WAIT });
+  await ana.getByLabel("Note (required)").fill("The document photo is blurred: please take it again.");
+  await ana.getByRole("button", { name: "Request resubmission" }).click();
+  await ana.locator("#case-status").filter({ hasText: "resolved" }).waitFor({ timeout: WAIT });
+  const resubmitted = await admin("GET", `/v1/reviews/${another.id}`);
+  assert.equal(resubmitted.outcome, null);
+  assert.equal(resubmitted.note, "The document photo is blurred: please take it again.");
+
   step("the viewer sees no claim, resolve or blocklist buttons");
   const vic = await userPage("vic");
   await vic.locator("#nav").getByRole("link", { name: "Review queue" }).click();

@@ -203,6 +203,14 @@ export async function caseScreen(root, me, id) {
       h("div", { class: "actions" },
         h("button", { type: "button", class: "primary resolve", dataset: { outcome: "approve" }, onclick: () => resolve("approve") }, "Approve"),
         h("button", { type: "button", class: "danger resolve", dataset: { outcome: "decline" }, onclick: () => resolve("decline") }, "Decline"),
+        h("button", { type: "button", class: "resubmit", onclick: () => {
+          if (!note.value.trim()) {
+            err.textContent = "A note is required: say what the user should redo.";
+            note.focus();
+            return;
+          }
+          move("resubmit", { note: note.value.trim() }, "Resubmission requested");
+        } }, "Request resubmission"),
         h("button", { type: "button", class: "release", onclick: () => move("release", noted(), "Released to the queue") }, "Release"),
         review.level < 2
           ? h("button", { type: "button", class: "escalate", onclick: () => move("escalate", noted(), "Escalated to the second level") }, "Escalate")

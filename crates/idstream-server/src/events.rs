@@ -286,6 +286,10 @@ pub enum OwnEvent {
     /// Sent to the second level (`admin`, `policy_admin`), back in the queue.
     #[serde(rename = "review.escalated")]
     ReviewEscalated(ReviewChanged),
+    /// The analyst asked the user to resubmit (closed without an outcome, `note` says why; the
+    /// provider was told through its update-status when its account is configured).
+    #[serde(rename = "review.resubmission_requested")]
+    ReviewResubmissionRequested(ReviewChanged),
     #[serde(rename = "ruleset.uploaded")]
     RulesetUploaded(RulesetChanged),
     #[serde(rename = "ruleset.activated")]
@@ -344,6 +348,7 @@ pub const OWN_KINDS: &[&str] = &[
     "review.released",
     "review.reassigned",
     "review.escalated",
+    "review.resubmission_requested",
     "ruleset.uploaded",
     "ruleset.activated",
     "ruleset.activation_requested",
@@ -379,6 +384,7 @@ impl OwnEvent {
             OwnEvent::ReviewReleased(_) => "review.released",
             OwnEvent::ReviewReassigned(_) => "review.reassigned",
             OwnEvent::ReviewEscalated(_) => "review.escalated",
+            OwnEvent::ReviewResubmissionRequested(_) => "review.resubmission_requested",
             OwnEvent::RulesetUploaded(_) => "ruleset.uploaded",
             OwnEvent::RulesetActivated(_) => "ruleset.activated",
             OwnEvent::RulesetActivationRequested(_) => "ruleset.activation_requested",
@@ -447,7 +453,8 @@ impl OwnEvent {
             | OwnEvent::ReviewResolved(e)
             | OwnEvent::ReviewReleased(e)
             | OwnEvent::ReviewReassigned(e)
-            | OwnEvent::ReviewEscalated(e) => &e.id,
+            | OwnEvent::ReviewEscalated(e)
+            | OwnEvent::ReviewResubmissionRequested(e) => &e.id,
             OwnEvent::ReviewPushedBack(e) => &e.id,
             OwnEvent::RulesetUploaded(e) | OwnEvent::RulesetActivated(e) | OwnEvent::RulesetActivationRequested(e) => {
                 &e.id
@@ -471,7 +478,8 @@ impl OwnEvent {
             | OwnEvent::ReviewResolved(e)
             | OwnEvent::ReviewReleased(e)
             | OwnEvent::ReviewReassigned(e)
-            | OwnEvent::ReviewEscalated(e) => &e.tenant,
+            | OwnEvent::ReviewEscalated(e)
+            | OwnEvent::ReviewResubmissionRequested(e) => &e.tenant,
             OwnEvent::ReviewPushedBack(e) => &e.tenant,
             OwnEvent::RulesetUploaded(e) | OwnEvent::RulesetActivated(e) | OwnEvent::RulesetActivationRequested(e) => {
                 &e.tenant
@@ -497,7 +505,8 @@ impl OwnEvent {
             | OwnEvent::ReviewResolved(e)
             | OwnEvent::ReviewReleased(e)
             | OwnEvent::ReviewReassigned(e)
-            | OwnEvent::ReviewEscalated(e) => e.session_id.clone(),
+            | OwnEvent::ReviewEscalated(e)
+            | OwnEvent::ReviewResubmissionRequested(e) => e.session_id.clone(),
             OwnEvent::ReviewPushedBack(e) => e.session_id.clone(),
             OwnEvent::RulesetUploaded(e) | OwnEvent::RulesetActivated(e) | OwnEvent::RulesetActivationRequested(e) => {
                 format!("ruleset:{}", e.tenant)
@@ -541,7 +550,8 @@ impl OwnEvent {
             | OwnEvent::ReviewResolved(e)
             | OwnEvent::ReviewReleased(e)
             | OwnEvent::ReviewReassigned(e)
-            | OwnEvent::ReviewEscalated(e) => Some(&e.session_id),
+            | OwnEvent::ReviewEscalated(e)
+            | OwnEvent::ReviewResubmissionRequested(e) => Some(&e.session_id),
             OwnEvent::ReviewPushedBack(e) => Some(&e.session_id),
             OwnEvent::SessionCreated(e) => Some(&e.session_id),
             OwnEvent::NotificationFailed(e) => e.session_id.as_deref(),
@@ -558,7 +568,8 @@ impl OwnEvent {
             | OwnEvent::ReviewResolved(e)
             | OwnEvent::ReviewReleased(e)
             | OwnEvent::ReviewReassigned(e)
-            | OwnEvent::ReviewEscalated(e) => e.subject.as_deref(),
+            | OwnEvent::ReviewEscalated(e)
+            | OwnEvent::ReviewResubmissionRequested(e) => e.subject.as_deref(),
             OwnEvent::SubjectUpdated(e) => Some(&e.subject),
             OwnEvent::SessionCreated(e) => Some(&e.subject),
             OwnEvent::DocumentViewed(e) => Some(&e.subject),

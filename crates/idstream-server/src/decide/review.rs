@@ -28,6 +28,8 @@ pub enum Move {
     Released,
     Reassigned,
     Escalated,
+    /// Closed without an outcome: the user is asked to resubmit.
+    Resubmission,
 }
 
 /// The `review.released` / `review.reassigned` / `review.escalated` event of `r` after the move.
@@ -38,6 +40,7 @@ pub fn moved(r: &ReviewRecord, actor: &str, how: Move, note: Option<String>) -> 
         Move::Released => OwnEvent::ReviewReleased(ev),
         Move::Reassigned => OwnEvent::ReviewReassigned(ev),
         Move::Escalated => OwnEvent::ReviewEscalated(ev),
+        Move::Resubmission => OwnEvent::ReviewResubmissionRequested(ev),
     }
 }
 

@@ -151,6 +151,7 @@ pub const ROUTES: &[(&str, &str, Action)] = &[
     ("POST", "/v1/reviews/{id}/resolve", Action::ActOnReviews),
     ("POST", "/v1/reviews/{id}/release", Action::ActOnReviews),
     ("POST", "/v1/reviews/{id}/escalate", Action::ActOnReviews),
+    ("POST", "/v1/reviews/{id}/resubmit", Action::ActOnReviews),
     ("POST", "/v1/reviews/{id}/reassign", Action::ManageReviews),
     ("GET", "/v1/api-keys", Action::ReadKeys),
     ("POST", "/v1/api-keys", Action::ManageKeys),

@@ -223,6 +223,7 @@ pub fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(reviews::release))
         .routes(routes!(reviews::reassign))
         .routes(routes!(reviews::escalate))
+        .routes(routes!(reviews::resubmit))
         .routes(routes!(backtests::run))
         .routes(routes!(keys::list, keys::create))
         .routes(routes!(keys::revoke))

@@ -465,3 +465,103 @@ pub async fn return_idle_claims(st: &AppState, idle: std::time::Duration) -> Res
     }
     Ok(n)
 }
+
+/// Asks the user to resubmit.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResubmitBody {
+    /// Why (required, up to 10,000 bytes): sent to the provider as the comment.
+    pub note: String,
+}
+
+/// The closed case, and the provider account told about it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Resubmission {
+    pub review: ReviewView,
+    /// The `[[providers]] id` whose update-status was called (`Resubmitted`); null when the
+    /// session's source has no provider account (tell the user yourself).
+    pub provider: Option<String>,
+}
+
+/// The provider account whose webhooks brought the session's results, if one is configured.
+async fn provider_of(st: &AppState, r: &ReviewRecord) -> Result<Option<Arc<crate::provider::DiditClient>>, ApiError> {
+    let filter = crate::log::ReadFilter { tenant: Some(r.tenant.clone()), partition_key: Some(r.session_id.clone()) };
+    let entries = st.log.read(0, 1000, &filter).await?;
+    let source = entries.iter().rev().find(|e| e.source != crate::events::OWN_SOURCE).map(|e| e.source.clone());
+    Ok(source.and_then(|s| st.providers.all().find(|p| p.source == s && p.tenant == r.tenant).cloned()))
+}
+
+/// Closes a case the caller holds without an outcome and asks the user to resubmit: with the
+/// session's provider account configured, Didit's update-status sets the session `Resubmitted`
+/// first (a provider failure answers 502 / 504 and changes nothing).
+#[utoipa::path(
+    post,
+    path = "/v1/reviews/{id}/resubmit",
+    operation_id = "request_resubmission",
+    tag = "reviews",
+    params(("id" = String, Path, description = "The case's id")),
+    request_body = ResubmitBody,
+    security(("api_key" = [])),
+    responses(
+        (status = 200, body = Resubmission),
+        BadRequest, Unauthorized, NotFound, Conflict, Unavailable, Forbidden, TooManyRequests,
+        crate::http::verifications::BadGateway, crate::http::verifications::GatewayTimeout,
+        crate::http::responses::ServerError
+    )
+)]
+pub async fn resubmit(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<ResubmitBody>,
+) -> Result<Json<Resubmission>, ApiError> {
+    let note = b.note.trim().to_owned();
+    if note.is_empty() || note.len() > 10_000 {
+        return Err(ApiError::bad_request("invalid_body", "`note` is required (up to 10,000 bytes): say what to redo"));
+    }
+    let mut r = visible(&st, &caller, &id).await?;
+    if !(r.status == ReviewStatus::Claimed && r.claimed_by.as_deref() == Some(caller.name.as_str())) {
+        return Err(ApiError::conflict(match (&r.status, &r.claimed_by) {
+            (ReviewStatus::Resolved, _) => format!("review `{id}` is resolved"),
+            (_, Some(by)) => format!("review `{id}` is claimed by `{by}`"),
+            _ => format!("review `{id}` is open; claim it first"),
+        }));
+    }
+    let client = provider_of(&st, &r).await?;
+    if let Some(c) = &client {
+        if crate::provider::didit::valid_session_id(&r.session_id) {
+            c.update_status(&r.session_id, "Resubmitted", Some(&note)).await?;
+        }
+    }
+    let now = now_us();
+    r.status = ReviewStatus::Resolved;
+    r.resolved_by = Some(caller.name.clone());
+    r.resolved_at_us = Some(now);
+    r.note = Some(note.clone());
+    st.store
+        .commit(Txn {
+            entries: vec![review::moved(&r, &caller.name, review::Move::Resubmission, Some(note.clone())).to_entry()],
+            ops: vec![
+                Op::ResolveReview {
+                    tenant: r.tenant.clone(),
+                    id: r.id.clone(),
+                    actor: caller.name.clone(),
+                    outcome: None,
+                    note,
+                    now_us: now,
+                    force: false,
+                },
+                Op::UpsertSession(crate::store::SessionUpdate {
+                    tenant: r.tenant.clone(),
+                    session_id: r.session_id.clone(),
+                    subject: None,
+                    provider_status: client.as_ref().map(|_| "Resubmitted".to_owned()),
+                    state: crate::domain::SessionState::Resubmitted,
+                    decision: None,
+                    now_us: now,
+                }),
+            ],
+        })
+        .await?;
+    Ok(Json(Resubmission { review: r.into(), provider: client.map(|c| c.id.clone()) }))
+}

@@ -73,11 +73,30 @@ async fn every_role_gets_exactly_what_the_matrix_allows() {
         .collect();
     reviews.sort();
     let mut moves = std::collections::HashMap::new();
-    for prefix in ["m-rel", "m-esc"] {
+    // Cases to ask a resubmission for: real sandbox sessions (Didit is told), one per role.
+    sb.webhooks_to(&srv).await;
+    let mut resubmit_sessions = Vec::new();
+    for i in 0..n {
+        let body = json!({"subject": format!("m-rsb-u{i}")});
+        let (s, v) = srv.call("POST", "/v1/verifications", Some(KEY_ACME), json_body(body)).await;
+        assert_eq!(s, 201, "{v}");
+        let session = v["session_id"].as_str().unwrap().to_owned();
+        sb.complete(&session, "aml_hit").await;
+        resubmit_sessions.push(session);
+    }
+    for prefix in ["m-rel", "m-esc", "m-rsb"] {
         let mut ids = Vec::new();
         for (i, role) in Role::ALL.iter().enumerate() {
-            let (_, v) = srv.get(&format!("/v1/reviews?session_id={prefix}{i}"), Some(KEY_ACME)).await;
-            let id = v["reviews"][0]["id"].as_str().expect("a case").to_owned();
+            let session = if prefix == "m-rsb" { resubmit_sessions[i].clone() } else { format!("{prefix}{i}") };
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            let id = loop {
+                let (_, v) = srv.get(&format!("/v1/reviews?session_id={session}"), Some(KEY_ACME)).await;
+                if let Some(id) = v["reviews"][0]["id"].as_str() {
+                    break id.to_owned();
+                }
+                assert!(std::time::Instant::now() < deadline, "no case for {session}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            };
             if Action::ActOnReviews.roles().contains(role) {
                 let key = format!("key-as-{}", role.as_str());
                 let (s, v) = srv.call("POST", &format!("/v1/reviews/{id}/claim"), Some(&key), None).await;
@@ -172,6 +191,10 @@ async fn every_role_gets_exactly_what_the_matrix_allows() {
                 "/v1/reviews/{id}/claim" => (format!("/v1/reviews/{}/claim", reviews[i].1), None),
                 "/v1/reviews/{id}/release" => (format!("/v1/reviews/{}/release", moves["m-rel"][i]), None),
                 "/v1/reviews/{id}/escalate" => (format!("/v1/reviews/{}/escalate", moves["m-esc"][i]), None),
+                "/v1/reviews/{id}/resubmit" => (
+                    format!("/v1/reviews/{}/resubmit", moves["m-rsb"][i]),
+                    json_body(json!({"note": "please retake the photo"})),
+                ),
                 "/v1/reviews/{id}/reassign" => {
                     (format!("/v1/reviews/{}/reassign", moves["m-rel"][i]), json_body(json!({"to": "m-analyst"})))
                 }

@@ -886,6 +886,12 @@ async fn review_moves_contract(c: &Contract) {
     assert_eq!(srv.call("POST", &path(held, "claim"), Some(KEY_ACME), None).await.0, 200);
     srv.state.store.close().await;
     srv.state.log.close().await;
+    c.expect(
+        &srv,
+        503,
+        call("POST", "/v1/reviews/{id}/resubmit", path(held, "resubmit"), Some(KEY_ACME)).json(json!({"note": "x"})),
+    )
+    .await;
     for (t, what) in [(rel, "release"), (esc, "escalate"), (rea, "reassign")] {
         c.expect(&srv, 503, call("POST", t, path(held, what), Some(KEY_ACME)).json(body(what))).await;
     }
@@ -937,6 +943,46 @@ async fn documents_contract(c: &Contract) {
     sb.faults(json!({"delay_ms": 1000})).await;
     c.expect(&srv, 504, call("POST", p, p, Some(KEY_SVC)).multipart(ok)).await;
     sb.faults(json!({})).await;
+
+    // A resubmission request goes to the provider: its failures are 502 / 504.
+    sb.webhooks_to(&srv).await;
+    let (s, v) = srv.call("POST", "/v1/verifications", Some(KEY_SVC), json_body(json!({"subject": "oa-rs-u"}))).await;
+    assert_eq!(s, 201, "{v}");
+    let session = v["session_id"].as_str().unwrap().to_owned();
+    sb.complete(&session, "aml_hit").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let case = loop {
+        let (_, list) = srv.get(&format!("/v1/reviews?session_id={session}"), Some(KEY_ACME)).await;
+        if let Some(id) = list["reviews"][0]["id"].as_str() {
+            break id.to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "no case for {session}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(srv.call("POST", &format!("/v1/reviews/{case}/claim"), Some(KEY_ACME), None).await.0, 200);
+    let rs = "/v1/reviews/{id}/resubmit";
+    let note = json!({"note": "please retake the photo"});
+    sb.faults(json!({"fail_next": 1, "fail_status": 500})).await;
+    c.expect(&srv, 502, call("POST", rs, format!("/v1/reviews/{case}/resubmit"), Some(KEY_ACME)).json(note.clone()))
+        .await;
+    sb.faults(json!({"delay_ms": 1000})).await;
+    c.expect(&srv, 504, call("POST", rs, format!("/v1/reviews/{case}/resubmit"), Some(KEY_ACME)).json(note.clone()))
+        .await;
+    sb.faults(json!({})).await;
+    c.expect(
+        &srv,
+        400,
+        call("POST", rs, format!("/v1/reviews/{case}/resubmit"), Some(KEY_ACME)).json(json!({"note": ""})),
+    )
+    .await;
+    c.expect(&srv, 200, call("POST", rs, format!("/v1/reviews/{case}/resubmit"), Some(KEY_ACME)).json(note.clone()))
+        .await;
+    c.expect(&srv, 409, call("POST", rs, format!("/v1/reviews/{case}/resubmit"), Some(KEY_ACME)).json(note.clone()))
+        .await;
+    c.expect(&srv, 401, call("POST", rs, format!("/v1/reviews/{case}/resubmit"), None).json(note.clone())).await;
+    c.expect(&srv, 403, call("POST", rs, format!("/v1/reviews/{case}/resubmit"), Some(KEY_SVC)).json(note.clone()))
+        .await;
+    c.expect(&srv, 404, call("POST", rs, "/v1/reviews/no-such-case/resubmit", Some(KEY_ACME)).json(note)).await;
 
     c.expect(&srv, 200, call("GET", g, format!("/v1/documents/{id}"), Some(KEY_SVC))).await;
     c.expect(&srv, 400, call("GET", g, format!("/v1/documents/{id}"), Some(KEY_ALL))).await;

@@ -803,3 +803,40 @@ async fn the_standalone_id_verification_against_the_sandbox() {
     let err = client.id_verification(&req).await.unwrap_err();
     assert_eq!(err.code(), "provider_rejected");
 }
+
+/// An analyst asks for a resubmission: Didit's update-status sets the session `Resubmitted`
+/// (a provider failure changes nothing), the case closes without an outcome, and the status
+/// webhook Didit then sends makes no decision.
+#[tokio::test]
+async fn a_resubmission_request_goes_to_didit_and_closes_the_case() {
+    let sb = Sandbox::start().await;
+    let srv = TestServer::start_with(&push_back_config(&sb, "max_retries = 0", "")).await;
+    sb.webhooks_to(&srv).await;
+    let (session, review) = session_in_review(&srv, &sb, "u-resub").await;
+    let path = format!("/v1/reviews/{review}/resubmit");
+    let (s, v) = srv.call("POST", &path, Some(KEY_ANALYST), json_body(json!({"note": "  "}))).await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_body")), "a note is required: {v}");
+    sb.faults(json!({"fail_next": 1, "fail_status": 500})).await;
+    let note = "The document photo is blurred: please take it again in daylight.";
+    let (s, v) = srv.call("POST", &path, Some(KEY_ANALYST), json_body(json!({"note": note}))).await;
+    assert_eq!(s, 502, "{v}");
+    let (_, r) = srv.get(&format!("/v1/reviews/{review}"), Some(KEY_ANALYST)).await;
+    assert_eq!(r["status"], "claimed", "nothing changed: {r}");
+    let before = sb.calls("update_status").await;
+    let (s, v) = srv.call("POST", &path, Some(KEY_ANALYST), json_body(json!({"note": note}))).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!((v["provider"].as_str(), v["review"]["status"].as_str()), (Some("didit"), Some("resolved")), "{v}");
+    assert!(v["review"]["outcome"].is_null(), "{v}");
+    assert_eq!(sb.calls("update_status").await, before + 1);
+    assert_eq!(sb.decision(&session).await["status"], "Resubmitted");
+    let ev = events_of(&srv, &session, "review.resubmission_requested").await;
+    assert_eq!((ev.len(), ev[0]["note"].as_str()), (1, Some(note)), "{ev:?}");
+    // Didit's Resubmitted webhook arrives: recorded, no new decision; the session waits.
+    wait_result(&srv, &session, "Resubmitted").await;
+    srv.decided().await;
+    assert_eq!(events_of(&srv, &session, "decision.made").await.len(), 1, "only the rules' review decision");
+    let (_, sess) = srv.get(&format!("/v1/sessions/{session}"), Some(KEY_SVC)).await;
+    assert_eq!(sess["state"], "resubmitted", "{sess}");
+    let (s, _) = srv.call("POST", &path, Some(KEY_ANALYST), json_body(json!({"note": note}))).await;
+    assert_eq!(s, 409, "a closed case");
+}
