@@ -41,6 +41,10 @@ enabled = false
 [decisions]
 require_second_approver = true
 
+# The overview's alert fires once a case has waited 5 s.
+[reviews]
+alert_oldest_open_secs = 5
+
 # Short stream tokens, so the test sees the page renew one.
 [dashboard]
 stream_token_ttl_secs = 30

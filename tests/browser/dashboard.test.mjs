@@ -317,6 +317,23 @@ try {
   assert.equal(activated.actor, "user:adele");
   assert.equal(activated.requested_by, "user:pat");
 
+  step("overview: the tenant's webhooks, decisions and review queue, with charts and the queue alert");
+  await vic.locator("#nav").getByRole("link", { name: "Overview" }).click();
+  await vic.locator("#ov-accepted b").waitFor({ timeout: WAIT });
+  let shownAccepted = null, stats = null;
+  for (const deadline = Date.now() + WAIT; Date.now() < deadline; await vic.waitForTimeout(500)) {
+    stats = await admin("GET", "/v1/stats?window_secs=3600");
+    shownAccepted = Number(await vic.locator("#ov-accepted b").textContent());
+    if (shownAccepted === stats.totals.webhooks_accepted) break;
+    await vic.reload();
+    await vic.locator("#ov-accepted b").waitFor({ timeout: WAIT });
+  }
+  assert.equal(shownAccepted, stats.totals.webhooks_accepted, "accepted webhooks shown");
+  assert.ok(stats.totals.webhooks_accepted > 0 && stats.totals.approve + stats.totals.review + stats.totals.decline > 0, JSON.stringify(stats.totals));
+  assert.ok(await vic.locator("figure.chart svg rect.bar").count() > 0, "no bars drawn");
+  await vic.locator("#ov-alert").filter({ hasText: "oldest open case" }).waitFor({ timeout: WAIT });
+  await vic.screenshot({ path: `${shots}/overview.png`, fullPage: true });
+
   step("the page renews its stream token before it ends (30 s tokens here) and keeps streaming");
   const since = Date.now() - ana.loggedInAt;
   if (since < 36_000) await ana.waitForTimeout(36_000 - since);

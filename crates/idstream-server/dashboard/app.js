@@ -1,9 +1,10 @@
 // The dashboard's entry point: log in, learn who we are (GET /v1/auth/me), route between
-// screens (#/feed, #/reviews, #/case/<id>, #/search, #/blocklists, #/rules).
+// screens (#/overview, #/feed, #/reviews, #/case/<id>, #/search, #/blocklists, #/rules).
 
 import { api, setCsrf, h } from "./api.js";
 import { LiveStream, feedScreen } from "./feed.js";
 import { reviewsScreen, caseScreen, searchScreen, blocklistsScreen, rulesScreen } from "./screens.js";
+import { overviewScreen } from "./overview.js";
 
 let me = null;
 let stream = null;
@@ -55,6 +56,7 @@ async function route() {
     case "search": await searchScreen(root, me, params); break;
     case "blocklists": await blocklistsScreen(root, me, params); break;
     case "rules": await rulesScreen(root, me, params); break;
+    case "overview": await overviewScreen(root, me, params); break;
     default: leaveScreen = feedScreen(root, stream);
   }
 }

@@ -51,6 +51,8 @@ pub struct ReviewsConfig {
     /// A claim held this long returns the case to the queue (`review.released` by
     /// `system:idle`); 0 keeps claims until released.
     pub claim_idle_secs: u64,
+    /// The dashboard's overview alerts when the oldest open case is older than this; 0: never.
+    pub alert_oldest_open_secs: u64,
 }
 
 /// Document uploads (`POST /v1/verifications/document`) and where their bytes are kept.

@@ -198,8 +198,12 @@ pub async fn webhook(
             ApiError::not_found("unknown_source", format!("no webhook source `{source_id}` is configured")),
         ));
     };
-    let body = read_body(&headers, body, st.max_body_bytes).await.map_err(|e| reject(&src.id, e))?;
-    let event = verify_and_normalise(src, &headers, &body, crate::util::unix_now()).map_err(|e| reject(&src.id, e))?;
+    let rejected = |e: ApiError| {
+        st.tenant_counters.count(&src.tenant, "webhooks_rejected");
+        reject(&src.id, e)
+    };
+    let body = read_body(&headers, body, st.max_body_bytes).await.map_err(rejected)?;
+    let event = verify_and_normalise(src, &headers, &body, crate::util::unix_now()).map_err(rejected)?;
     let entry = to_entry(&event, body);
 
     let started = Instant::now();
@@ -207,5 +211,6 @@ pub async fn webhook(
     metrics::histogram!("idstream_log_append_seconds").record(started.elapsed().as_secs_f64());
     let a = appended.into_iter().next().expect("one result per entry");
     if a.duplicate { &src.duplicates } else { &src.accepted }.increment(1);
+    st.tenant_counters.count(&src.tenant, if a.duplicate { "webhooks_duplicate" } else { "webhooks_accepted" });
     Ok(Json(Accepted { event_id: a.id, offset: a.offset, duplicate: a.duplicate }))
 }

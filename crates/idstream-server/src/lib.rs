@@ -42,6 +42,7 @@ pub mod provider;
 pub mod server;
 pub mod sqlite;
 pub mod state;
+pub mod stats;
 pub mod store;
 pub mod stream;
 pub mod util;

@@ -58,6 +58,7 @@ pub async fn serve(
         .map(|task| tokio::spawn(task(tailer_stop.clone())))
         .collect();
     let pruner = tokio::spawn(prune_access(state.clone(), tailer_stop.clone()));
+    let counters = tokio::spawn(state.tenant_counters.clone().run(state.store.clone(), tailer_stop.clone()));
     let idle_claims =
         state.claim_idle.map(|idle| tokio::spawn(return_idle_claims(state.clone(), idle, tailer_stop.clone())));
     let decider = state.decisions_enabled.then(|| {
@@ -107,6 +108,7 @@ pub async fn serve(
         let _ = task.await;
     }
     let _ = pruner.await;
+    let _ = counters.await;
     if let Some(t) = idle_claims {
         let _ = t.await;
     }

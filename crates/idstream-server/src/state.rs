@@ -72,6 +72,10 @@ pub struct AppState {
     pub claim_idle: Option<std::time::Duration>,
     /// Four-eyes ruleset activation (`decisions.require_second_approver`).
     pub require_second_approver: bool,
+    /// Webhook counts per tenant and minute, added to the store every second.
+    pub tenant_counters: Arc<crate::stats::TenantCounters>,
+    /// The overview's alert: the oldest open case is older than this (none: no alert).
+    pub alert_oldest_open: Option<std::time::Duration>,
 }
 
 impl AppState {
@@ -130,6 +134,9 @@ impl AppState {
             documents,
             documents_cfg: cfg.documents.clone(),
             require_second_approver: cfg.decisions.require_second_approver,
+            tenant_counters: Default::default(),
+            alert_oldest_open: (cfg.reviews.alert_oldest_open_secs > 0)
+                .then(|| std::time::Duration::from_secs(cfg.reviews.alert_oldest_open_secs)),
             claim_idle: (cfg.reviews.claim_idle_secs > 0)
                 .then(|| std::time::Duration::from_secs(cfg.reviews.claim_idle_secs)),
             notifier,

@@ -135,6 +135,7 @@ pub const ROUTES: &[(&str, &str, Action)] = &[
     ("GET", "/v1/decisions/{id}", Action::ReadDecisions),
     ("GET", "/v1/sessions/{id}", Action::ReadDecisions),
     ("GET", "/v1/search", Action::ReadDecisions),
+    ("GET", "/v1/stats", Action::ReadDecisions),
     ("GET", "/v1/subjects/{id}", Action::ReadSubjects),
     ("PUT", "/v1/subjects/{id}", Action::WriteSubjects),
     ("GET", "/v1/rulesets", Action::ReadRulesets),

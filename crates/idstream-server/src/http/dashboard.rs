@@ -35,6 +35,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("api.js", "text/javascript; charset=utf-8", include_str!("../../dashboard/api.js")),
     ("feed.js", "text/javascript; charset=utf-8", include_str!("../../dashboard/feed.js")),
     ("screens.js", "text/javascript; charset=utf-8", include_str!("../../dashboard/screens.js")),
+    ("overview.js", "text/javascript; charset=utf-8", include_str!("../../dashboard/overview.js")),
     ("app.css", "text/css; charset=utf-8", include_str!("../../dashboard/app.css")),
     ("favicon.svg", "image/svg+xml", include_str!("../../dashboard/favicon.svg")),
 ];

@@ -22,6 +22,7 @@ pub mod reviews;
 pub mod rulesets;
 pub mod search;
 pub mod sessions;
+pub mod stats;
 pub mod subjects;
 pub mod system;
 pub mod users;
@@ -210,6 +211,7 @@ pub fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(decisions::get))
         .routes(routes!(sessions::get))
         .routes(routes!(search::search))
+        .routes(routes!(stats::stats))
         .routes(routes!(subjects::get, subjects::put))
         .routes(routes!(rulesets::list, rulesets::upload))
         .routes(routes!(rulesets::get))

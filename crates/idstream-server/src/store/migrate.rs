@@ -332,6 +332,19 @@ CREATE TABLE IF NOT EXISTS outbox (
         sql: "CREATE INDEX identities_by_session ON identities (tenant, session_id);",
         code: None,
     },
+    Migration {
+        version: 7,
+        description: "tenant statistics: webhooks per minute; decisions by tenant and time",
+        sql: "CREATE TABLE tenant_stats (
+    tenant TEXT NOT NULL,
+    minute INTEGER NOT NULL,
+    metric TEXT NOT NULL,
+    count  INTEGER NOT NULL,
+    PRIMARY KEY (tenant, minute, metric)
+) WITHOUT ROWID;
+CREATE INDEX decisions_by_tenant_time ON decisions (tenant, decided_at);",
+        code: None,
+    },
 ];
 
 /// Version 1 of `events.db`: the log and the store in one file.

@@ -103,6 +103,8 @@ pub enum Op {
     PutDocument(documents::DocumentRecord),
     /// Conditional: see [`MoveReview`].
     MoveReview(MoveReview),
+    /// Adds webhook counts to the tenants' statistics.
+    AddStats(Vec<StatCount>),
 }
 
 impl Op {
@@ -275,6 +277,28 @@ pub struct Observation {
     pub seen_at_us: i64,
 }
 
+/// Webhooks of a tenant in one minute (`webhooks_accepted`, `webhooks_duplicate`,
+/// `webhooks_rejected`), added to what is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatCount {
+    pub tenant: String,
+    /// Unix time / 60.
+    pub minute: i64,
+    pub metric: String,
+    pub count: u64,
+}
+
+/// What the statistics of a tenant are made of.
+#[derive(Debug, Clone, Default)]
+pub struct StatsRows {
+    pub counts: Vec<StatCount>,
+    /// (bucket start in Unix µs, outcome, decisions).
+    pub decisions: Vec<(i64, Outcome, u64)>,
+    pub open_reviews: u64,
+    pub claimed_reviews: u64,
+    pub oldest_open_at_us: Option<i64>,
+}
+
 /// Which identity observations to read (`identities`, the velocity table), newest first.
 #[derive(Debug, Clone, Default)]
 pub struct IdentityQuery {
@@ -421,6 +445,8 @@ pub trait Store: Send + Sync + 'static {
     // Notifications (`notify.rs`).
     /// API-made endpoints (of one tenant, unless `None`), by tenant and id.
     async fn endpoints(&self, tenant: Option<&str>) -> Result<Vec<notify::EndpointRecord>, StoreError>;
+    /// A tenant's statistics since `from_us`, decisions in buckets of `bucket_us`.
+    async fn stats(&self, tenant: &str, from_us: i64, bucket_us: i64) -> Result<StatsRows, StoreError>;
     /// Identity observations (keyed hashes seen in sessions).
     async fn identities(&self, q: IdentityQuery) -> Result<Vec<Observation>, StoreError>;
     // Documents (`documents.rs`).

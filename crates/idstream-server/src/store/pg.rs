@@ -185,6 +185,19 @@ CREATE TABLE outbox (
         sql: "CREATE INDEX identities_by_session ON identities (tenant, session_id);",
         code: None,
     },
+    Migration {
+        version: 9,
+        description: "tenant statistics: webhooks per minute; decisions by tenant and time",
+        sql: "CREATE TABLE tenant_stats (
+    tenant TEXT NOT NULL,
+    minute BIGINT NOT NULL,
+    metric TEXT NOT NULL,
+    count  BIGINT NOT NULL,
+    PRIMARY KEY (tenant, minute, metric)
+);
+CREATE INDEX decisions_by_tenant_time ON decisions (tenant, decided_at);",
+        code: None,
+    },
 ];
 
 /// A pool of connections to `url` (`postgres://user@host:port/db`); checks one connection so

@@ -383,6 +383,21 @@ async fn send_op<'a>(tx: &'a Transaction<'_>, pipe: &mut Pipeline<'a>, op: &'a O
                 }));
             }
         }
+        Op::AddStats(counts) => {
+            let s = pipe
+                .prepare(
+                    tx,
+                    "INSERT INTO tenant_stats (tenant, minute, metric, count) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (tenant, minute, metric) DO UPDATE SET count = tenant_stats.count + EXCLUDED.count",
+                )
+                .await?;
+            for c in counts {
+                let s = s.clone();
+                pipe.send(Box::pin(async move {
+                    tx.execute(&s, &[&c.tenant, &c.minute, &c.metric, &(c.count as i64)]).await
+                }));
+            }
+        }
         Op::PutDocument(d) => {
             let s = pipe.prepare(tx, super::documents::INSERT_PG).await?;
             pipe.send(Box::pin(async move {
@@ -892,6 +907,58 @@ impl Store for PgStore {
 
     async fn close(&self) {
         // Every commit is awaited by its caller; connections close with the pool.
+    }
+
+    async fn stats(&self, tenant: &str, from_us: i64, bucket_us: i64) -> Result<StatsRows, StoreError> {
+        let counts = self
+            .query(
+                "SELECT tenant, minute, metric, count FROM tenant_stats WHERE tenant = $1 AND minute >= $2",
+                &[&tenant, &(from_us / 60_000_000)],
+            )
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(StatCount {
+                    tenant: r.try_get(0)?,
+                    minute: r.try_get(1)?,
+                    metric: r.try_get(2)?,
+                    count: r.try_get::<_, i64>(3)? as u64,
+                })
+            })
+            .collect::<PgResult<_>>()
+            .map_err(unavailable)?;
+        let decisions = self
+            .query(
+                "SELECT (decided_at / $3) * $3, outcome, count(*) FROM decisions
+                 WHERE tenant = $1 AND decided_at >= $2 GROUP BY 1, 2",
+                &[&tenant, &from_us, &bucket_us],
+            )
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get::<_, i64>(0)?, r.try_get::<_, OutcomeCol>(1)?.0, r.try_get::<_, i64>(2)? as u64)))
+            .collect::<PgResult<_>>()
+            .map_err(unavailable)?;
+        let rows = self
+            .query(
+                "SELECT count(*) FILTER (WHERE status = 'open'), count(*) FILTER (WHERE status = 'claimed'),
+                    min(opened_at) FILTER (WHERE status = 'open')
+                 FROM reviews WHERE tenant = $1 AND status <> 'resolved'",
+                &[&tenant],
+            )
+            .await?;
+        let r = rows.first().expect("an aggregate answers one row");
+        let (open, claimed, oldest): (i64, i64, Option<i64>) = (
+            r.try_get(0).map_err(unavailable)?,
+            r.try_get(1).map_err(unavailable)?,
+            r.try_get(2).map_err(unavailable)?,
+        );
+        Ok(StatsRows {
+            counts,
+            decisions,
+            open_reviews: open as u64,
+            claimed_reviews: claimed as u64,
+            oldest_open_at_us: oldest,
+        })
     }
 
     async fn identities(&self, q: IdentityQuery) -> Result<Vec<Observation>, StoreError> {

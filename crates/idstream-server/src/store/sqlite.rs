@@ -431,6 +431,15 @@ pub(crate) fn apply(tx: &Transaction<'_>, op: &Op) -> rusqlite::Result<Result<()
                 return review_conflict(tx, tenant, id);
             }
         }
+        Op::AddStats(counts) => {
+            let mut st = tx.prepare_cached(
+                "INSERT INTO tenant_stats (tenant, minute, metric, count) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (tenant, minute, metric) DO UPDATE SET count = count + excluded.count",
+            )?;
+            for c in counts {
+                st.execute(params![c.tenant, c.minute, c.metric, c.count as i64])?;
+            }
+        }
         Op::PutDocument(d) => {
             tx.prepare_cached(super::documents::INSERT_SQLITE)?
                 .execute(rusqlite::params_from_iter(super::documents::sqlite_params(d)))?;
@@ -641,6 +650,45 @@ impl Store for SqliteStore {
             let _ = rx.await;
         }
         self.threads.join().await;
+    }
+
+    async fn stats(&self, tenant: &str, from_us: i64, bucket_us: i64) -> Result<StatsRows, StoreError> {
+        let tenant = tenant.to_owned();
+        self.read(move |c| {
+            let counts = c
+                .prepare_cached(
+                    "SELECT tenant, minute, metric, count FROM tenant_stats WHERE tenant = ?1 AND minute >= ?2",
+                )?
+                .query_map(params![tenant, from_us / 60_000_000], |r| {
+                    Ok(StatCount {
+                        tenant: r.get(0)?,
+                        minute: r.get(1)?,
+                        metric: r.get(2)?,
+                        count: r.get::<_, i64>(3)? as u64,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            let decisions = c
+                .prepare_cached(
+                    "SELECT (decided_at / ?3) * ?3, outcome, count(*) FROM decisions
+                     WHERE tenant = ?1 AND decided_at >= ?2 GROUP BY 1, 2",
+                )?
+                .query_map(params![tenant, from_us, bucket_us], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, OutcomeCol>(1)?.0, r.get::<_, i64>(2)? as u64))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            let (open_reviews, claimed_reviews, oldest_open_at_us) = c
+                .prepare_cached(
+                    "SELECT count(*) FILTER (WHERE status = 'open'), count(*) FILTER (WHERE status = 'claimed'),
+                        min(opened_at) FILTER (WHERE status = 'open')
+                     FROM reviews WHERE tenant = ?1 AND status != 'resolved'",
+                )?
+                .query_row(params![tenant], |r| {
+                    Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, Option<i64>>(2)?))
+                })?;
+            Ok(StatsRows { counts, decisions, open_reviews, claimed_reviews, oldest_open_at_us })
+        })
+        .await
     }
 
     async fn identities(&self, q: IdentityQuery) -> Result<Vec<Observation>, StoreError> {

@@ -174,6 +174,7 @@ async fn every_role_gets_exactly_what_the_matrix_allows() {
                 "/v1/decisions/{id}" => (format!("/v1/decisions/{decision_id}"), None),
                 "/v1/sessions/{id}" => ("/v1/sessions/m-s0".into(), None),
                 "/v1/search" => ("/v1/search?kind=document&value=P-m-u0".into(), None),
+                "/v1/stats" => ("/v1/stats".into(), None),
                 "/v1/subjects/{id}" => ("/v1/subjects/m-u0".into(), json_body(json!({"role_test": role.as_str()}))),
                 "/v1/rulesets" => ("/v1/rulesets".into(), Some(RULESET.replace("LABEL", role.as_str()).into_bytes())),
                 "/v1/rulesets/{version}" => (format!("/v1/rulesets/{version}"), None),

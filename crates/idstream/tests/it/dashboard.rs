@@ -123,7 +123,7 @@ async fn the_page_is_served_from_the_binary_with_a_strict_csp() {
             }
         }
     }
-    for f in ["app.js", "api.js", "feed.js", "screens.js", "app.css", "favicon.svg"] {
+    for f in ["app.js", "api.js", "feed.js", "screens.js", "overview.js", "app.css", "favicon.svg"] {
         assert!(files.iter().any(|x| x == f), "{f} not reached from the page: {files:?}");
     }
     // Nothing from elsewhere.

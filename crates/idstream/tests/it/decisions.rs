@@ -3,6 +3,7 @@
 //! are validated and activated, and a backtest reports what a candidate would change.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -649,4 +650,78 @@ async fn four_eyes_activation_needs_a_second_policy_admin() {
     assert_eq!(list["pending_activation"]["requested_by"], "fe-pol2", "{list}");
     let (s, v) = srv.call("POST", "/v1/rulesets?activate=true", Some(p1), Some(other.into_bytes())).await;
     assert_eq!((s, v["active"].as_bool()), (201, Some(true)), "{v}");
+}
+
+/// `GET /v1/stats`: webhooks accepted / duplicate / rejected, decisions per outcome, the review
+/// queue and its alert, for the caller's tenant only.
+async fn tenant_stats_case(backend: &str) {
+    let extra = format!("[rate_limits]\nenabled = false\n[reviews]\nalert_oldest_open_secs = 1\n{backend}");
+    let srv = TestServer::start_with(&base_config(&[SECRET_NEW], &extra)).await;
+    let aml = |v: &mut Value| v["decision"]["aml_screenings"][0]["total_hits"] = 2.into();
+    let first = kyc_body("st-a0", "st-sa0", "st-ua0", "Approved", |_| {});
+    send(&srv, &first).await;
+    for i in 1..3 {
+        send(&srv, &kyc_body(&format!("st-a{i}"), &format!("st-sa{i}"), &format!("st-ua{i}"), "Approved", |_| {}))
+            .await;
+    }
+    for i in 0..2 {
+        send(&srv, &kyc_body(&format!("st-r{i}"), &format!("st-sr{i}"), &format!("st-ur{i}"), "In Review", aml)).await;
+    }
+    let (s, v) = srv.post("didit-main", &first, &didit_headers(&first, SECRET_NEW, Sig::All)).await;
+    assert_eq!((s, v["duplicate"].as_bool()), (200, Some(true)), "{v}");
+    for _ in 0..2 {
+        let (s, _) = srv.post("didit-main", &first, &didit_headers(&first, "not-the-secret", Sig::All)).await;
+        assert_eq!(s, 401);
+    }
+    srv.decided().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let v = loop {
+        let (s, v) = srv.get("/v1/stats", Some(KEY_ACME)).await;
+        assert_eq!(s, 200, "{v}");
+        if v["totals"]["webhooks_rejected"] == 2 && v["totals"]["approve"] == 3 {
+            break v;
+        }
+        assert!(std::time::Instant::now() < deadline, "stats never caught up: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let t = &v["totals"];
+    assert_eq!(
+        [
+            &t["webhooks_accepted"],
+            &t["webhooks_duplicate"],
+            &t["webhooks_rejected"],
+            &t["approve"],
+            &t["review"],
+            &t["decline"]
+        ],
+        [5, 1, 2, 3, 2, 0],
+        "{v}"
+    );
+    assert_eq!((v["bucket_secs"].as_u64(), v["buckets"].as_array().map(Vec::len)), (Some(60), Some(60)));
+    let summed: u64 = v["buckets"].as_array().unwrap().iter().map(|b| b["webhooks_accepted"].as_u64().unwrap()).sum();
+    assert_eq!(summed, 5);
+    assert_eq!((v["reviews"]["open"].as_u64(), v["reviews"]["claimed"].as_u64()), (Some(2), Some(0)), "{v}");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (_, v) = srv.get("/v1/stats?window_secs=86400", Some(KEY_ACME)).await;
+    assert_eq!(v["bucket_secs"], 1440, "{v}");
+    assert_eq!(v["totals"]["webhooks_accepted"], 5, "{v}");
+    assert!(v["reviews"]["oldest_open_age_secs"].as_i64().unwrap() >= 2, "{v}");
+    assert_eq!(v["alert"]["firing"], true, "{v}");
+    // Another tenant sees its own (nothing); bad windows are named.
+    let (_, other) = srv.get("/v1/stats", Some(KEY_BETA)).await;
+    assert_eq!(other["totals"]["webhooks_accepted"], 0, "{other}");
+    let (s, e) = srv.get("/v1/stats?window_secs=10", Some(KEY_ACME)).await;
+    assert_eq!((s, e["error"].as_str()), (400, Some("invalid_parameter")), "{e}");
+}
+
+#[tokio::test]
+async fn tenant_stats_count_webhooks_decisions_and_the_queue() {
+    tenant_stats_case("").await;
+}
+
+#[tokio::test]
+#[ignore = "needs IDSTREAM_TEST_POSTGRES_URL and IDSTREAM_TEST_NATS_URL"]
+async fn tenant_stats_count_webhooks_decisions_and_the_queue_on_nats_and_postgres() {
+    let b = crate::backends::ScaleOut::fresh("stats").await;
+    tenant_stats_case(&b.toml()).await;
 }

@@ -274,6 +274,11 @@ async fn every_endpoint_answers_as_the_contract_says() {
     c.expect(&srv, 400, call("GET", "/v1/sessions/{id}", "/v1/sessions/oa-s1", Some(KEY_ALL))).await;
     c.expect(&srv, 401, call("GET", "/v1/sessions/{id}", "/v1/sessions/oa-s1", None)).await;
     c.expect(&srv, 403, call("GET", "/v1/sessions/{id}", "/v1/sessions/oa-s1?tenant=beta", Some(KEY_ACME))).await;
+    let stats = "/v1/stats";
+    c.expect(&srv, 200, call("GET", stats, "/v1/stats?window_secs=3600", Some(KEY_ACME))).await;
+    c.expect(&srv, 400, call("GET", stats, "/v1/stats?window_secs=1", Some(KEY_ACME))).await;
+    c.expect(&srv, 401, call("GET", stats, "/v1/stats", None)).await;
+    c.expect(&srv, 403, call("GET", stats, "/v1/stats?tenant=beta", Some(KEY_ACME))).await;
     let search = "/v1/search";
     let v = c.expect(&srv, 200, call("GET", search, "/v1/search?kind=document&value=P-oa-u1", Some(KEY_ACME))).await;
     assert_eq!(v["seen"][0]["session_id"], "oa-s1", "{v}");
