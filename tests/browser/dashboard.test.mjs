@@ -281,6 +281,8 @@ try {
   const pat = await userPage("pat");
   await pat.locator("#nav").getByRole("link", { name: "Rules" }).click();
   await pat.locator("#rules-editor").fill("version_label: broken\nrules:\n  - id: bad\n    when: aml.hits >>> 0\n    outcome: review\n    reason: x\n    message: y\n");
+  // Validated as it is typed: the error appears at its line before any button is pressed.
+  await pat.locator("#rules-errors li").filter({ hasText: /line 4/ }).first().waitFor({ timeout: WAIT });
   await pat.getByRole("button", { name: "Backtest" }).click();
   await pat.locator("#rules-errors li").filter({ hasText: /line 4/ }).first().waitFor({ timeout: WAIT });
   assert.ok(await pat.locator("#rules-activate").isDisabled(), "activate without a backtest");

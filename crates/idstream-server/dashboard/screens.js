@@ -473,7 +473,7 @@ export async function rulesScreen(root, me, params) {
     }
   });
 
-  function showErrors(e) {
+  function showErrors(e, jump = true) {
     const list = (e.body && (e.body.errors || (e.body.details && e.body.details.errors))) || [];
     if (!list.length) {
       errors.replaceChildren(h("p", { class: "error" }, e.message));
@@ -481,7 +481,7 @@ export async function rulesScreen(root, me, params) {
     }
     errors.replaceChildren(h("ul", { class: "errors" }, list.map((x) =>
       h("li", {}, h("button", { type: "button", class: "linklike", onclick: () => goTo(x.line, x.column) }, x.line ? `line ${x.line}, column ${x.column}` : "document"), `: ${x.message}`))));
-    if (list[0].line) goTo(list[0].line, list[0].column);
+    if (jump && list[0].line) goTo(list[0].line, list[0].column);
   }
 
   function goTo(line, column) {
@@ -541,10 +541,34 @@ export async function rulesScreen(root, me, params) {
   draft.addEventListener("click", () => upload(false));
   activate.addEventListener("click", () => upload(true));
 
+  // Validated as you type (the server's validator, 400 ms after the last key): errors inline.
+  const status = h("p", { id: "rules-valid", class: "muted", "aria-live": "polite" });
+  let typing = 0;
+  let checked = "";
+  editor.addEventListener("input", () => {
+    clearTimeout(typing);
+    typing = setTimeout(async () => {
+      const text = editor.value;
+      if (!text.trim() || text === checked) return;
+      checked = text;
+      try {
+        const r = await api("POST", "/v1/rulesets/validate", text);
+        if (editor.value !== text) return;
+        errors.replaceChildren();
+        status.textContent = `Valid: ${r.label}, ${r.rules} rule(s). Backtest it before uploading.`;
+      } catch (e) {
+        if (editor.value !== text) return;
+        status.textContent = "";
+        showErrors(e, false);
+      }
+    }, 400);
+  });
+
   root.append(
     h("h3", {}, view ? "Edit (a change uploads a new version)" : "New ruleset"),
     h("label", { for: "rules-editor", class: "muted" }, "Ruleset YAML — backtest it over the log before it can be uploaded or activated"),
     editor,
+    status,
     errors,
     h("div", { class: "actions" }, h("button", { type: "button", id: "rules-backtest", class: "primary", onclick: backtest }, "Backtest"), draft, activate),
     report);

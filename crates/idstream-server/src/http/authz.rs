@@ -142,6 +142,7 @@ pub const ROUTES: &[(&str, &str, Action)] = &[
     ("POST", "/v1/rulesets", Action::ManageRulesets),
     ("GET", "/v1/rulesets/{version}", Action::ReadRulesets),
     ("POST", "/v1/rulesets/{version}/activate", Action::ManageRulesets),
+    ("POST", "/v1/rulesets/validate", Action::ManageRulesets),
     ("POST", "/v1/backtests", Action::RunBacktests),
     ("GET", "/v1/blocklists/{kind}", Action::ReadBlocklists),
     ("POST", "/v1/blocklists/{kind}", Action::AddToBlocklist),

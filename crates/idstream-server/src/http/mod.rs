@@ -216,6 +216,7 @@ pub fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(rulesets::list, rulesets::upload))
         .routes(routes!(rulesets::get))
         .routes(routes!(rulesets::activate))
+        .routes(routes!(rulesets::validate))
         .routes(routes!(blocklists::list, blocklists::add))
         .routes(routes!(blocklists::remove))
         .routes(routes!(reviews::list))

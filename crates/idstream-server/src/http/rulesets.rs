@@ -405,3 +405,34 @@ pub async fn activate(
     Ok(Json(RulesetActivation { tenant, version, label: r.label, activated_by: caller.name, activated_at: time(now) })
         .into_response())
 }
+
+/// A ruleset that validates.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RulesetValid {
+    pub version: String,
+    pub label: String,
+    pub rules: usize,
+}
+
+/// Validates a ruleset without storing it (the editor checks as you type): the same validator
+/// as an upload; errors answer 422 with each at its line and column.
+#[utoipa::path(
+    post,
+    path = "/v1/rulesets/validate",
+    operation_id = "validate_ruleset",
+    tag = "rulesets",
+    request_body(content = String, content_type = "application/yaml", description = "The ruleset document"),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, body = RulesetValid),
+        BadRequest, Unauthorized, Forbidden, InvalidRuleset, TooManyRequests, crate::http::responses::ServerError
+    )
+)]
+pub async fn validate(_caller: Caller, TextBody(text): TextBody) -> Result<Json<RulesetValid>, ApiError> {
+    let r = parse(&text)?;
+    Ok(Json(RulesetValid {
+        version: r.version().to_owned(),
+        label: r.version_label().to_owned(),
+        rules: r.rules().count(),
+    }))
+}

@@ -179,6 +179,9 @@ async fn every_role_gets_exactly_what_the_matrix_allows() {
                 "/v1/rulesets" => ("/v1/rulesets".into(), Some(RULESET.replace("LABEL", role.as_str()).into_bytes())),
                 "/v1/rulesets/{version}" => (format!("/v1/rulesets/{version}"), None),
                 "/v1/rulesets/{version}/activate" => (format!("/v1/rulesets/{version}/activate"), None),
+                "/v1/rulesets/validate" => {
+                    ("/v1/rulesets/validate".into(), Some(RULESET.replace("LABEL", "v").into_bytes()))
+                }
                 "/v1/backtests" => {
                     ("/v1/backtests".into(), json_body(json!({"ruleset": RULESET.replace("LABEL", "bt")})))
                 }

@@ -356,6 +356,14 @@ async fn every_endpoint_answers_as_the_contract_says() {
     c.expect(&srv, 403, call("POST", t, "/v1/backtests?tenant=beta", Some(KEY_ACME)).json(json!({"ruleset": RULESET})))
         .await;
     c.expect(&srv, 422, call("POST", t, "/v1/backtests", Some(KEY_ACME)).json(json!({"ruleset": "rules: 5"}))).await;
+    let v = "/v1/rulesets/validate";
+    let ok = c.expect(&srv, 200, call("POST", v, v, Some(KEY_ACME)).raw(RULESET)).await;
+    assert_eq!(ok["label"], "openapi-test", "{ok}");
+    let bad = c.expect(&srv, 422, call("POST", v, v, Some(KEY_ACME)).raw("rules: 5")).await;
+    assert!(bad["errors"][0]["line"].is_number(), "{bad}");
+    c.expect(&srv, 400, call("POST", v, v, Some(KEY_ACME)).raw(vec![0xff, 0xfe])).await;
+    c.expect(&srv, 401, call("POST", v, v, None).raw(RULESET)).await;
+    c.expect(&srv, 403, call("POST", v, v, Some("key-vic")).raw(RULESET)).await;
 
     // --- Blocklists.
     let t = "/v1/blocklists/{kind}";
