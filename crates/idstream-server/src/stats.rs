@@ -11,10 +11,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::store::{Op, StatCount, Store, Txn};
 
+/// (minute, metric) → count, of one tenant.
+type MinuteCounts = HashMap<(i64, &'static str), u64>;
+
 /// Webhook counters not yet in the store.
 #[derive(Default)]
 pub struct TenantCounters {
-    pending: Mutex<HashMap<(String, i64, &'static str), u64>>,
+    /// tenant → (minute, metric) → count: looked up by `&str`, so counting allocates nothing
+    /// once the tenant is known (this runs per webhook on the ingest path).
+    pending: Mutex<HashMap<String, MinuteCounts>>,
 }
 
 impl TenantCounters {
@@ -23,13 +28,24 @@ impl TenantCounters {
     pub fn count(&self, tenant: &str, metric: &'static str) {
         let minute = crate::util::unix_now() / 60;
         let mut p = self.pending.lock().expect("counters lock");
-        *p.entry((tenant.to_owned(), minute, metric)).or_default() += 1;
+        let per_tenant = match p.get_mut(tenant) {
+            Some(t) => t,
+            None => p.entry(tenant.to_owned()).or_default(),
+        };
+        *per_tenant.entry((minute, metric)).or_default() += 1;
     }
 
     fn drain(&self) -> Vec<StatCount> {
         let mut p = self.pending.lock().expect("counters lock");
         p.drain()
-            .map(|((tenant, minute, metric), count)| StatCount { tenant, minute, metric: metric.to_owned(), count })
+            .flat_map(|(tenant, counts)| {
+                counts.into_iter().map(move |((minute, metric), count)| StatCount {
+                    tenant: tenant.clone(),
+                    minute,
+                    metric: metric.to_owned(),
+                    count,
+                })
+            })
             .collect()
     }
 
@@ -41,7 +57,7 @@ impl TenantCounters {
                 "webhooks_duplicate" => "webhooks_duplicate",
                 _ => "webhooks_rejected",
             };
-            *p.entry((c.tenant, c.minute, metric)).or_default() += c.count;
+            *p.entry(c.tenant).or_default().entry((c.minute, metric)).or_default() += c.count;
         }
     }
 

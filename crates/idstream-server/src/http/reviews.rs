@@ -287,6 +287,21 @@ fn check_note(note: &Option<String>) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A move of `r` back to the queue with no condition beyond "unresolved"; callers add theirs.
+fn unconditional(r: &ReviewRecord) -> MoveReview {
+    MoveReview {
+        tenant: r.tenant.clone(),
+        id: r.id.clone(),
+        claimed: false,
+        holder: None,
+        claimed_before_us: None,
+        max_level: None,
+        to: None,
+        level: None,
+        now_us: now_us(),
+    }
+}
+
 /// Applies a claim change and records its event; answers the case as it now is.
 async fn apply_move(
     st: &AppState,
@@ -329,17 +344,7 @@ pub async fn release(
     check_note(&b.note)?;
     let r = visible(&st, &caller, &id).await?;
     let admin = caller.role == crate::domain::Role::Admin;
-    let m = MoveReview {
-        tenant: r.tenant.clone(),
-        id: r.id.clone(),
-        claimed: true,
-        holder: (!admin).then(|| caller.name.clone()),
-        claimed_before_us: None,
-        max_level: None,
-        to: None,
-        level: None,
-        now_us: now_us(),
-    };
+    let m = MoveReview { claimed: true, holder: (!admin).then(|| caller.name.clone()), ..unconditional(&r) };
     Ok(Json(apply_move(&st, r, m, &caller.name, review::Move::Released, b.note).await?))
 }
 
@@ -381,17 +386,7 @@ pub async fn reassign(
         ));
     }
     let to = format!("user:{}", user.username);
-    let m = MoveReview {
-        tenant: r.tenant.clone(),
-        id: r.id.clone(),
-        claimed: false,
-        holder: None,
-        claimed_before_us: None,
-        max_level: None,
-        to: Some(to.clone()),
-        level: None,
-        now_us: now_us(),
-    };
+    let m = MoveReview { to: Some(to.clone()), ..unconditional(&r) };
     let note = Some(match b.note {
         Some(n) if !n.is_empty() => format!("to {to}: {n}"),
         _ => format!("to {to}"),
@@ -423,15 +418,11 @@ pub async fn escalate(
         return Err(ApiError::conflict(format!("review `{id}` is already at the second level")));
     }
     let m = MoveReview {
-        tenant: r.tenant.clone(),
-        id: r.id.clone(),
         claimed: true,
         holder: Some(caller.name.clone()),
-        claimed_before_us: None,
         max_level: Some(1),
-        to: None,
         level: Some(2),
-        now_us: now_us(),
+        ..unconditional(&r)
     };
     Ok(Json(apply_move(&st, r, m, &caller.name, review::Move::Escalated, b.note).await?))
 }
@@ -446,15 +437,10 @@ pub async fn return_idle_claims(st: &AppState, idle: std::time::Duration) -> Res
     for r in st.store.reviews(filter).await? {
         let Some(at) = r.claimed_at_us.filter(|at| *at <= cutoff) else { continue };
         let m = MoveReview {
-            tenant: r.tenant.clone(),
-            id: r.id.clone(),
             claimed: true,
             holder: r.claimed_by.clone(),
             claimed_before_us: Some(at),
-            max_level: None,
-            to: None,
-            level: None,
-            now_us: now_us(),
+            ..unconditional(&r)
         };
         let note = Some(format!("claim idle for more than {} s", idle.as_secs()));
         match apply_move(st, r, m, "system:idle", review::Move::Released, note).await {
