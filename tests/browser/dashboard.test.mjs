@@ -231,6 +231,34 @@ try {
   await vic.getByLabel("Status").selectOption("all");
   await vic.locator(`tr[data-review="${reviewId}"]`).waitFor({ timeout: WAIT });
   assert.equal(await vic.locator("button.claim").count(), 0, "viewer sees a claim button");
+  step("the review list pages by keyset, each case once");
+  let every = (await admin("GET", "/v1/reviews?status=all&limit=1000")).reviews;
+  for (let seed = 41; every.length <= 10 && seed < 60; seed++) {
+    simulate(20, seed);
+    every = (await admin("GET", "/v1/reviews?status=all&limit=1000")).reviews;
+  }
+  // Let the decision worker settle: the same list twice, a second apart.
+  for (let prev = []; prev.length !== every.length;) {
+    prev = every;
+    await new Promise((r) => setTimeout(r, 1000));
+    every = (await admin("GET", "/v1/reviews?status=all&limit=1000")).reviews;
+  }
+  assert.ok(every.length > 10, `more than one page of 10 cases (${every.length})`);
+  await vic.getByLabel("Per page").selectOption("10");
+  await vic.locator("#rq-range").filter({ hasText: "Cases 1–10," }).waitFor({ timeout: WAIT });
+  const paged = [];
+  for (let n = 0; ; n++) {
+    await vic.locator("#rq-range").filter({ hasText: `Cases ${n * 10 + 1}–` }).waitFor({ timeout: WAIT });
+    paged.push(...await vic.locator("tr[data-review]").evaluateAll((rows) => rows.map((r) => r.dataset.review)));
+    if (await vic.locator("#rq-next").isDisabled()) break;
+    await vic.locator("#rq-next").click();
+  }
+  assert.deepEqual(paged, every.map((r) => r.id));
+  await vic.locator("#rq-prev").click();
+  await vic.locator("#rq-range").filter({ hasText: `Cases ${Math.floor((every.length - 1) / 10) * 10 - 9}–` }).waitFor({ timeout: WAIT });
+  await vic.getByLabel("Per page").selectOption("100");
+  await vic.locator(`tr[data-review="${reviewId}"]`).waitFor({ timeout: WAIT });
+
   step("export the review list as CSV");
   const reviewsCsv = await downloadedCsv(vic, vic.getByRole("button", { name: "Export CSV" }));
   assert.deepEqual(reviewsCsv[0].slice(0, 5), ["id", "session_id", "subject", "reasons", "status"]);

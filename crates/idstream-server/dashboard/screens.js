@@ -20,13 +20,16 @@ function kv(pairs) {
 // --- Review queue ---------------------------------------------------------------------------
 
 export async function reviewsScreen(root, me, params) {
-  const q = { status: params.get("status") || "open", reason: params.get("reason") || "", older: params.get("older") || "" };
+  const SIZES = ["10", "25", "100", "500"];
+  const q = { status: params.get("status") || "open", reason: params.get("reason") || "", older: params.get("older") || "",
+    size: SIZES.includes(params.get("size")) ? params.get("size") : "100" };
   const body = h("div", {});
   const go = () => {
     const p = new URLSearchParams();
     if (q.status !== "open") p.set("status", q.status);
     if (q.reason) p.set("reason", q.reason);
     if (q.older) p.set("older", q.older);
+    if (q.size !== "100") p.set("size", q.size);
     location.hash = `#/reviews${p.toString() ? "?" + p : ""}`;
   };
   root.append(
@@ -39,28 +42,55 @@ export async function reviewsScreen(root, me, params) {
         h("input", { id: "rq-reason", value: q.reason, placeholder: "aml", onchange: (e) => { q.reason = e.target.value.trim(); go(); } })),
       h("label", { for: "rq-older" }, "Older than (minutes)",
         h("input", { id: "rq-older", type: "number", min: 0, value: q.older, onchange: (e) => { q.older = e.target.value; go(); } })),
+      h("label", { for: "rq-size" }, "Per page",
+        h("select", { id: "rq-size", onchange: (e) => { q.size = e.target.value; go(); } },
+          SIZES.map((n) => h("option", { value: n, selected: n === q.size }, n)))),
       h("button", { type: "button", onclick: () => load() }, "Refresh"),
       h("button", { type: "button", id: "rq-export", onclick: () => exportCsv() }, "Export CSV")),
     body);
 
-  let current = [];
-  function exportCsv() {
+  const PAGE = Number(q.size);
+  const EXPORT_MAX = 100000;
+  // Keyset pages: cursors[i] is the `after` of page i (null for the first).
+  let cursors = [null];
+  let page = 0;
+  const query = (limit, after) => {
+    const p = new URLSearchParams({ status: q.status, limit: String(limit) });
+    if (q.reason) p.set("reason", q.reason);
+    if (q.older) p.set("older_than_secs", String(Number(q.older) * 60));
+    if (after) p.set("after", after);
+    return `/v1/reviews?${p}`;
+  };
+
+  // The whole filtered list, page after page (up to EXPORT_MAX cases).
+  async function exportCsv() {
+    const rows = [];
+    let after = null;
+    try {
+      do {
+        const list = await api("GET", query(1000, after));
+        rows.push(...list.reviews);
+        after = list.next_after;
+      } while (after && rows.length < EXPORT_MAX);
+    } catch (e) {
+      failed(e);
+      return;
+    }
+    if (after) toast(`Exported the first ${rows.length} cases`, true);
     downloadCsv("reviews", ["id", "session_id", "subject", "reasons", "status", "level", "opened_at", "age_secs",
-      "claimed_by", "resolved_by", "outcome", "note", "decision_id"], current);
+      "claimed_by", "resolved_by", "outcome", "note", "decision_id"], rows);
   }
 
   async function load() {
-    const p = new URLSearchParams({ status: q.status, limit: "200" });
-    if (q.reason) p.set("reason", q.reason);
-    if (q.older) p.set("older_than_secs", String(Number(q.older) * 60));
     let list;
     try {
-      list = await api("GET", `/v1/reviews?${p}`);
+      list = await api("GET", query(PAGE, cursors[page]));
     } catch (e) {
       body.replaceChildren(h("p", { class: "error" }, e.message));
       return;
     }
-    current = list.reviews;
+    cursors = cursors.slice(0, page + 1);
+    if (list.next_after) cursors.push(list.next_after);
     const act = can(me.role, "act_on_reviews");
     const rows = list.reviews.map((r) =>
       h("tr", { dataset: { review: r.id } },
@@ -75,9 +105,16 @@ export async function reviewsScreen(root, me, params) {
           act && r.status === "open" && (r.level < 2 || can(me.role, "second_level"))
             ? h("button", { type: "button", class: "claim", onclick: () => claim(r.id).then(load) }, "Claim")
             : null))));
+    const first = page * PAGE + 1;
+    const turn = (d) => { page += d; load(); };
     body.replaceChildren(
-      h("p", { class: "muted" }, `${list.reviews.length} case(s), oldest first`),
-      table("Review cases", ["Age", "Session", "Subject", "Reasons", "Status", ""], rows, "No cases."));
+      h("p", { class: "muted", id: "rq-range" }, list.reviews.length
+        ? `Cases ${first}–${first + list.reviews.length - 1}${list.next_after ? "" : ` of ${first + list.reviews.length - 1}`}, oldest first`
+        : "0 cases"),
+      table("Review cases", ["Age", "Session", "Subject", "Reasons", "Status", ""], rows, "No cases."),
+      h("nav", { class: "bar pager", "aria-label": "Review pages" },
+        h("button", { type: "button", id: "rq-prev", disabled: page === 0, onclick: () => turn(-1) }, "← Previous"),
+        h("button", { type: "button", id: "rq-next", disabled: !list.next_after, onclick: () => turn(1) }, `Next ${PAGE} →`)));
   }
   await load();
 }

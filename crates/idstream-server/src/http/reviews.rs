@@ -43,6 +43,8 @@ impl From<ReviewRecord> for ReviewView {
 pub struct ReviewList {
     /// Oldest first.
     pub reviews: Vec<ReviewView>,
+    /// When more cases match: pass it back as `after` for the next page (an opaque cursor).
+    pub next_after: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -78,8 +80,23 @@ pub struct ListParams {
     /// 1–1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
+    /// The previous page's `next_after`: cases after it in the listing's order.
+    after: Option<String>,
     /// A `*` key may name one tenant (default: all).
     tenant: Option<String>,
+}
+
+/// The cursor of a page: `{opened_at µs}.{id}` of its last case.
+fn cursor(r: &ReviewRecord) -> String {
+    format!("{}.{}", r.opened_at_us, r.id)
+}
+
+fn parse_cursor(s: &str) -> Result<(i64, String), ApiError> {
+    s.split_once('.')
+        .and_then(|(at, id)| Some((at.parse::<i64>().ok()?, id)))
+        .filter(|(_, id)| !id.is_empty())
+        .map(|(at, id)| (at, id.to_owned()))
+        .ok_or_else(|| ApiError::bad_request("invalid_parameter", "`after` must be a `next_after` of an earlier page"))
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -163,9 +180,25 @@ pub async fn list(
     }
     let opened_before_us =
         q.older_than_secs.map(|s| now_us() - (s.min(i64::MAX as u64 / 1_000_000) as i64) * 1_000_000);
-    let filter = ReviewFilter { tenant, status, reason: q.reason, opened_before_us, session_id: q.session_id, limit };
-    let reviews = st.store.reviews(filter).await?;
-    Ok(Json(ReviewList { reviews: reviews.into_iter().map(ReviewView::from).collect() }))
+    let after = q.after.as_deref().map(parse_cursor).transpose()?;
+    // One more than asked tells whether another page exists.
+    let filter = ReviewFilter {
+        tenant,
+        status,
+        reason: q.reason,
+        opened_before_us,
+        session_id: q.session_id,
+        after,
+        limit: limit + 1,
+    };
+    let mut reviews = st.store.reviews(filter).await?;
+    let next_after = if reviews.len() > limit {
+        reviews.truncate(limit);
+        reviews.last().map(cursor)
+    } else {
+        None
+    };
+    Ok(Json(ReviewList { reviews: reviews.into_iter().map(ReviewView::from).collect(), next_after }))
 }
 
 /// One review case.

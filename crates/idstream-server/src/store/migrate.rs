@@ -345,6 +345,15 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX decisions_by_tenant_time ON decisions (tenant, decided_at);",
         code: None,
     },
+    Migration {
+        version: 8,
+        description: "reviews: keyset pages in (opened_at, id) order, per tenant and status, per tenant, per status",
+        sql: "DROP INDEX reviews_by_status;
+CREATE INDEX reviews_by_status ON reviews (tenant, status, opened_at, id);
+CREATE INDEX reviews_by_tenant_time ON reviews (tenant, opened_at, id);
+CREATE INDEX reviews_by_status_time ON reviews (status, opened_at, id);",
+        code: None,
+    },
 ];
 
 /// Version 1 of `events.db`: the log and the store in one file.

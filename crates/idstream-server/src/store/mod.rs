@@ -385,7 +385,59 @@ pub struct ReviewFilter {
     pub reason: Option<String>,
     pub opened_before_us: Option<i64>,
     pub session_id: Option<String>,
+    /// Keyset pagination: only cases after this `(opened_at, id)` in the listing's order.
+    pub after: Option<(i64, String)>,
     pub limit: usize,
+}
+
+/// A parameter of a query built at run time, bound by each backend in its own way.
+#[derive(Debug, Clone)]
+pub enum SqlParam {
+    Text(String),
+    Int(i64),
+}
+
+impl ReviewFilter {
+    /// The `SELECT … FROM reviews` listing for this filter: only the conditions that are set
+    /// (so each shape of query uses its index; `(? IS NULL OR …)` would hide them from the
+    /// planner), oldest first, keyset after `after`. `ph(n)` spells the n-th placeholder and
+    /// `reason(p)` a test that the JSON array `reasons` holds the text `p` or a sub-reason of it.
+    pub fn sql(
+        &self,
+        cols: &str,
+        ph: impl Fn(usize) -> String,
+        reason: impl Fn(&str) -> String,
+    ) -> (String, Vec<SqlParam>) {
+        let mut params = Vec::new();
+        let mut conds = Vec::new();
+        let bind = |v: SqlParam, params: &mut Vec<SqlParam>| {
+            params.push(v);
+            ph(params.len())
+        };
+        if let Some(t) = &self.tenant {
+            conds.push(format!("tenant = {}", bind(SqlParam::Text(t.clone()), &mut params)));
+        }
+        if let Some(s) = self.status {
+            conds.push(format!("status = {}", bind(SqlParam::Text(s.as_str().to_owned()), &mut params)));
+        }
+        if let Some(b) = self.opened_before_us {
+            conds.push(format!("opened_at < {}", bind(SqlParam::Int(b), &mut params)));
+        }
+        if let Some(id) = &self.session_id {
+            conds.push(format!("session_id = {}", bind(SqlParam::Text(id.clone()), &mut params)));
+        }
+        if let Some(r) = &self.reason {
+            let p = bind(SqlParam::Text(r.clone()), &mut params);
+            conds.push(reason(&p));
+        }
+        if let Some((at, id)) = &self.after {
+            let (a, i) = (bind(SqlParam::Int(*at), &mut params), bind(SqlParam::Text(id.clone()), &mut params));
+            conds.push(format!("opened_at >= {a} AND (opened_at > {a} OR id > {i})"));
+        }
+        let limit = bind(SqlParam::Int(i64::try_from(self.limit).unwrap_or(i64::MAX)), &mut params);
+        let wh = if conds.is_empty() { String::new() } else { format!(" WHERE {}", conds.join(" AND ")) };
+        (format!("SELECT {cols} FROM reviews{wh} ORDER BY opened_at, id LIMIT {limit}"), params)
+    }
 }
 
 /// The store's read side; writes go through [`Store::commit`].

@@ -1170,23 +1170,27 @@ impl Store for PgStore {
 
     async fn reviews(&self, f: ReviewFilter) -> Result<Vec<ReviewRecord>, StoreError> {
         // A reason matches itself and its sub-reasons (`velocity` matches `velocity.document`).
-        let rows = self
-            .query(
-                concat!(
-                    "SELECT ",
-                    review_cols!(),
-                    " FROM reviews
-                     WHERE ($1::text IS NULL OR tenant = $1) AND ($2::text IS NULL OR status = $2)
-                       AND ($3::bigint IS NULL OR opened_at < $3) AND ($4::text IS NULL OR session_id = $4)
-                       AND ($5::text IS NULL OR EXISTS (
-                           SELECT 1 FROM jsonb_array_elements_text(reasons::jsonb) AS r (reason)
-                           WHERE r.reason = $5 OR starts_with(r.reason, $5 || '.')))
-                     ORDER BY opened_at, id LIMIT $6"
-                ),
-                &[&f.tenant, &f.status, &f.opened_before_us, &f.session_id, &f.reason, &limit_param(f.limit)],
-            )
-            .await?;
-        all(rows, row_review)
+        let (sql, params) = f.sql(
+            review_cols!(),
+            |n| format!("${n}"),
+            |p| {
+                format!(
+                    "EXISTS (SELECT 1 FROM jsonb_array_elements_text(reasons::jsonb) AS r (reason)
+                     WHERE r.reason = {p}::text OR starts_with(r.reason, {p}::text || '.'))"
+                )
+            },
+        );
+        let params: Vec<Box<dyn ToSql + Sync + Send>> = params
+            .into_iter()
+            .map(|p| -> Box<dyn ToSql + Sync + Send> {
+                match p {
+                    SqlParam::Text(t) => Box::new(t),
+                    SqlParam::Int(i) => Box::new(i),
+                }
+            })
+            .collect();
+        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
+        all(self.query(&sql, &refs).await?, row_review)
     }
 
     async fn resolved_review_for_session(&self, tenant: &str, id: &str) -> Result<Option<ReviewRecord>, StoreError> {

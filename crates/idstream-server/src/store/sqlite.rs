@@ -927,22 +927,26 @@ impl Store for SqliteStore {
     }
 
     async fn reviews(&self, f: ReviewFilter) -> Result<Vec<ReviewRecord>, StoreError> {
+        // A reason matches itself and its sub-reasons (`velocity` matches `velocity.document`).
+        let (sql, params) = f.sql(
+            REVIEW_COLS,
+            |n| format!("?{n}"),
+            |p| {
+                format!(
+                    "EXISTS (SELECT 1 FROM json_each(reviews.reasons) AS r
+                     WHERE r.value = {p} OR substr(r.value, 1, length({p}) + 1) = {p} || '.')"
+                )
+            },
+        );
         self.read(move |c| {
-            let rows: Vec<ReviewRecord> = c
-                .prepare_cached(&format!(
-                    "SELECT {REVIEW_COLS} FROM reviews
-                     WHERE (?1 IS NULL OR tenant = ?1) AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR opened_at < ?3)
-                       AND (?4 IS NULL OR session_id = ?4)
-                     ORDER BY opened_at, id"
-                ))?
-                .query_map(params![f.tenant, f.status, f.opened_before_us, f.session_id], row_review)?
-                .filter(|r| match (&f.reason, r) {
-                    (Some(reason), Ok(r)) => r.reasons.iter().any(|x| x == reason || x.starts_with(&format!("{reason}."))),
-                    _ => true,
+            let params: Vec<rusqlite::types::Value> = params
+                .into_iter()
+                .map(|p| match p {
+                    SqlParam::Text(t) => rusqlite::types::Value::Text(t),
+                    SqlParam::Int(i) => rusqlite::types::Value::Integer(i),
                 })
-                .take(f.limit)
-                .collect::<rusqlite::Result<_>>()?;
-            Ok(rows)
+                .collect();
+            c.prepare_cached(&sql)?.query_map(rusqlite::params_from_iter(params), row_review)?.collect()
         })
         .await
     }

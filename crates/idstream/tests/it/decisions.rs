@@ -128,6 +128,26 @@ async fn simulated_personas_get_the_expected_outcomes(backend: String) {
     assert_eq!(st, 200, "{v}");
     let in_review: usize = table.values().map(|r| r.get("review").copied().unwrap_or(0)).sum();
     assert_eq!(v["reviews"].as_array().unwrap().len(), in_review);
+    assert!(v["next_after"].is_null(), "everything fit in one page: {}", v["next_after"]);
+    // Keyset pages of 7 walk the same cases in the same order, each once.
+    let all: Vec<Value> = v["reviews"].as_array().unwrap().iter().map(|r| r["id"].clone()).collect();
+    let (mut walked, mut after) = (Vec::new(), None::<String>);
+    loop {
+        let q = after.as_ref().map(|a| format!("&after={a}")).unwrap_or_default();
+        let (st, page) = srv.get(&format!("/v1/reviews?limit=7{q}"), Some(KEY_ACME)).await;
+        assert_eq!(st, 200, "{page}");
+        let got = page["reviews"].as_array().unwrap();
+        assert!(got.len() <= 7);
+        walked.extend(got.iter().map(|r| r["id"].clone()));
+        match page["next_after"].as_str() {
+            Some(a) => {
+                assert_eq!(got.len(), 7, "a page that is not the last one is full");
+                after = Some(a.to_owned());
+            }
+            None => break,
+        }
+    }
+    assert_eq!(walked, all);
 }
 
 async fn blocklisted_values_decline_and_are_never_stored_in_clear(backend: String) {

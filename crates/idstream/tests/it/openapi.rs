@@ -403,6 +403,7 @@ async fn every_endpoint_answers_as_the_contract_says() {
         list["reviews"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_owned()).collect();
     assert_eq!(ids.len(), 2, "{list}");
     c.expect(&srv, 400, call("GET", "/v1/reviews", "/v1/reviews?status=paused", Some(KEY_ACME))).await;
+    c.expect(&srv, 400, call("GET", "/v1/reviews", "/v1/reviews?after=yesterday", Some(KEY_ACME))).await;
     c.expect(&srv, 401, call("GET", "/v1/reviews", "/v1/reviews", None)).await;
     c.expect(&srv, 403, call("GET", "/v1/reviews", "/v1/reviews?tenant=beta", Some(KEY_ACME))).await;
     let t = "/v1/reviews/{id}";

@@ -483,6 +483,7 @@ async fn suite(b: &Backend) {
         reason: reason.map(str::to_owned),
         opened_before_us: before,
         session_id: session.map(str::to_owned),
+        after: None,
         limit,
     };
     assert_eq!(
@@ -507,6 +508,39 @@ async fn suite(b: &Backend) {
     assert_eq!(all_reviews(store, f(None, None, None, None, Some("rs1"), 100)).await, ["rv-1", "rv-6"]);
     assert_eq!(all_reviews(store, f(None, None, None, None, None, 2)).await, ["rv-1", "rv-2"]);
     assert!(all_reviews(store, f(None, None, None, None, None, 0)).await.is_empty());
+    // Keyset pages: walking pages of 1 and of 2 gives the whole listing once, in order; a tie on
+    // `opened_at` is broken by id.
+    for (tenant, size) in [(None, 1), (None, 2), (Some("r1t"), 2)] {
+        let (mut walked, mut after) = (Vec::new(), None);
+        loop {
+            let page = store
+                .reviews(ReviewFilter { after: after.clone(), ..f(tenant, None, None, None, None, size) })
+                .await
+                .unwrap();
+            assert!(page.len() <= size);
+            after = page.last().map(|r| (r.opened_at_us, r.id.clone()));
+            walked.extend(page.into_iter().map(|r| r.id));
+            if after.is_none() {
+                break;
+            }
+        }
+        assert_eq!(walked, all_reviews(store, f(tenant, None, None, None, None, 100)).await, "{tenant:?} by {size}");
+    }
+    let after =
+        |at: i64, id: &str| ReviewFilter { after: Some((at, id.to_owned())), ..f(None, None, None, None, None, 100) };
+    assert_eq!(all_reviews(store, after(500, "rv-5")).await, ["rv-6"]);
+    assert!(all_reviews(store, after(500, "rv-6")).await.is_empty());
+    assert_eq!(
+        all_reviews(
+            store,
+            ReviewFilter {
+                after: Some((0, String::new())),
+                ..f(None, Some("open"), Some("velocity"), None, None, 100)
+            }
+        )
+        .await,
+        ["rv-3"]
+    );
 
     // --- A failed condition applies nothing of its txn: no state, no entries, no checkpoint.
     let head = log.head();
