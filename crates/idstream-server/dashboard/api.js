@@ -67,7 +67,7 @@ export function pill(value) {
 export function fmtTime(t) {
   if (!t) return "";
   const d = typeof t === "number" ? new Date(t) : new Date(t);
-  return isNaN(d) ? String(t) : d.toLocaleString(undefined, { hour12: false });
+  return isNaN(d.getTime()) ? String(t) : d.toLocaleString(undefined, { hour12: false });
 }
 
 /** When idstream got or made an entry (the provider's own time is in `occurred_at`). */
@@ -105,7 +105,7 @@ export function can(role, action) {
   return (allowed[action] || []).includes(role);
 }
 
-/** One CSV cell: quoted when needed; a leading `= + - @` is defused (spreadsheet formulas). */
+/** One CSV cell: quoted when needed; a leading equals, plus, minus or at sign is defused (spreadsheet formulas). */
 function csvCell(v) {
   let s = v === null || v === undefined ? "" : Array.isArray(v) ? v.join(" ") : typeof v === "object" ? JSON.stringify(v) : String(v);
   if (/^[=+\-@\t\r]/.test(s)) s = "'" + s;

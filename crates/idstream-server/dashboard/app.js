@@ -6,11 +6,15 @@ import { LiveStream, feedScreen } from "./feed.js";
 import { reviewsScreen, caseScreen, searchScreen, blocklistsScreen, rulesScreen } from "./screens.js";
 import { overviewScreen } from "./overview.js";
 
+/** @typedef {import("./types/api.gen").components["schemas"]} S */
+
+/** @type {S["Me"] | null} */
 let me = null;
 let stream = null;
 let leaveScreen = null;
 
-const $ = (id) => document.getElementById(id);
+/** An element of the page by id (`any`: inputs, forms and containers alike). */
+const $ = (id) => /** @type {any} */ (document.getElementById(id));
 
 function showLogin(message) {
   if (stream) stream.stop();
@@ -23,7 +27,7 @@ function showLogin(message) {
 }
 
 async function enter() {
-  me = await api("GET", "/v1/auth/me");
+  me = /** @type {S["Me"]} */ (await api("GET", "/v1/auth/me"));
   setCsrf(me.csrf_token);
   $("login").hidden = true;
   $("shell").hidden = false;
@@ -42,7 +46,7 @@ async function route() {
   const [path, query] = hash.split("?");
   const params = new URLSearchParams(query || "");
   const [name, arg] = path.split("/");
-  for (const a of document.querySelectorAll("#nav a")) {
+  for (const a of /** @type {NodeListOf<HTMLAnchorElement>} */ (document.querySelectorAll("#nav a"))) {
     const current = a.dataset.screen === name || (name === "case" && a.dataset.screen === "reviews");
     if (current) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");

@@ -4,6 +4,9 @@
 
 import { api, h, pill, eventTime, downloadCsv } from "./api.js";
 
+/** @typedef {import("./types/api.gen").components["schemas"]} S */
+/** @typedef {import("./types/events.gen").EventView} EventView */
+
 const KEEP = 5000; // entries kept for re-filtering
 const SHOW = 300; // rows rendered at most
 
@@ -39,7 +42,7 @@ export class LiveStream {
   async start() {
     // Begin with the recent past (up to 200 entries back), then live.
     try {
-      const page = await api("GET", "/v1/events?limit=1");
+      const page = /** @type {S["EventPage"]} */ (await api("GET", "/v1/events?limit=1"));
       this.last = Math.max(0, page.head - 200);
     } catch {
       this.last = null;
@@ -51,7 +54,7 @@ export class LiveStream {
   async renew() {
     clearTimeout(this.renewTimer);
     try {
-      this.token = await api("POST", "/v1/stream/token");
+      this.token = /** @type {S["StreamToken"]} */ (await api("POST", "/v1/stream/token"));
     } catch (e) {
       this.setState(`error: ${e.message}`);
       this.renewTimer = setTimeout(() => this.renew(), 5000);
@@ -97,10 +100,11 @@ export class LiveStream {
     };
   }
 
+  /** @param {EventView} ev */
   add(ev) {
     const c = this.counts;
     c.total++;
-    if (ev.kind === "decision.made") c[ev.outcome] = (c[ev.outcome] || 0) + 1;
+    if (ev.kind === "decision.made" && "outcome" in ev) c[ev.outcome] = (c[ev.outcome] || 0) + 1;
     else if (ev.kind && ev.kind.startsWith("verification.")) c.verification++;
     else c.other++;
     this.entries.push(ev);
@@ -130,10 +134,17 @@ export class LiveStream {
   }
 }
 
+/** @param {EventView} ev */
 function summary(ev) {
-  if (ev.kind === "decision.made") return [pill(ev.outcome), " ", (ev.reasons || []).join(", ")];
-  if (ev.kind === "review.changed") return [pill(ev.status), " ", ev.actor || ""];
-  return [pill(ev.status || ev.provider_status || ""), " ", ev.provider_status && ev.status !== ev.provider_status ? ev.provider_status : ""];
+  if (ev.kind === "decision.made" && "outcome" in ev) return [pill(ev.outcome), " ", ev.reasons.join(", ")];
+  // A verification event: its status, and the provider's own word when it differs.
+  if ("unauthenticated_decision" in ev) {
+    const status = ev.status || ev.provider_status || "";
+    return [pill(status), " ", ev.provider_status && status !== ev.provider_status ? ev.provider_status : ""];
+  }
+  // Review changes and idstream's other events: their status and who acted.
+  const e = /** @type {Record<string, any>} */ (ev);
+  return [pill(e.status || ""), " ", e.actor || ""];
 }
 
 function kindClass(kind) {

@@ -3,6 +3,8 @@
 
 import { api, h, fmtTime, fmtAge } from "./api.js";
 
+/** @typedef {import("./types/api.gen").components["schemas"]} S */
+
 const SVG = "http://www.w3.org/2000/svg";
 
 function svg(tag, attrs, ...children) {
@@ -47,9 +49,10 @@ export async function overviewScreen(root, me, params) {
     [["3600", "last hour"], ["21600", "last 6 hours"], ["86400", "last 24 hours"], ["604800", "last 7 days"]]
       .map(([v, t]) => h("option", { value: v, selected: v === win }, t)));
   root.append(h("h2", {}, "Overview"), h("div", { class: "bar" }, h("label", { for: "ov-window" }, "Window", pick)));
+  /** @type {S["TenantStats"]} */
   let s;
   try {
-    s = await api("GET", `/v1/stats?window_secs=${encodeURIComponent(win)}`);
+    s = /** @type {S["TenantStats"]} */ (await api("GET", `/v1/stats?window_secs=${encodeURIComponent(win)}`));
   } catch (e) {
     root.append(h("p", { class: "error" }, e.message));
     return;

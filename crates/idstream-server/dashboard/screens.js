@@ -3,6 +3,8 @@
 
 import { api, h, pill, fmtTime, fmtAge, toast, can, eventTime, downloadCsv } from "./api.js";
 
+/** @typedef {import("./types/api.gen").components["schemas"]} S */
+
 const link = (href, text) => h("a", { href }, text);
 const sessionLink = (id) => (id ? link(`#/search?session=${encodeURIComponent(id)}`, id) : "");
 const failed = (e) => toast(e.message, true);
@@ -68,7 +70,7 @@ export async function reviewsScreen(root, me, params) {
     let after = null;
     try {
       do {
-        const list = await api("GET", query(1000, after));
+        const list = /** @type {S["ReviewList"]} */ (await api("GET", query(1000, after)));
         rows.push(...list.reviews);
         after = list.next_after;
       } while (after && rows.length < EXPORT_MAX);
@@ -82,9 +84,10 @@ export async function reviewsScreen(root, me, params) {
   }
 
   async function load() {
+    /** @type {S["ReviewList"]} */
     let list;
     try {
-      list = await api("GET", query(PAGE, cursors[page]));
+      list = /** @type {S["ReviewList"]} */ (await api("GET", query(PAGE, cursors[page])));
     } catch (e) {
       body.replaceChildren(h("p", { class: "error" }, e.message));
       return;
@@ -121,7 +124,7 @@ export async function reviewsScreen(root, me, params) {
 
 async function claim(id) {
   try {
-    const r = await api("POST", `/v1/reviews/${encodeURIComponent(id)}/claim`, {});
+    const r = /** @type {S["ReviewView"]} */ (await api("POST", `/v1/reviews/${encodeURIComponent(id)}/claim`, {}));
     toast(`Claimed by ${r.claimed_by}`);
   } catch (e) {
     failed(e);
@@ -167,9 +170,11 @@ function firedView(decision) {
 }
 
 export async function caseScreen(root, me, id) {
-  let review, decision, session;
+  /** @type {S["ReviewView"]} */
+  let review;
+    let decision, session;
   try {
-    review = await api("GET", `/v1/reviews/${encodeURIComponent(id)}`);
+    review = /** @type {S["ReviewView"]} */ (await api("GET", `/v1/reviews/${encodeURIComponent(id)}`));
     [decision, session] = await Promise.all([
       api("GET", `/v1/decisions/${encodeURIComponent(review.decision_id)}`).catch(() => null),
       api("GET", `/v1/sessions/${encodeURIComponent(review.session_id)}`).catch(() => null),
@@ -224,7 +229,7 @@ export async function caseScreen(root, me, id) {
         return;
       }
       try {
-        const r = await api("POST", `/v1/reviews/${encodeURIComponent(id)}/resolve`, { outcome, note: note.value.trim() });
+        const r = /** @type {S["Resolution"]} */ (await api("POST", `/v1/reviews/${encodeURIComponent(id)}/resolve`, { outcome, note: note.value.trim() }));
         toast(`Resolved: ${r.decision.outcome}`);
         rerender();
       } catch (e) {
@@ -328,7 +333,7 @@ export async function searchScreen(root, me, params) {
       if (!idValue.value.trim()) return;
       out.replaceChildren();
       try {
-        const r = await api("GET", `/v1/search?${new URLSearchParams({ kind: idKind.value, value: idValue.value.trim() })}`);
+        const r = /** @type {S["SearchResult"]} */ (await api("GET", `/v1/search?${new URLSearchParams({ kind: idKind.value, value: idValue.value.trim() })}`));
         out.append(
           h("p", { id: "search-count" }, `${r.seen.length} session(s) of ${r.subjects} subject(s)`),
           seenTable("Sessions with this value", r.seen));
@@ -345,7 +350,7 @@ export async function searchScreen(root, me, params) {
   const subject = params.get("subject");
   try {
     if (session) {
-      const s = await api("GET", `/v1/sessions/${encodeURIComponent(session)}`);
+      const s = /** @type {S["SessionView"]} */ (await api("GET", `/v1/sessions/${encodeURIComponent(session)}`));
       out.append(
         h("div", { class: "card" }, kv([
           ["Session", h("span", { class: "mono" }, s.session_id)],
@@ -364,10 +369,13 @@ export async function searchScreen(root, me, params) {
         h("h3", {}, "Linked subjects"),
         seenTable("Linked subjects", s.linked || []),
         h("h3", {}, "History"),
-        table("History", ["Time", "Offset", "Kind", "Result"], s.history.map((e) =>
-          h("tr", {}, h("td", {}, eventTime(e)), h("td", { class: "mono" }, e.offset), h("td", { class: "mono" }, e.kind), h("td", {}, pill(e.outcome || e.status || ""), " ", (e.reasons || []).join(", ")))), "No events."));
+        table("History", ["Time", "Offset", "Kind", "Result"], s.history.map((ev) => {
+          // Any kind of event: the fields it has.
+          const e = /** @type {Record<string, any>} */ (ev);
+          return h("tr", {}, h("td", {}, eventTime(e)), h("td", { class: "mono" }, e.offset), h("td", { class: "mono" }, e.kind), h("td", {}, pill(e.outcome || e.status || ""), " ", (e.reasons || []).join(", ")));
+        }), "No events."));
     } else if (subject) {
-      const s = await api("GET", `/v1/subjects/${encodeURIComponent(subject)}`);
+      const s = /** @type {S["SubjectView"]} */ (await api("GET", `/v1/subjects/${encodeURIComponent(subject)}`));
       out.append(h("div", { class: "card" }, kv([
         ["Subject", h("span", { class: "mono" }, s.id)],
         ["Updated", `${fmtTime(s.updated_at)} by ${s.updated_by || "–"}`],
@@ -400,8 +408,8 @@ export async function blocklistsScreen(root, me, params) {
       if (reason.value.trim()) body.reason = reason.value.trim();
       if (kind === "document" && country.value.trim()) body.issuing_country = country.value.trim();
       try {
-        const r = await api("POST", `/v1/blocklists/${kind}`, body);
-        const id = r.id || (r.entry && r.entry.id) || "";
+        const r = /** @type {S["BlockAdded"]} */ (await api("POST", `/v1/blocklists/${kind}`, body));
+        const id = r.id;
         const rechecked = r.rechecked && r.rechecked.length ? `; ${r.rechecked.length} session(s) re-checked` : "";
         toast(`Added to the ${kind} blocklist as ${id.slice(0, 12)}…${rechecked}`);
         value.value = "";
@@ -419,7 +427,7 @@ export async function blocklistsScreen(root, me, params) {
   root.append(out);
   async function load() {
     try {
-      const list = await api("GET", `/v1/blocklists/${kind}`);
+      const list = /** @type {S["BlockList"]} */ (await api("GET", `/v1/blocklists/${kind}`));
       const remove = can(me.role, "remove_block");
       out.replaceChildren(table(`${kind} blocklist`, ["Entry (keyed hash)", "Reason", "Added by", "Added", ""], list.entries.map((b) =>
         h("tr", {},
@@ -447,9 +455,10 @@ export async function blocklistsScreen(root, me, params) {
 // --- Rules ----------------------------------------------------------------------------------
 
 export async function rulesScreen(root, me, params) {
+  /** @type {S["RulesetList"]} */
   let list;
   try {
-    list = await api("GET", "/v1/rulesets");
+    list = /** @type {S["RulesetList"]} */ (await api("GET", "/v1/rulesets"));
   } catch (e) {
     root.append(h("p", { class: "error" }, e.message));
     return;
@@ -475,7 +484,7 @@ export async function rulesScreen(root, me, params) {
         : h("p", { class: "muted" }, manage ? "You asked for it: another policy admin or admin approves." : ""))
     : null;
   root.append(h("h2", {}, "Rules"),
-    h("p", {}, "Active: ", h("b", { class: "mono" }, a.label || (list.rulesets.find((r) => r.version === a.version) || {}).label || a.version), a.default ? " (the built-in default policy)" : ` — activated by ${a.activated_by} at ${fmtTime(a.activated_at)}`),
+    h("p", {}, "Active: ", h("b", { class: "mono" }, ("label" in a && a.label) || (list.rulesets.find((r) => r.version === a.version) || { label: "" }).label || a.version), "default" in a ? " (the built-in default policy)" : ` — activated by ${a.activated_by} at ${fmtTime(a.activated_at)}`),
     list.require_second_approver ? h("p", { class: "muted" }, "Activations need a second approver (four-eyes).") : "",
     pendingView || "",
     table("Rulesets", ["Label", "Version", "Uploaded", "By", ""], list.rulesets.map((r) =>
@@ -489,7 +498,7 @@ export async function rulesScreen(root, me, params) {
   let text = "";
   if (view) {
     try {
-      text = (await api("GET", `/v1/rulesets/${encodeURIComponent(view)}`)).text;
+      text = (/** @type {S["RulesetDocument"]} */ (await api("GET", `/v1/rulesets/${encodeURIComponent(view)}`))).text;
     } catch (e) {
       failed(e);
     }
@@ -536,7 +545,7 @@ export async function rulesScreen(root, me, params) {
     report.replaceChildren(h("p", { class: "muted" }, "Replaying the log's decisions…"));
     const ruleset = editor.value;
     try {
-      const r = await api("POST", "/v1/backtests", { ruleset });
+      const r = /** @type {S["Report"]} */ (await api("POST", "/v1/backtests", { ruleset }));
       tested = ruleset;
       activate.disabled = draft.disabled = false;
       const outs = ["approve", "review", "decline"];
@@ -559,7 +568,7 @@ export async function rulesScreen(root, me, params) {
   async function upload(andActivate) {
     if (editor.value !== tested) return;
     try {
-      const r = await api("POST", `/v1/rulesets${andActivate ? "?activate=true" : ""}`, editor.value);
+      const r = /** @type {S["RulesetUploaded"]} */ (await api("POST", `/v1/rulesets${andActivate ? "?activate=true" : ""}`, editor.value));
       toast(andActivate
         ? (r.active ? `Activated ${r.label}` : `Uploaded ${r.label}; its activation waits for a second approver`)
         : `Uploaded ${r.label} (${r.version.slice(0, 12)}) as a draft`);
@@ -589,7 +598,7 @@ export async function rulesScreen(root, me, params) {
       if (!text.trim() || text === checked) return;
       checked = text;
       try {
-        const r = await api("POST", "/v1/rulesets/validate", text);
+        const r = /** @type {S["RulesetValid"]} */ (await api("POST", "/v1/rulesets/validate", text));
         if (editor.value !== text) return;
         errors.replaceChildren();
         status.textContent = `Valid: ${r.label}, ${r.rules} rule(s). Backtest it before uploading.`;
