@@ -4,6 +4,7 @@
 # driven by playwright-core (tests/browser/dashboard.test.mjs). Screenshots go to
 # docs/screenshots/ (or $SHOTS). Needs: `apt-get install -y chromium`; npm.
 #   scripts/browser-test.sh [path/to/idstream]     (default: target/debug/idstream, built if missing)
+# TEST=feed-bench.mjs runs another script of tests/browser/ against the same server.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${1:-$root/target/debug/idstream}
@@ -62,7 +63,7 @@ cd "$root/tests/browser"
 [ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund
 status=0
 IDSTREAM_URL="http://127.0.0.1:$port" IDSTREAM_ADMIN_KEY="$admin_key" IDSTREAM_BIN="$bin" \
-  IDSTREAM_SIM_SECRET="$secret" SHOTS="${SHOTS:-$root/docs/screenshots}" node dashboard.test.mjs || status=$?
+  IDSTREAM_SIM_SECRET="$secret" SHOTS="${SHOTS:-$root/docs/screenshots}" node "${TEST:-dashboard.test.mjs}" || status=$?
 if [ "$status" != 0 ]; then
   echo "--- server log (last 40 lines)"
   tail -n 40 "$work/serve.log"

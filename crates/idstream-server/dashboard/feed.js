@@ -8,7 +8,9 @@ import { api, h, pill, eventTime, downloadCsv } from "./api.js";
 /** @typedef {import("./types/events.gen").EventView} EventView */
 
 const KEEP = 5000; // entries kept for re-filtering
-const SHOW = 300; // rows rendered at most
+const SHOW = 100; // rows rendered at most
+const PER_FRAME = 50; // new rows rendered per frame at most
+const FLASH_MAX = 20; // new rows flash only when a frame brings at most this many
 
 /** The stream connection, kept for the whole page (switching screens does not lose events). */
 export class LiveStream {
@@ -108,7 +110,8 @@ export class LiveStream {
     else if (ev.kind && ev.kind.startsWith("verification.")) c.verification++;
     else c.other++;
     this.entries.push(ev);
-    if (this.entries.length > KEEP) this.entries.splice(0, this.entries.length - KEEP);
+    // Trimmed in steps, not per event (a splice moves every kept entry).
+    if (this.entries.length > KEEP + 500) this.entries.splice(0, this.entries.length - KEEP);
     this.emit("event", ev);
   }
 
@@ -181,7 +184,7 @@ export function feedScreen(root, stream) {
       h("button", { type: "button", id: "feed-export", onclick: () => exportCsv() }, "Export CSV"),
       h("span", { class: "muted" }, status)),
     counts,
-    h("table", { "aria-label": "Live events" },
+    h("table", { "aria-label": "Live events", class: "feed" },
       h("thead", {}, h("tr", {}, ["Time", "Offset", "Kind", "Session", "Subject", "Result"].map((t) => h("th", { scope: "col" }, t)))),
       tbody));
 
@@ -239,8 +242,14 @@ export function feedScreen(root, stream) {
     if (fresh.length) {
       const empty = tbody.querySelector("td.empty");
       if (empty) empty.parentElement.remove();
-      tbody.prepend(...fresh.slice(-SHOW).reverse().map((ev) => row(ev, true)));
-      while (tbody.children.length > SHOW) tbody.lastElementChild.remove();
+      // At high rates a frame renders the newest PER_FRAME rows (the counts and the kept
+      // entries have them all; a filter change or a pause rebuilds the table from those), and
+      // rows stop flashing: a flash per row per event is what froze the page.
+      const calm = fresh.length <= FLASH_MAX;
+      const rows = fresh.slice(-PER_FRAME).reverse().map((ev) => row(ev, calm));
+      tbody.prepend(...rows);
+      const extra = tbody.children.length - SHOW;
+      for (let i = 0; i < extra; i++) tbody.lastElementChild.remove();
     }
     renderCounts();
   }

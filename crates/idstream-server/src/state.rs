@@ -74,6 +74,8 @@ pub struct AppState {
     pub require_second_approver: bool,
     /// Webhook counts per tenant and minute, added to the store every second.
     pub tenant_counters: Arc<crate::stats::TenantCounters>,
+    /// Decision counts of the overview's finished buckets.
+    pub finished_buckets: crate::stats::FinishedBuckets,
     /// The overview's alert: the oldest open case is older than this (none: no alert).
     pub alert_oldest_open: Option<std::time::Duration>,
 }
@@ -135,6 +137,7 @@ impl AppState {
             documents_cfg: cfg.documents.clone(),
             require_second_approver: cfg.decisions.require_second_approver,
             tenant_counters: Default::default(),
+            finished_buckets: Default::default(),
             alert_oldest_open: (cfg.reviews.alert_oldest_open_secs > 0)
                 .then(|| std::time::Duration::from_secs(cfg.reviews.alert_oldest_open_secs)),
             claim_idle: (cfg.reviews.claim_idle_secs > 0)

@@ -50,6 +50,9 @@ pub enum BenchWhat {
     /// `POST /v1/verifications/document` at a fixed rate (small and large images): upload →
     /// decision latency and the server's memory, vs. the sandbox's ID verification directly.
     Documents(crate::bench_documents::DocumentsArgs),
+    /// The dashboard's read API over a large store (1,000,000 decisions by default): review
+    /// queue pages, identity search, the session view and statistics, vs. `/healthz`.
+    Queries(crate::bench_queries::QueriesArgs),
     /// Write unique signed Didit v3 webhooks to a file for an external load generator
     /// (`scripts/wrk-ingest.lua`): one line each, `x-timestamp`, the three signatures and the
     /// body, tab-separated.
@@ -153,6 +156,35 @@ pub struct LoadResult {
     pub max_ms: f64,
 }
 
+/// Starts `idstream serve --config <cfg>` (this binary) as its own process, killed when the
+/// handle drops; answers when it serves, with its address. Its log goes to a drain.
+pub async fn spawn_serve(cfg: &std::path::Path) -> anyhow::Result<(tokio::process::Child, String)> {
+    use tokio::io::{AsyncBufReadExt as _, BufReader};
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["serve", "--config"])
+        .arg(cfg)
+        .env("IDSTREAM_SERVER__LOG_FORMAT", "json")
+        .env("RUST_LOG", "warn,idstream=info")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut lines = BufReader::new(child.stderr.take().expect("piped")).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(120), async {
+        while let Some(line) = lines.next_line().await? {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+            if v["fields"]["message"] == "idstream serving" {
+                return Ok(v["fields"]["listen"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+        anyhow::bail!("idstream serve exited before serving")
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("idstream serve did not start within 120 s"))??;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((child, addr))
+}
+
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.what {
         BenchWhat::Ingest(a) => ingest(a).await,
@@ -162,6 +194,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchWhat::Notify(a) => crate::bench_notify::run(a).await,
         BenchWhat::Verifications(a) => crate::bench_verify::run(a).await,
         BenchWhat::Documents(a) => crate::bench_documents::run(a).await,
+        BenchWhat::Queries(a) => crate::bench_queries::run(a).await,
         BenchWhat::Prepare(a) => prepare_file(a),
     }
 }

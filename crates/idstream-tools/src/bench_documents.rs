@@ -8,13 +8,11 @@
 //! it. The baseline is the same upload posted at the same rate to the sandbox's
 //! `POST /v3/id-verification/` directly (what the provider call alone costs here).
 
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use tokio::io::{AsyncBufReadExt as _, BufReader};
 
 use crate::sandbox::{self, SandboxConfig};
 use idstream_server::documents::content::samples;
@@ -125,29 +123,8 @@ max_request_bytes = {req}
             req = max * 2 + 65_536,
         ),
     )?;
-    let mut child = tokio::process::Command::new(std::env::current_exe()?)
-        .args(["serve", "--config"])
-        .arg(&cfg_path)
-        .env("IDSTREAM_SERVER__LOG_FORMAT", "json")
-        .env("RUST_LOG", "warn,idstream=info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
+    let (mut child, addr) = crate::bench::spawn_serve(&cfg_path).await?;
     let pid = child.id().expect("a running child has a pid");
-    let mut lines = BufReader::new(child.stderr.take().expect("piped")).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await? {
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
-            if v["fields"]["message"] == "idstream serving" {
-                return Ok(v["fields"]["listen"].as_str().unwrap_or_default().to_owned());
-            }
-        }
-        anyhow::bail!("idstream serve exited before serving")
-    })
-    .await
-    .map_err(|_| anyhow::anyhow!("idstream serve did not start within 30 s"))??;
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     eprintln!("server pid {pid} at {addr}, sandbox at {sb_addr}");
 
     let client = reqwest::Client::new();

@@ -6,7 +6,7 @@
 //!   personas (pure: no I/O, no clock).
 //! - [`simulate`]: `idstream simulate`, which signs that traffic and posts it to a server.
 //! - [`bench`], [`bench_stream`], [`bench_decide`], [`bench_notify`], [`bench_verify`]: the load
-//!   harness behind BENCHMARKS.md (`idstream bench ingest|log|stream|decide|notify|verifications`).
+//!   harness behind BENCHMARKS.md (`idstream bench ingest|log|stream|decide|notify|verifications|documents|queries`).
 //! - [`watch`]: `idstream watch`, a command-line stream client that resumes after disconnects.
 //! - [`sandbox`]: `idstream sandbox`, a local Didit API (hosted sessions, decisions, signed
 //!   webhooks back, injected faults) for the whole loop on one machine and for tests.
@@ -15,6 +15,7 @@ pub mod bench;
 pub mod bench_decide;
 pub mod bench_documents;
 pub mod bench_notify;
+pub mod bench_queries;
 pub mod bench_stream;
 pub mod bench_verify;
 pub mod personas;

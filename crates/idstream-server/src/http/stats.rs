@@ -103,8 +103,15 @@ pub async fn stats(
     // Buckets aligned to whole multiples of their length; the last one holds now.
     let last = now / bucket_us * bucket_us;
     let first = last - 59 * bucket_us;
-    let rows = st.store.stats(&tenant, first, bucket_us).await?;
+    // Finished buckets' decisions come from the cache; the store counts from the first one it
+    // does not hold.
+    let known = st.finished_buckets.known(&tenant, bucket_us, first, 60);
+    let decisions_from = first + known.len() as i64 * bucket_us;
+    let rows = st.store.stats(&tenant, first, bucket_us, decisions_from).await?;
     let mut buckets: Vec<Counts> = vec![Counts::default(); 60];
+    for (b, [approve, review, decline]) in buckets.iter_mut().zip(&known) {
+        (b.approve, b.review, b.decline) = (*approve, *review, *decline);
+    }
     let index = |at_us: i64| -> Option<usize> {
         let i = (at_us - first).div_euclid(bucket_us);
         (0..60).contains(&i).then_some(i as usize)
@@ -127,6 +134,16 @@ pub async fn stats(
             Outcome::Decline => b.decline += n,
         }
     }
+    st.finished_buckets.keep(
+        &tenant,
+        bucket_us,
+        now,
+        buckets
+            .iter()
+            .enumerate()
+            .skip(known.len())
+            .map(|(i, b)| (first + i as i64 * bucket_us, [b.approve, b.review, b.decline])),
+    );
     let mut totals = Counts::default();
     for b in &buckets {
         totals.webhooks_accepted += b.webhooks_accepted;

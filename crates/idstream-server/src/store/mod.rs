@@ -291,6 +291,7 @@ pub struct StatCount {
 /// What the statistics of a tenant are made of.
 #[derive(Debug, Clone, Default)]
 pub struct StatsRows {
+    /// Webhook counts per bucket (`minute`: the bucket's first minute).
     pub counts: Vec<StatCount>,
     /// (bucket start in Unix µs, outcome, decisions).
     pub decisions: Vec<(i64, Outcome, u64)>,
@@ -397,46 +398,99 @@ pub enum SqlParam {
     Int(i64),
 }
 
+/// A `WHERE` clause built from only the conditions that are set, so each shape of query uses
+/// its index (`(? IS NULL OR …)` would hide the index from the planner). `ph(n)` spells the
+/// n-th placeholder of the backend (`?n`, `$n`).
+pub struct Conditions<F: Fn(usize) -> String> {
+    ph: F,
+    conds: Vec<String>,
+    pub params: Vec<SqlParam>,
+}
+
+impl<F: Fn(usize) -> String> Conditions<F> {
+    pub fn new(ph: F) -> Self {
+        Conditions { ph, conds: Vec::new(), params: Vec::new() }
+    }
+
+    /// Binds `v`; returns its placeholder.
+    pub fn bind(&mut self, v: SqlParam) -> String {
+        self.params.push(v);
+        (self.ph)(self.params.len())
+    }
+
+    pub fn push(&mut self, cond: String) {
+        self.conds.push(cond);
+    }
+
+    /// `column = <v>`, when `v` is set.
+    pub fn eq(&mut self, column: &str, v: Option<&str>) {
+        if let Some(v) = v {
+            let p = self.bind(SqlParam::Text(v.to_owned()));
+            self.conds.push(format!("{column} = {p}"));
+        }
+    }
+
+    /// ` WHERE a AND b …`, or nothing.
+    pub fn clause(&self) -> String {
+        if self.conds.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", self.conds.join(" AND "))
+        }
+    }
+}
+
+fn limit_of(n: usize) -> SqlParam {
+    SqlParam::Int(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
 impl ReviewFilter {
-    /// The `SELECT … FROM reviews` listing for this filter: only the conditions that are set
-    /// (so each shape of query uses its index; `(? IS NULL OR …)` would hide them from the
-    /// planner), oldest first, keyset after `after`. `ph(n)` spells the n-th placeholder and
-    /// `reason(p)` a test that the JSON array `reasons` holds the text `p` or a sub-reason of it.
-    pub fn sql(
+    /// The `SELECT … FROM reviews` listing for this filter, oldest first, keyset after `after`.
+    /// `reason(p)` spells a test that the JSON array `reasons` holds the text `p` or a
+    /// sub-reason of it.
+    pub fn sql<F: Fn(usize) -> String>(
         &self,
         cols: &str,
-        ph: impl Fn(usize) -> String,
+        ph: F,
         reason: impl Fn(&str) -> String,
     ) -> (String, Vec<SqlParam>) {
-        let mut params = Vec::new();
-        let mut conds = Vec::new();
-        let bind = |v: SqlParam, params: &mut Vec<SqlParam>| {
-            params.push(v);
-            ph(params.len())
-        };
-        if let Some(t) = &self.tenant {
-            conds.push(format!("tenant = {}", bind(SqlParam::Text(t.clone()), &mut params)));
-        }
-        if let Some(s) = self.status {
-            conds.push(format!("status = {}", bind(SqlParam::Text(s.as_str().to_owned()), &mut params)));
-        }
+        let mut w = Conditions::new(ph);
+        w.eq("tenant", self.tenant.as_deref());
+        w.eq("status", self.status.map(|s| s.as_str()));
         if let Some(b) = self.opened_before_us {
-            conds.push(format!("opened_at < {}", bind(SqlParam::Int(b), &mut params)));
+            let p = w.bind(SqlParam::Int(b));
+            w.push(format!("opened_at < {p}"));
         }
-        if let Some(id) = &self.session_id {
-            conds.push(format!("session_id = {}", bind(SqlParam::Text(id.clone()), &mut params)));
-        }
+        w.eq("session_id", self.session_id.as_deref());
         if let Some(r) = &self.reason {
-            let p = bind(SqlParam::Text(r.clone()), &mut params);
-            conds.push(reason(&p));
+            let p = w.bind(SqlParam::Text(r.clone()));
+            w.push(reason(&p));
         }
         if let Some((at, id)) = &self.after {
-            let (a, i) = (bind(SqlParam::Int(*at), &mut params), bind(SqlParam::Text(id.clone()), &mut params));
-            conds.push(format!("opened_at >= {a} AND (opened_at > {a} OR id > {i})"));
+            let (a, i) = (w.bind(SqlParam::Int(*at)), w.bind(SqlParam::Text(id.clone())));
+            w.push(format!("opened_at >= {a} AND (opened_at > {a} OR id > {i})"));
         }
-        let limit = bind(SqlParam::Int(i64::try_from(self.limit).unwrap_or(i64::MAX)), &mut params);
-        let wh = if conds.is_empty() { String::new() } else { format!(" WHERE {}", conds.join(" AND ")) };
-        (format!("SELECT {cols} FROM reviews{wh} ORDER BY opened_at, id LIMIT {limit}"), params)
+        let limit = w.bind(limit_of(self.limit));
+        (format!("SELECT {cols} FROM reviews{} ORDER BY opened_at, id LIMIT {limit}", w.clause()), w.params)
+    }
+}
+
+impl IdentityQuery {
+    /// The `SELECT … FROM identities` of this query, newest first.
+    pub fn sql<F: Fn(usize) -> String>(&self, ph: F) -> (String, Vec<SqlParam>) {
+        let mut w = Conditions::new(ph);
+        w.eq("tenant", Some(&self.tenant));
+        w.eq("kind", self.kind.map(|k| k.as_str()));
+        w.eq("hash", self.hash.as_deref());
+        w.eq("session_id", self.session_id.as_deref());
+        let limit = w.bind(limit_of(self.limit));
+        (
+            format!(
+                "SELECT tenant, kind, hash, subject, session_id, seen_at FROM identities{} ORDER BY seen_at DESC LIMIT {limit}",
+                w.clause()
+            ),
+            w.params,
+        )
     }
 }
 
@@ -498,7 +552,15 @@ pub trait Store: Send + Sync + 'static {
     /// API-made endpoints (of one tenant, unless `None`), by tenant and id.
     async fn endpoints(&self, tenant: Option<&str>) -> Result<Vec<notify::EndpointRecord>, StoreError>;
     /// A tenant's statistics since `from_us`, decisions in buckets of `bucket_us`.
-    async fn stats(&self, tenant: &str, from_us: i64, bucket_us: i64) -> Result<StatsRows, StoreError>;
+    /// Webhook counts from `from_us` and decisions from `decisions_from_us`, per bucket of
+    /// `bucket_us`; the review queue now.
+    async fn stats(
+        &self,
+        tenant: &str,
+        from_us: i64,
+        bucket_us: i64,
+        decisions_from_us: i64,
+    ) -> Result<StatsRows, StoreError>;
     /// Identity observations (keyed hashes seen in sessions).
     async fn identities(&self, q: IdentityQuery) -> Result<Vec<Observation>, StoreError>;
     // Documents (`documents.rs`).

@@ -83,6 +83,21 @@ impl PgStore {
         client.query(&stmt, params).await.map_err(unavailable)
     }
 
+    /// [`Self::query`] with parameters of a query built at run time.
+    async fn query_built(&self, sql: &str, params: Vec<SqlParam>) -> Result<Vec<Row>, StoreError> {
+        let params: Vec<Box<dyn ToSql + Sync + Send>> = params
+            .into_iter()
+            .map(|p| -> Box<dyn ToSql + Sync + Send> {
+                match p {
+                    SqlParam::Text(t) => Box::new(t),
+                    SqlParam::Int(i) => Box::new(i),
+                }
+            })
+            .collect();
+        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
+        self.query(sql, &refs).await
+    }
+
     /// Publishes outbox entries older than `min_age` (oldest first) through the log and deletes
     /// them; returns how many. Rows are taken `FOR UPDATE SKIP LOCKED`, so several nodes can
     /// relay at once without waiting on each other; an entry that its committer is publishing
@@ -909,11 +924,18 @@ impl Store for PgStore {
         // Every commit is awaited by its caller; connections close with the pool.
     }
 
-    async fn stats(&self, tenant: &str, from_us: i64, bucket_us: i64) -> Result<StatsRows, StoreError> {
+    async fn stats(
+        &self,
+        tenant: &str,
+        from_us: i64,
+        bucket_us: i64,
+        decisions_from_us: i64,
+    ) -> Result<StatsRows, StoreError> {
         let counts = self
             .query(
-                "SELECT tenant, minute, metric, count FROM tenant_stats WHERE tenant = $1 AND minute >= $2",
-                &[&tenant, &(from_us / 60_000_000)],
+                "SELECT tenant, (minute / $3) * $3, metric, sum(count)::bigint FROM tenant_stats
+                 WHERE tenant = $1 AND minute >= $2 GROUP BY 1, 2, 3",
+                &[&tenant, &(from_us / 60_000_000), &(bucket_us / 60_000_000).max(1)],
             )
             .await?
             .iter()
@@ -931,7 +953,7 @@ impl Store for PgStore {
             .query(
                 "SELECT (decided_at / $3) * $3, outcome, count(*) FROM decisions
                  WHERE tenant = $1 AND decided_at >= $2 GROUP BY 1, 2",
-                &[&tenant, &from_us, &bucket_us],
+                &[&tenant, &decisions_from_us, &bucket_us],
             )
             .await?
             .iter()
@@ -942,7 +964,7 @@ impl Store for PgStore {
             .query(
                 "SELECT count(*) FILTER (WHERE status = 'open'), count(*) FILTER (WHERE status = 'claimed'),
                     min(opened_at) FILTER (WHERE status = 'open')
-                 FROM reviews WHERE tenant = $1 AND status <> 'resolved'",
+                 FROM reviews WHERE tenant = $1 AND status IN ('open', 'claimed')",
                 &[&tenant],
             )
             .await?;
@@ -962,15 +984,8 @@ impl Store for PgStore {
     }
 
     async fn identities(&self, q: IdentityQuery) -> Result<Vec<Observation>, StoreError> {
-        let rows = self
-            .query(
-                "SELECT tenant, kind, hash, subject, session_id, seen_at FROM identities
-                 WHERE tenant = $1 AND ($2::text IS NULL OR kind = $2) AND ($3::text IS NULL OR hash = $3)
-                   AND ($4::text IS NULL OR session_id = $4)
-                 ORDER BY seen_at DESC LIMIT $5",
-                &[&q.tenant, &q.kind.map(|k| k.as_str()), &q.hash, &q.session_id, &(q.limit as i64)],
-            )
-            .await?;
+        let (sql, params) = q.sql(|n| format!("${n}"));
+        let rows = self.query_built(&sql, params).await?;
         rows.iter()
             .map(|r| {
                 Ok(Observation {
@@ -1180,17 +1195,7 @@ impl Store for PgStore {
                 )
             },
         );
-        let params: Vec<Box<dyn ToSql + Sync + Send>> = params
-            .into_iter()
-            .map(|p| -> Box<dyn ToSql + Sync + Send> {
-                match p {
-                    SqlParam::Text(t) => Box::new(t),
-                    SqlParam::Int(i) => Box::new(i),
-                }
-            })
-            .collect();
-        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
-        all(self.query(&sql, &refs).await?, row_review)
+        all(self.query_built(&sql, params).await?, row_review)
     }
 
     async fn resolved_review_for_session(&self, tenant: &str, id: &str) -> Result<Option<ReviewRecord>, StoreError> {

@@ -585,6 +585,19 @@ fn row_decision(r: &rusqlite::Row<'_>) -> rusqlite::Result<DecisionRecord> {
 const REVIEW_COLS: &str = "id, tenant, session_id, subject, decision_id, reasons, status, opened_at, claimed_by,
     claimed_at, resolved_by, resolved_at, outcome, note, level";
 
+/// Run-time built query parameters as SQLite values.
+fn bound(params: Vec<SqlParam>) -> rusqlite::ParamsFromIter<Vec<rusqlite::types::Value>> {
+    rusqlite::params_from_iter(
+        params
+            .into_iter()
+            .map(|p| match p {
+                SqlParam::Text(t) => rusqlite::types::Value::Text(t),
+                SqlParam::Int(i) => rusqlite::types::Value::Integer(i),
+            })
+            .collect::<Vec<_>>(),
+    )
+}
+
 fn row_review(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReviewRecord> {
     Ok(ReviewRecord {
         id: r.get(0)?,
@@ -652,14 +665,21 @@ impl Store for SqliteStore {
         self.threads.join().await;
     }
 
-    async fn stats(&self, tenant: &str, from_us: i64, bucket_us: i64) -> Result<StatsRows, StoreError> {
+    async fn stats(
+        &self,
+        tenant: &str,
+        from_us: i64,
+        bucket_us: i64,
+        decisions_from_us: i64,
+    ) -> Result<StatsRows, StoreError> {
         let tenant = tenant.to_owned();
         self.read(move |c| {
             let counts = c
                 .prepare_cached(
-                    "SELECT tenant, minute, metric, count FROM tenant_stats WHERE tenant = ?1 AND minute >= ?2",
+                    "SELECT tenant, (minute / ?3) * ?3, metric, sum(count) FROM tenant_stats
+                     WHERE tenant = ?1 AND minute >= ?2 GROUP BY 2, 3",
                 )?
-                .query_map(params![tenant, from_us / 60_000_000], |r| {
+                .query_map(params![tenant, from_us / 60_000_000, (bucket_us / 60_000_000).max(1)], |r| {
                     Ok(StatCount {
                         tenant: r.get(0)?,
                         minute: r.get(1)?,
@@ -673,7 +693,7 @@ impl Store for SqliteStore {
                     "SELECT (decided_at / ?3) * ?3, outcome, count(*) FROM decisions
                      WHERE tenant = ?1 AND decided_at >= ?2 GROUP BY 1, 2",
                 )?
-                .query_map(params![tenant, from_us, bucket_us], |r| {
+                .query_map(params![tenant, decisions_from_us, bucket_us], |r| {
                     Ok((r.get::<_, i64>(0)?, r.get::<_, OutcomeCol>(1)?.0, r.get::<_, i64>(2)? as u64))
                 })?
                 .collect::<rusqlite::Result<_>>()?;
@@ -681,7 +701,7 @@ impl Store for SqliteStore {
                 .prepare_cached(
                     "SELECT count(*) FILTER (WHERE status = 'open'), count(*) FILTER (WHERE status = 'claimed'),
                         min(opened_at) FILTER (WHERE status = 'open')
-                     FROM reviews WHERE tenant = ?1 AND status != 'resolved'",
+                     FROM reviews WHERE tenant = ?1 AND status IN ('open', 'claimed')",
                 )?
                 .query_row(params![tenant], |r| {
                     Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, Option<i64>>(2)?))
@@ -692,24 +712,20 @@ impl Store for SqliteStore {
     }
 
     async fn identities(&self, q: IdentityQuery) -> Result<Vec<Observation>, StoreError> {
+        let (sql, params) = q.sql(|n| format!("?{n}"));
         self.read(move |c| {
-            c.prepare_cached(
-                "SELECT tenant, kind, hash, subject, session_id, seen_at FROM identities
-                 WHERE tenant = ?1 AND (?2 IS NULL OR kind = ?2) AND (?3 IS NULL OR hash = ?3)
-                   AND (?4 IS NULL OR session_id = ?4)
-                 ORDER BY seen_at DESC LIMIT ?5",
-            )?
-            .query_map(params![q.tenant, q.kind, q.hash, q.session_id, q.limit as i64], |r| {
-                Ok(Observation {
-                    tenant: r.get(0)?,
-                    kind: r.get(1)?,
-                    hash: r.get(2)?,
-                    subject: r.get(3)?,
-                    session_id: r.get(4)?,
-                    seen_at_us: r.get(5)?,
-                })
-            })?
-            .collect()
+            c.prepare_cached(&sql)?
+                .query_map(bound(params), |r| {
+                    Ok(Observation {
+                        tenant: r.get(0)?,
+                        kind: r.get(1)?,
+                        hash: r.get(2)?,
+                        subject: r.get(3)?,
+                        session_id: r.get(4)?,
+                        seen_at_us: r.get(5)?,
+                    })
+                })?
+                .collect()
         })
         .await
     }
@@ -938,17 +954,7 @@ impl Store for SqliteStore {
                 )
             },
         );
-        self.read(move |c| {
-            let params: Vec<rusqlite::types::Value> = params
-                .into_iter()
-                .map(|p| match p {
-                    SqlParam::Text(t) => rusqlite::types::Value::Text(t),
-                    SqlParam::Int(i) => rusqlite::types::Value::Integer(i),
-                })
-                .collect();
-            c.prepare_cached(&sql)?.query_map(rusqlite::params_from_iter(params), row_review)?.collect()
-        })
-        .await
+        self.read(move |c| c.prepare_cached(&sql)?.query_map(bound(params), row_review)?.collect()).await
     }
 
     async fn resolved_review_for_session(&self, tenant: &str, id: &str) -> Result<Option<ReviewRecord>, StoreError> {
