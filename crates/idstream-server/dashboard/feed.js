@@ -242,12 +242,14 @@ export function feedScreen(root, stream) {
     if (fresh.length) {
       const empty = tbody.querySelector("td.empty");
       if (empty) empty.parentElement.remove();
-      // At high rates a frame renders the newest PER_FRAME rows (the counts and the kept
+      // At high rates a frame renders only the newest PER_FRAME rows (the counts and the kept
       // entries have them all; a filter change or a pause rebuilds the table from those), and
       // rows stop flashing: a flash per row per event is what froze the page.
       const calm = fresh.length <= FLASH_MAX;
       const rows = fresh.slice(-PER_FRAME).reverse().map((ev) => row(ev, calm));
-      tbody.prepend(...rows);
+      // More than a frame renders: the table restarts from the newest, so it never shows a gap.
+      if (fresh.length > PER_FRAME) tbody.replaceChildren(...rows);
+      else tbody.prepend(...rows);
       const extra = tbody.children.length - SHOW;
       for (let i = 0; i < extra; i++) tbody.lastElementChild.remove();
     }
