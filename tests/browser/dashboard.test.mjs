@@ -276,14 +276,21 @@ try {
   await vic.locator("#bl-kind").waitFor({ timeout: WAIT });
   assert.equal(await vic.locator("#bl-value").count(), 0, "viewer sees the add form");
 
-  step("blocklists: an analyst adds an email");
+  step("blocklists: an analyst previews the normal form, adds an email, and the preview then says it is listed");
   await ana.locator("#nav").getByRole("link", { name: "Blocklists" }).click();
   await ana.locator("#bl-kind").selectOption("email");
-  await ana.locator("#bl-value").fill("fraudster@example.com");
+  await ana.locator("#bl-value").fill("nobody");
+  await ana.locator("#bl-preview.error").filter({ hasText: "needs one `@`" }).waitFor({ timeout: WAIT });
+  await ana.locator("#bl-value").fill("  Fraudster@Example.COM ");
+  await ana.locator("#bl-preview").filter({ hasText: "fraudster@example.com" }).filter({ hasText: "0 open case(s)" }).waitFor({ timeout: WAIT });
+  assert.equal((await admin("GET", "/v1/blocklists/email")).entries.length, 0, "the preview stored something");
   await ana.locator("#bl-reason").fill("browser test");
   await ana.getByRole("button", { name: "Add" }).click();
   await ana.locator("td", { hasText: "browser test" }).waitFor({ timeout: WAIT });
   assert.equal(await ana.getByRole("button", { name: "Remove" }).count(), 0, "an analyst cannot remove");
+  await ana.locator("#bl-value").fill("FRAUDSTER@example.com");
+  await ana.locator("#bl-preview").filter({ hasText: "already on the list" }).waitFor({ timeout: WAIT });
+  assert.doesNotMatch(await ana.locator("#bl-preview").innerText(), /object|undefined/, "the preview renders every part");
   await ana.screenshot({ path: `${shots}/blocklists.png` });
 
   step("sessions: search by session id shows its history and checks");
@@ -325,10 +332,39 @@ try {
   await pat.getByRole("heading", { name: /^Backtest of/ }).waitFor({ timeout: WAIT });
   assert.ok(await pat.locator('table[aria-label="Changed sessions"] tbody tr a').count() > 0, "no changed session listed");
   await pat.screenshot({ path: `${shots}/rules-backtest.png`, fullPage: true });
+
+  step("rules: `rules test` cases run against the draft; a bad cases document is shown at its line");
+  await pat.locator("#rules-cases").fill("cases:\n  - name: anything is declined\n    expect: {outcome: maybe}\n");
+  await pat.getByRole("button", { name: "Run cases" }).click();
+  await pat.locator("#rules-cases-errors li").filter({ hasText: /line 3/ }).first().waitFor({ timeout: WAIT });
+  await pat.locator("#rules-cases").fill([
+    "cases:",
+    "  - name: anything is declined",
+    "    context: {provider: {status: approved, signature_covers_decision: true}}",
+    "    expect: {outcome: decline}",
+    "  - name: a clean session is approved",
+    "    context: {provider: {status: approved, signature_covers_decision: true}}",
+    "    expect: {outcome: approve}",
+    "",
+  ].join("\n"));
+  await pat.getByRole("button", { name: "Run cases" }).click();
+  await pat.locator("#rules-test-summary").filter({ hasText: "1 passed, 1 failed — browser-test-strict" }).waitFor({ timeout: WAIT });
+  const failedCase = pat.locator('table[aria-label="Test cases"] tr.failed');
+  assert.equal(await failedCase.count(), 1, "one failed case");
+  assert.match(await failedCase.innerText(), /a clean session is approved[\s\S]*decline-everything/);
+  assert.equal(await pat.locator("#rules-cases-errors li").count(), 0, "old errors cleared");
+  await pat.locator(".cases-panel").screenshot({ path: `${shots}/rules-test.png` });
   await pat.getByRole("button", { name: "Upload as draft" }).click();
   await pat.locator("td", { hasText: "browser-test-strict" }).waitFor({ timeout: WAIT });
   const rulesets = await admin("GET", "/v1/rulesets");
   assert.ok(rulesets.rulesets.some((r) => r.label === "browser-test-strict" && !r.active), "draft not stored inactive");
+
+  step("a viewer runs the same cases against the active ruleset (read-only)");
+  await vic.locator("#nav").getByRole("link", { name: "Rules" }).click();
+  await vic.locator("#rules-cases").fill("cases:\n  - name: honest user is approved\n    context:\n      provider: {status: approved, signature_covers_decision: true}\n      document: {age: 34, expired: false}\n      liveness: {score: 97.2}\n      face_match: {score: 91}\n    expect: {outcome: approve, reasons: [kyc.approved]}\n");
+  await vic.getByRole("button", { name: "Run cases" }).click();
+  await vic.locator("#rules-test-summary").filter({ hasText: /1 passed, 0 failed/ }).waitFor({ timeout: WAIT });
+  assert.equal(await vic.locator("#rules-editor").count(), 0, "a viewer has no editor");
 
   step("four-eyes: an activation waits for a second approver, who activates it");
   await pat.locator("#rules-editor").waitFor({ timeout: WAIT });

@@ -402,6 +402,40 @@ export async function blocklistsScreen(root, me, params) {
     const country = h("input", { id: "bl-country", placeholder: "e.g. GBR", size: 6 });
     const reason = h("input", { id: "bl-reason", placeholder: "forged passport, case 1234" });
     const recheck = h("input", { id: "bl-recheck", type: "checkbox" });
+    // The normal form the value will be hashed in, shown as you type (nothing is stored).
+    const preview = h("p", { id: "bl-preview", class: "muted", "aria-live": "polite" });
+    let previewTimer = 0;
+    let previewed = "";
+    const showPreview = () => {
+      clearTimeout(previewTimer);
+      previewTimer = setTimeout(async () => {
+        const body = { value: value.value };
+        if (kind === "document" && country.value.trim()) body.issuing_country = country.value.trim();
+        const key = JSON.stringify(body);
+        if (key === previewed) return;
+        previewed = key;
+        if (!value.value.trim()) {
+          preview.replaceChildren();
+          return;
+        }
+        try {
+          const p = /** @type {S["BlockPreview"]} */ (await api("POST", `/v1/blocklists/${kind}/preview`, body));
+          if (previewed !== key) return;
+          preview.className = "muted";
+          preview.replaceChildren(h("span", {}, "Stored as the keyed hash of ", h("b", { class: "mono" }, p.normal_form),
+            kind === "document" && p.normal_form.startsWith("*:") ? " (issued by any country)" : "",
+            ` — entry ${p.id.slice(0, 12)}…`,
+            p.listed ? [" ", pill("listed"), " already on the list (adding updates its reason)"] : "",
+            `; ${p.open_sessions} open case(s) used it${p.open_sessions ? " (a re-check declines them)" : ""}.`));
+        } catch (err) {
+          if (previewed !== key) return;
+          preview.className = "error";
+          preview.replaceChildren(err.message);
+        }
+      }, 250);
+    };
+    value.addEventListener("input", showPreview);
+    country.addEventListener("input", showPreview);
     root.append(h("form", { class: "bar card", onsubmit: async (e) => {
       e.preventDefault();
       const body = { value: value.value, recheck: recheck.checked };
@@ -413,6 +447,8 @@ export async function blocklistsScreen(root, me, params) {
         const rechecked = r.rechecked && r.rechecked.length ? `; ${r.rechecked.length} session(s) re-checked` : "";
         toast(`Added to the ${kind} blocklist as ${id.slice(0, 12)}…${rechecked}`);
         value.value = "";
+        previewed = "";
+        preview.replaceChildren();
         load();
       } catch (err) {
         failed(err);
@@ -422,7 +458,8 @@ export async function blocklistsScreen(root, me, params) {
       kind === "document" ? h("label", { for: "bl-country" }, "Issuing country", country) : null,
       h("label", { for: "bl-reason" }, "Reason", reason),
       h("label", { for: "bl-recheck" }, "Re-check open sessions", recheck),
-      h("button", { type: "submit", class: "primary" }, "Add")));
+      h("button", { type: "submit", class: "primary" }, "Add"),
+      preview));
   }
   root.append(out);
   async function load() {
@@ -505,6 +542,8 @@ export async function rulesScreen(root, me, params) {
   }
   if (!manage) {
     if (view) root.append(h("h3", {}, "Ruleset"), h("pre", { class: "card mono" }, text));
+    // Readers test the version shown, or the active ruleset.
+    root.append(casesPanel(() => (view ? { version: view } : {}), view ? "this version" : "the active ruleset"));
     return;
   }
   const editor = h("textarea", { id: "rules-editor", class: "editor", spellcheck: "false", "aria-describedby": "rules-errors" }, text);
@@ -617,5 +656,96 @@ export async function rulesScreen(root, me, params) {
     status,
     errors,
     h("div", { class: "actions" }, h("button", { type: "button", id: "rules-backtest", class: "primary", onclick: backtest }, "Backtest"), draft, activate),
-    report);
+    report,
+    casesPanel(() => ({ ruleset: editor.value }), "the editor's ruleset", showErrors));
+}
+
+// The cases text is kept while the analyst moves between versions (not stored anywhere).
+let casesText = "";
+const CASES_EXAMPLE = `cases:
+  - name: expired passport is declined
+    context:
+      provider: {status: approved, signature_covers_decision: true}
+      document: {expired: true}
+    expect: {outcome: decline, reasons: [document.expired]}`;
+
+/**
+ * `idstream rules test` on the page: a cases document (typed, pasted or opened from a file) run
+ * against `target()` (`{ruleset}`, `{version}` or `{}` = the active ruleset) by
+ * `POST /v1/rulesets/test`; each case's result with the rules that fired.
+ * @param {() => Partial<S["RulesTestBody"]>} target
+ * @param {string} what
+ * @param {(e: any) => void} [rulesetErrors] shows errors of the ruleset itself (the editor's)
+ */
+function casesPanel(target, what, rulesetErrors) {
+  const cases = h("textarea", { id: "rules-cases", class: "editor cases", spellcheck: "false", placeholder: CASES_EXAMPLE, "aria-describedby": "rules-cases-errors" }, casesText);
+  cases.addEventListener("input", () => (casesText = cases.value));
+  const errors = h("div", { id: "rules-cases-errors", role: "alert" });
+  const out = h("div", { id: "rules-test-report" });
+  const file = h("input", { id: "rules-cases-file", type: "file", accept: ".yaml,.yml,text/yaml,application/yaml", onchange: async () => {
+    const f = file.files && file.files[0];
+    if (!f) return;
+    cases.value = casesText = await f.text();
+    file.value = "";
+  } });
+  const goTo = (line) => {
+    if (!line) return;
+    const lines = cases.value.split("\n");
+    let pos = 0;
+    for (let i = 0; i < line - 1 && i < lines.length; i++) pos += lines[i].length + 1;
+    cases.focus();
+    cases.setSelectionRange(pos, pos);
+  };
+  const lineButton = (line) => line ? h("button", { type: "button", class: "linklike", onclick: () => goTo(line) }, `line ${line}`) : "";
+  async function run() {
+    errors.replaceChildren();
+    out.replaceChildren(h("p", { class: "muted" }, "Running the cases…"));
+    try {
+      const r = /** @type {S["RulesTestReport"]} */ (await api("POST", "/v1/rulesets/test", { ...target(), cases: cases.value }));
+      out.replaceChildren(
+        h("p", { id: "rules-test-summary", class: r.failed ? "error" : "" }, `${r.passed} passed, ${r.failed} failed — ${r.ruleset_label} (${r.ruleset_version.slice(0, 12)})`),
+        table("Test cases", ["", "Case", "Expected", "Got", "Fired rules (values read)"], r.cases.map((c) => {
+          const got = [...c.reasons].sort();
+          const want = c.expected_reasons;
+          const missing = want ? want.filter((x) => !got.includes(x)) : [];
+          const extra = want ? got.filter((x) => !want.includes(x)) : [];
+          return h("tr", { class: c.passed ? "" : "failed" },
+            h("td", {}, pill(c.passed ? "pass" : "fail")),
+            h("td", {}, c.name, " ", lineButton(c.line)),
+            h("td", {}, pill(c.expected_outcome), want ? ` ${want.join(", ") || "(no reasons)"}` : ""),
+            h("td", {}, pill(c.outcome), ` score ${c.score}`, got.length ? ` ${got.join(", ")}` : "",
+              missing.length ? h("div", { class: "error" }, `missing: ${missing.join(", ")}`) : "",
+              extra.length ? h("div", { class: "error" }, `not expected: ${extra.join(", ")}`) : "",
+              c.errors.length ? h("div", { class: "error" }, c.errors.join("; ")) : ""),
+            h("td", { class: "mono" }, c.fired.length
+              ? c.fired.map((f) => {
+                const read = Object.entries(f.values).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(", ");
+                return h("div", {}, `${f.rule_id} (${f.reason})${read ? `: ${read}` : ""}`);
+              })
+              : "none"));
+        }), "The document has no cases."));
+    } catch (e) {
+      out.replaceChildren();
+      if (e.code === "invalid_ruleset" && rulesetErrors) {
+        rulesetErrors(e);
+        errors.replaceChildren(h("p", { class: "error" }, "The ruleset has errors (above): the cases did not run."));
+        return;
+      }
+      const list = (e.body && e.body.errors) || [];
+      errors.replaceChildren(list.length
+        ? h("ul", { class: "errors" }, list.map((x) => h("li", {}, lineButton(x.line), x.line ? ": " : "", x.message)))
+        : h("p", { class: "error" }, e.message));
+      if (list.length && list[0].line) goTo(list[0].line);
+    }
+  }
+  return h("section", { class: "cases-panel", "aria-labelledby": "rules-cases-title" },
+    h("h3", { id: "rules-cases-title" }, "Test cases"),
+    h("p", { class: "muted" }, `Example contexts with the outcome you expect, in the format of \`idstream rules test\`, run against ${what}. Nothing is stored.`),
+    h("label", { for: "rules-cases", class: "muted" }, "Cases YAML"),
+    cases,
+    errors,
+    h("div", { class: "actions" },
+      h("button", { type: "button", id: "rules-test", class: "primary", onclick: run }, "Run cases"),
+      h("label", { for: "rules-cases-file", class: "file" }, "Open a cases file ", file)),
+    out);
 }

@@ -41,7 +41,7 @@ pub struct ErrorBody {
     /// What went wrong, for a person; names the field or parameter at fault, never a value
     /// that could be personal data or a secret.
     pub message: String,
-    /// `invalid_ruleset` only: every error in the document.
+    /// `invalid_ruleset` and `invalid_cases` only: every error in the document.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errors: Option<Vec<RulesetErrorItem>>,
 }
@@ -52,6 +52,9 @@ pub struct RulesetErrorItem {
     pub message: String,
     /// The rule's id, when the error is inside one.
     pub rule: Option<String>,
+    /// The case's name, when the error is inside one (cases documents).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub case: Option<String>,
     pub line: Option<usize>,
     pub column: Option<usize>,
 }
@@ -164,19 +167,27 @@ impl From<BytesRejection> for ApiError {
 impl ApiError {
     /// `422 invalid_ruleset` with every error of the document at its position.
     pub fn invalid_ruleset(errors: &[idstream_rules::RuleError]) -> Self {
+        let mut e = ApiError::document_errors("invalid_ruleset", "the ruleset", errors);
+        e.message.push_str("; nothing was stored");
+        e
+    }
+
+    /// `422 code` with every error of a YAML document (`what`: "the ruleset") at its position.
+    pub fn document_errors(code: &'static str, what: &str, errors: &[idstream_rules::RuleError]) -> Self {
         let list: Vec<RulesetErrorItem> = errors
             .iter()
             .map(|e| RulesetErrorItem {
                 message: e.to_string(),
                 rule: e.rule.clone(),
+                case: e.case.clone(),
                 line: e.pos.map(|p| p.line),
                 column: e.pos.map(|p| p.column),
             })
             .collect();
         ApiError::with_details(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_ruleset",
-            format!("the ruleset has {} error(s); nothing was stored", list.len()),
+            code,
+            format!("{what} has {} error(s)", list.len()),
             serde_json::json!({ "errors": list }),
         )
     }

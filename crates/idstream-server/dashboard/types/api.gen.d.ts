@@ -267,6 +267,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/blocklists/{kind}/preview": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Shows the normal form a value would be stored as (its keyed hash), whether it is already
+         *     listed, and how many open reviews used it, without storing anything: the check before an
+         *     addition.
+         */
+        post: operations["preview_blocklist_entry"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/blocklists/{kind}/{id}": {
         parameters: {
             query?: never;
@@ -619,6 +640,28 @@ export interface paths {
          *     its line and column, and nothing is stored.
          */
         post: operations["upload_ruleset"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/rulesets/test": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Runs a cases document (the format of `idstream rules test`) against a draft, a stored
+         *     version or the active ruleset; stores nothing. A case that fails is a result (200); a
+         *     document that does not parse is 422 with each error at its line and column
+         *     (`invalid_ruleset` for the ruleset, `invalid_cases` for the cases).
+         */
+        post: operations["test_ruleset"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1077,6 +1120,24 @@ export interface components {
             kind: components["schemas"]["BlocklistKind"];
             tenant: string;
         };
+        /** @description What adding a value would do, computed without storing anything. */
+        BlockPreview: {
+            /** @description The id the entry would have (the keyed hash of the normal form). */
+            id: string;
+            kind: components["schemas"]["BlocklistKind"];
+            /** @description Whether an entry with this id is already on the list. */
+            listed: boolean;
+            /**
+             * @description The normal form that is hashed: a document is `COUNTRY:NUMBER` (`*:` = issued by any
+             *     country), a phone E.164, an email case-folded, a face id trimmed.
+             */
+            normal_form: string;
+            /**
+             * @description Sessions with an open or claimed review that used this value: those `recheck: true`
+             *     would decline.
+             */
+            open_sessions: number;
+        };
         BlockRecord: {
             /** Format: int64 */
             added_at_us: number;
@@ -1491,7 +1552,7 @@ export interface components {
         ErrorBody: {
             /** @description Stable, machine-readable code. */
             error: string;
-            /** @description `invalid_ruleset` only: every error in the document. */
+            /** @description `invalid_ruleset` and `invalid_cases` only: every error in the document. */
             errors?: components["schemas"]["RulesetErrorItem"][] | null;
             /**
              * @description What went wrong, for a person; names the field or parameter at fault, never a value
@@ -1863,6 +1924,13 @@ export interface components {
             /** @description The provider's status for this check, as sent. */
             status?: string | null;
         };
+        /** @description A value to preview: what `POST /v1/blocklists/{kind}` would store for it. */
+        PreviewBlock: {
+            /** @description Documents only, as for an addition. */
+            issuing_country?: string | null;
+            /** @description The value in clear (nothing is stored). */
+            value: string;
+        };
         /**
          * @description Which provider a source speaks.
          * @enum {string}
@@ -2119,6 +2187,26 @@ export interface components {
          * @enum {string}
          */
         Role: "viewer" | "analyst" | "policy_admin" | "admin" | "auditor" | "service";
+        /** @description A `rules test` run: a cases file (the CLI's format) against a ruleset. */
+        RulesTestBody: {
+            /** @description The cases document (YAML, as `idstream rules test` reads it). */
+            cases: string;
+            /**
+             * @description A ruleset document to test (e.g. the editor's draft). Without it and `version`, the
+             *     tenant's active ruleset is tested.
+             */
+            ruleset?: string | null;
+            /** @description A stored version, or `default` (the shipped policy), instead of `ruleset`. */
+            version?: string | null;
+        };
+        /** @description The results of a cases document. */
+        RulesTestReport: {
+            cases: components["schemas"]["TestCase"][];
+            failed: number;
+            passed: number;
+            ruleset_label: string;
+            ruleset_version: string;
+        };
         RulesetActivation: {
             activated_at: string;
             activated_by: string;
@@ -2150,6 +2238,8 @@ export interface components {
         };
         /** @description One error of a ruleset document, at its position. */
         RulesetErrorItem: {
+            /** @description The case's name, when the error is inside one (cases documents). */
+            case?: string | null;
             column?: number | null;
             line?: number | null;
             message: string;
@@ -2331,6 +2421,36 @@ export interface components {
             tenant: string;
             to: string;
             totals: components["schemas"]["Counts"];
+        };
+        /** @description One case's result. */
+        TestCase: {
+            /** @description Rules that could not be evaluated (`rule_id: message`). */
+            errors: string[];
+            expected_outcome: components["schemas"]["Outcome"];
+            /** @description Expected reasons, sorted; absent when the case does not check them. */
+            expected_reasons?: string[] | null;
+            fired: components["schemas"]["TestFired"][];
+            /** @description Where the case starts in the cases document. */
+            line?: number | null;
+            name: string;
+            outcome: components["schemas"]["Outcome"];
+            passed: boolean;
+            reasons: string[];
+            /** Format: double */
+            score: number;
+        };
+        /** @description A fired rule, with the values it read. */
+        TestFired: {
+            message: string;
+            outcome?: null | components["schemas"]["Outcome"];
+            reason: string;
+            rule_id: string;
+            /** Format: double */
+            score?: number | null;
+            /** @description Every context field the condition reads, with its value (`null` when absent). */
+            values: {
+                [key: string]: unknown;
+            };
         };
         TokenRequest: {
             /** @description The tenant to stream (only for an identity of every tenant; default: the caller's own). */
@@ -3367,6 +3487,97 @@ export interface operations {
             /** @description The event log or the store cannot take the change now (`log_unavailable`, `store_unavailable`); nothing was changed, retry later */
             503: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A server-side failure: the log or the store is unavailable (`log_unavailable`, `store_unavailable`) or an internal error; the cause is logged with the request id, never sent */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    preview_blocklist_entry: {
+        parameters: {
+            query?: {
+                /** @description Required with a `*` key; a tenant key may omit it or name its own tenant. */
+                tenant?: string;
+            };
+            header?: never;
+            path: {
+                /** @description `document`, `phone`, `email` or `face` */
+                kind: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PreviewBlock"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BlockPreview"];
+                };
+            };
+            /** @description A bad or unknown parameter or body field (`invalid_parameter`, `invalid_body`, `tenant_required`, ...); the message names it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No credentials (`missing_api_key`), an unknown or revoked key (`invalid_api_key`), or an ended login session (`session_expired`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The caller's role cannot do this (`forbidden`: "role viewer cannot …"), it acts for another tenant (`wrong_tenant`), or a cookie call lacks its CSRF token (`csrf_token_invalid`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such object for this tenant (another tenant's answers the same) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate-limited (`rate_limited`): wait the `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description The bucket's size */
+                    "ratelimit-limit"?: number;
+                    /** @description Requests left now */
+                    "ratelimit-remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "ratelimit-reset"?: number;
+                    /** @description Seconds to wait */
+                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5425,6 +5636,103 @@ export interface operations {
             /** @description The event log or the store cannot take the change now (`log_unavailable`, `store_unavailable`); nothing was changed, retry later */
             503: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A server-side failure: the log or the store is unavailable (`log_unavailable`, `store_unavailable`) or an internal error; the cause is logged with the request id, never sent */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    test_ruleset: {
+        parameters: {
+            query?: {
+                /** @description Required with a `*` key; a tenant key may omit it or name its own tenant. */
+                tenant?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RulesTestBody"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RulesTestReport"];
+                };
+            };
+            /** @description A bad or unknown parameter or body field (`invalid_parameter`, `invalid_body`, `tenant_required`, ...); the message names it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No credentials (`missing_api_key`), an unknown or revoked key (`invalid_api_key`), or an ended login session (`session_expired`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The caller's role cannot do this (`forbidden`: "role viewer cannot …"), it acts for another tenant (`wrong_tenant`), or a cookie call lacks its CSRF token (`csrf_token_invalid`) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such object for this tenant (another tenant's answers the same) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The ruleset (`invalid_ruleset`) or the cases document (`invalid_cases`) does not parse; `errors` lists each at its line and column */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate-limited (`rate_limited`): wait the `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description The bucket's size */
+                    "ratelimit-limit"?: number;
+                    /** @description Requests left now */
+                    "ratelimit-remaining"?: number;
+                    /** @description Seconds until the bucket is full again */
+                    "ratelimit-reset"?: number;
+                    /** @description Seconds to wait */
+                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {

@@ -92,22 +92,27 @@ impl HashKey {
 
     /// The keyed hash of a value of `kind` (document: `country` may be `None` = any country).
     pub fn value_hash(&self, kind: &str, value: &str, country: Option<&str>) -> Result<String, String> {
-        let normal = match kind {
-            "document" => {
-                let number = document_number(value)?;
-                let country = match country {
-                    Some(c) => country_code(c)?,
-                    None => "*".to_owned(),
-                };
-                format!("{country}:{number}")
-            }
-            "phone" => phone(value)?,
-            "email" => email(value)?,
-            "face" => face(value)?,
-            other => return Err(format!("unknown blocklist kind `{other}` (expected document, phone, email, face)")),
-        };
-        Ok(self.hash(kind, &normal))
+        Ok(self.hash(kind, &normal_form(kind, value, country)?))
     }
+}
+
+/// The normal form of a value of `kind`, the text that is hashed (see the module's table);
+/// an error says why the value cannot be one.
+pub fn normal_form(kind: &str, value: &str, country: Option<&str>) -> Result<String, String> {
+    Ok(match kind {
+        "document" => {
+            let number = document_number(value)?;
+            let country = match country {
+                Some(c) => country_code(c)?,
+                None => "*".to_owned(),
+            };
+            format!("{country}:{number}")
+        }
+        "phone" => phone(value)?,
+        "email" => email(value)?,
+        "face" => face(value)?,
+        other => return Err(format!("unknown blocklist kind `{other}` (expected document, phone, email, face)")),
+    })
 }
 
 pub fn document_number(s: &str) -> Result<String, String> {

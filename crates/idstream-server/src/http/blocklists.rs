@@ -15,7 +15,7 @@ use super::sessions::TenantParam;
 use crate::error::ApiError;
 use crate::events::{BlocklistChanged, BlocklistKind, OwnEvent};
 use crate::state::AppState;
-use crate::store::{BlockRecord, Op, Txn, TxnError};
+use crate::store::{BlockRecord, LookupRequest, Op, Txn, TxnError};
 use crate::util::now_us;
 
 /// A blocklist entry as the API shows it.
@@ -79,6 +79,33 @@ pub struct NewBlock {
     pub recheck: bool,
 }
 
+/// A value to preview: what `POST /v1/blocklists/{kind}` would store for it.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewBlock {
+    /// The value in clear (nothing is stored).
+    pub value: String,
+    /// Documents only, as for an addition.
+    #[serde(default)]
+    pub issuing_country: Option<String>,
+}
+
+/// What adding a value would do, computed without storing anything.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BlockPreview {
+    pub kind: BlocklistKind,
+    /// The normal form that is hashed: a document is `COUNTRY:NUMBER` (`*:` = issued by any
+    /// country), a phone E.164, an email case-folded, a face id trimmed.
+    pub normal_form: String,
+    /// The id the entry would have (the keyed hash of the normal form).
+    pub id: String,
+    /// Whether an entry with this id is already on the list.
+    pub listed: bool,
+    /// Sessions with an open or claimed review that used this value: those `recheck: true`
+    /// would decline.
+    pub open_sessions: usize,
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -112,6 +139,59 @@ fn changed(b: &BlockRecord, actor: &str) -> BlocklistChanged {
 }
 
 const KIND: &str = "`document`, `phone`, `email` or `face`";
+
+/// A value's normal form and its keyed hash (the entry id), or why it cannot be one.
+fn normalised(
+    st: &AppState,
+    kind: BlocklistKind,
+    value: &str,
+    country: Option<&str>,
+) -> Result<(String, String), ApiError> {
+    if country.is_some() && kind != BlocklistKind::Document {
+        return Err(ApiError::bad_request("invalid_body", "`issuing_country` applies to the document blocklist only"));
+    }
+    let invalid = |m| ApiError::bad_request("invalid_value", m);
+    let normal = crate::decide::normalize::normal_form(kind.as_str(), value, country).map_err(invalid)?;
+    let hash = st.hash_key.value_hash(kind.as_str(), value, country).map_err(invalid)?;
+    Ok((normal, hash))
+}
+
+/// Shows the normal form a value would be stored as (its keyed hash), whether it is already
+/// listed, and how many open reviews used it, without storing anything: the check before an
+/// addition.
+#[utoipa::path(
+    post,
+    path = "/v1/blocklists/{kind}/preview",
+    operation_id = "preview_blocklist_entry",
+    tag = "blocklists",
+    params(("kind" = String, Path, description = KIND), TenantParam),
+    request_body = PreviewBlock,
+    security(("api_key" = [])),
+    responses((status = 200, body = BlockPreview), BadRequest, Unauthorized, Forbidden, NotFound, TooManyRequests, crate::http::responses::ServerError)
+)]
+pub async fn preview(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    Path(kind): Path<String>,
+    ApiQuery(q): ApiQuery<TenantParam>,
+    ApiJson(b): ApiJson<PreviewBlock>,
+) -> Result<Json<BlockPreview>, ApiError> {
+    let tenant = caller.acting_for(q.tenant.as_deref())?;
+    let kind = kind_of(&kind)?;
+    let (normal_form, id) = normalised(&st, kind, &b.value, b.issuing_country.as_deref())?;
+    // The decision worker's own blocklist lookup, for this one hash (no session, no subject).
+    let found = st
+        .store
+        .lookup(vec![LookupRequest {
+            tenant: tenant.clone(),
+            block_hashes: vec![(kind, id.clone())],
+            ..Default::default()
+        }])
+        .await?;
+    let listed = found.first().is_some_and(|r| r.blocked.contains(&kind));
+    let open_sessions = st.store.open_sessions_with(&tenant, kind, &id).await?.len();
+    Ok(Json(BlockPreview { kind, normal_form, id, listed, open_sessions }))
+}
 
 /// The entries of one blocklist, newest first.
 #[utoipa::path(
@@ -159,13 +239,7 @@ pub async fn add(
 ) -> Result<(StatusCode, Json<BlockAdded>), ApiError> {
     let tenant = caller.acting_for(q.tenant.as_deref())?;
     let kind = kind_of(&kind)?;
-    if b.issuing_country.is_some() && kind != BlocklistKind::Document {
-        return Err(ApiError::bad_request("invalid_body", "`issuing_country` applies to the document blocklist only"));
-    }
-    let hash = st
-        .hash_key
-        .value_hash(kind.as_str(), &b.value, b.issuing_country.as_deref())
-        .map_err(|m| ApiError::bad_request("invalid_value", m))?;
+    let (_, hash) = normalised(&st, kind, &b.value, b.issuing_country.as_deref())?;
     let rec = BlockRecord {
         tenant: tenant.clone(),
         kind,

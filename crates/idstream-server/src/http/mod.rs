@@ -188,6 +188,13 @@ pub mod responses {
 
     #[derive(IntoResponses)]
     #[response(
+        status = 422,
+        description = "The ruleset (`invalid_ruleset`) or the cases document (`invalid_cases`) does not parse; `errors` lists each at its line and column"
+    )]
+    pub struct InvalidRulesTest(ErrorBody);
+
+    #[derive(IntoResponses)]
+    #[response(
         status = 503,
         description = "The event log or the store cannot take the change now (`log_unavailable`, `store_unavailable`); nothing was changed, retry later"
     )]
@@ -217,8 +224,10 @@ pub fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(rulesets::get))
         .routes(routes!(rulesets::activate))
         .routes(routes!(rulesets::validate))
+        .routes(routes!(rulesets::test))
         .routes(routes!(blocklists::list, blocklists::add))
         .routes(routes!(blocklists::remove))
+        .routes(routes!(blocklists::preview))
         .routes(routes!(reviews::list))
         .routes(routes!(reviews::get))
         .routes(routes!(reviews::claim))

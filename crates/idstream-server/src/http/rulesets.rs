@@ -12,9 +12,10 @@ use idstream_rules::Ruleset;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::extract::{ApiQuery, Caller, TextBody};
+use super::extract::{ApiJson, ApiQuery, Caller, TextBody};
 use super::responses::{
-    BadRequest, Conflict, Forbidden, InvalidRuleset, NotFound, TooManyRequests, Unauthorized, Unavailable,
+    BadRequest, Conflict, Forbidden, InvalidRulesTest, InvalidRuleset, NotFound, TooManyRequests, Unauthorized,
+    Unavailable,
 };
 use super::sessions::TenantParam;
 use crate::error::ApiError;
@@ -434,5 +435,145 @@ pub async fn validate(_caller: Caller, TextBody(text): TextBody) -> Result<Json<
         version: r.version().to_owned(),
         label: r.version_label().to_owned(),
         rules: r.rules().count(),
+    }))
+}
+
+/// A `rules test` run: a cases file (the CLI's format) against a ruleset.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RulesTestBody {
+    /// The cases document (YAML, as `idstream rules test` reads it).
+    pub cases: String,
+    /// A ruleset document to test (e.g. the editor's draft). Without it and `version`, the
+    /// tenant's active ruleset is tested.
+    #[serde(default)]
+    pub ruleset: Option<String>,
+    /// A stored version, or `default` (the shipped policy), instead of `ruleset`.
+    #[serde(default)]
+    pub version: Option<String>,
+}
+
+/// A fired rule, with the values it read.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TestFired {
+    pub rule_id: String,
+    pub reason: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<idstream_rules::Outcome>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+    /// Every context field the condition reads, with its value (`null` when absent).
+    pub values: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+/// One case's result.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TestCase {
+    pub name: String,
+    /// Where the case starts in the cases document.
+    pub line: Option<usize>,
+    pub passed: bool,
+    pub expected_outcome: idstream_rules::Outcome,
+    /// Expected reasons, sorted; absent when the case does not check them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_reasons: Option<Vec<String>>,
+    pub outcome: idstream_rules::Outcome,
+    pub score: f64,
+    pub reasons: Vec<String>,
+    pub fired: Vec<TestFired>,
+    /// Rules that could not be evaluated (`rule_id: message`).
+    pub errors: Vec<String>,
+}
+
+/// The results of a cases document.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RulesTestReport {
+    pub ruleset_version: String,
+    pub ruleset_label: String,
+    pub passed: usize,
+    pub failed: usize,
+    pub cases: Vec<TestCase>,
+}
+
+/// Runs a cases document (the format of `idstream rules test`) against a draft, a stored
+/// version or the active ruleset; stores nothing. A case that fails is a result (200); a
+/// document that does not parse is 422 with each error at its line and column
+/// (`invalid_ruleset` for the ruleset, `invalid_cases` for the cases).
+#[utoipa::path(
+    post,
+    path = "/v1/rulesets/test",
+    operation_id = "test_ruleset",
+    tag = "rulesets",
+    params(TenantParam),
+    request_body = RulesTestBody,
+    security(("api_key" = [])),
+    responses(
+        (status = 200, body = RulesTestReport),
+        BadRequest, Unauthorized, Forbidden, NotFound, InvalidRulesTest, TooManyRequests, crate::http::responses::ServerError
+    )
+)]
+pub async fn test(
+    State(st): State<Arc<AppState>>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<TenantParam>,
+    ApiJson(b): ApiJson<RulesTestBody>,
+) -> Result<Json<RulesTestReport>, ApiError> {
+    let ruleset: Arc<Ruleset> = match (b.ruleset, b.version.as_deref()) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request("invalid_body", "give either `ruleset` or `version`, not both"));
+        }
+        (Some(text), None) => Arc::new(parse(&text)?),
+        (None, Some("default")) => st.rulesets.default_ruleset().clone(),
+        (None, Some(version)) => {
+            let tenant = caller.acting_for(q.tenant.as_deref())?;
+            let r =
+                st.store.ruleset(&tenant, version).await?.ok_or_else(|| {
+                    ApiError::not_found("ruleset_not_found", format!("no ruleset version `{version}`"))
+                })?;
+            Arc::new(parse(&r.text)?)
+        }
+        (None, None) => {
+            let tenant = caller.acting_for(q.tenant.as_deref())?;
+            st.rulesets.for_tenant(&tenant)
+        }
+    };
+    let report = idstream_rules::run_cases(&ruleset, "cases", &b.cases)
+        .map_err(|errors| ApiError::document_errors("invalid_cases", "the cases document", &errors))?;
+    let failed = report.failures();
+    let cases = report
+        .cases
+        .into_iter()
+        .map(|c| TestCase {
+            passed: c.passed(),
+            name: c.name,
+            line: c.pos.map(|p| p.line),
+            expected_outcome: c.expected_outcome,
+            expected_reasons: c.expected_reasons,
+            outcome: c.decision.outcome,
+            score: c.decision.score,
+            reasons: c.decision.reasons,
+            fired: c
+                .decision
+                .fired
+                .into_iter()
+                .map(|f| TestFired {
+                    rule_id: f.rule_id,
+                    reason: f.reason,
+                    message: f.message,
+                    outcome: f.outcome,
+                    score: f.score,
+                    values: f.values,
+                })
+                .collect(),
+            errors: c.decision.errors.into_iter().map(|e| format!("{}: {}", e.rule_id, e.message)).collect(),
+        })
+        .collect::<Vec<_>>();
+    Ok(Json(RulesTestReport {
+        ruleset_version: ruleset.version().to_owned(),
+        ruleset_label: ruleset.version_label().to_owned(),
+        passed: cases.len() - failed,
+        failed,
+        cases,
     }))
 }

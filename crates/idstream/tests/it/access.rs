@@ -189,6 +189,13 @@ async fn every_role_gets_exactly_what_the_matrix_allows() {
                     "/v1/blocklists/email".into(),
                     json_body(json!({"value": format!("{}@example.com", role.as_str())})),
                 ),
+                "/v1/blocklists/{kind}/preview" => {
+                    ("/v1/blocklists/email/preview".into(), json_body(json!({"value": "p@example.com"})))
+                }
+                "/v1/rulesets/test" => (
+                    "/v1/rulesets/test".into(),
+                    json_body(json!({"cases": "cases:\n  - name: a\n    expect: {outcome: review}\n"})),
+                ),
                 "/v1/blocklists/{kind}/{id}" => (format!("/v1/blocklists/email/{}", entries[i]), None),
                 "/v1/reviews" => ("/v1/reviews".into(), None),
                 "/v1/reviews/{id}" => (format!("/v1/reviews/{}", reviews[i].1), None),

@@ -369,6 +369,38 @@ async fn ended_sessions_close_their_cases_and_rechecks_honour_the_country(backen
     send(&srv, &kyc_body("e-esp", "s-esp", "esp", "In Review", doc("ESP"))).await;
     send(&srv, &kyc_body("e-fra", "s-fra", "fra", "In Review", doc("FRA"))).await;
     srv.decided().await;
+    // The preview shows the normal form, the id and what a re-check would decline; it stores
+    // nothing.
+    let preview = |value: &'static str, country: Option<&'static str>| {
+        let srv = &srv;
+        async move {
+            let mut body = json!({"value": value});
+            if let Some(c) = country {
+                body["issuing_country"] = c.into();
+            }
+            let (s, v) = srv.call("POST", "/v1/blocklists/document/preview", Some(KEY_ACME), json_body(body)).await;
+            assert_eq!(s, 200, "{v}");
+            v
+        }
+    };
+    let fra = preview("x 777-7777", Some("fra")).await;
+    assert_eq!(
+        (fra["normal_form"].as_str(), fra["listed"].as_bool(), fra["open_sessions"].as_u64()),
+        (Some("FRA:X7777777"), Some(false), Some(1)),
+        "{fra}"
+    );
+    let any = preview("X7777777", None).await;
+    assert_eq!((any["normal_form"].as_str(), any["open_sessions"].as_u64()), (Some("*:X7777777"), Some(2)), "{any}");
+    let (s, v) = srv
+        .call("POST", "/v1/blocklists/phone/preview", Some(KEY_ACME), json_body(json!({"value": "0034 600-11 22 33"})))
+        .await;
+    assert_eq!((s, v["normal_form"].as_str()), (200, Some("+34600112233")), "{v}");
+    let (s, v) =
+        srv.call("POST", "/v1/blocklists/phone/preview", Some(KEY_ACME), json_body(json!({"value": "600"}))).await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_value")), "{v}");
+    assert!(!v.to_string().contains("600\""), "the value is not echoed in the error: {v}");
+    let (_, list) = srv.get("/v1/blocklists/document", Some(KEY_ACME)).await;
+    assert_eq!(list["entries"], json!([]), "a preview adds nothing");
     let (s, v) = srv
         .call(
             "POST",
@@ -381,6 +413,11 @@ async fn ended_sessions_close_their_cases_and_rechecks_honour_the_country(backen
     let rechecked: Vec<&str> =
         v["rechecked"].as_array().unwrap().iter().map(|r| r["session_id"].as_str().unwrap()).collect();
     assert_eq!(rechecked, ["s-fra"], "{v}");
+    assert_eq!(v["id"], fra["id"], "the preview's id is the entry's");
+    let fra = preview("X7777777", Some("FRA")).await;
+    assert_eq!((fra["listed"].as_bool(), fra["open_sessions"].as_u64()), (Some(true), Some(0)), "{fra}");
+    let any = preview("X7777777", None).await;
+    assert_eq!((any["listed"].as_bool(), any["open_sessions"].as_u64()), (Some(false), Some(1)), "{any}");
     assert_eq!(session(&srv, "s-fra").await["state"], "declined");
     assert_eq!(session(&srv, "s-esp").await["state"], "review");
 }
@@ -440,10 +477,78 @@ async fn rulesets_are_validated_activated_and_backtested(backend: String) {
         .await;
     assert_eq!((s, v["error"].as_str()), (400, Some("invalid_body")), "{v}");
 
+    // `rules test` cases over the API, against the draft: one passes, one fails and says why.
+    let cases = "cases:\n  - name: AML hits decline\n    context: {aml: {hits: 2}}\n    expect: {outcome: decline, reasons: [aml.hits]}\n  - name: clean approved\n    context: {provider: {status: approved, signature_covers_decision: true}}\n    expect: {outcome: review}\n";
+    let (s, t) = srv
+        .call("POST", "/v1/rulesets/test", Some(KEY_ACME), json_body(json!({"ruleset": STRICT_AML, "cases": cases})))
+        .await;
+    assert_eq!(s, 200, "{t}");
+    assert_eq!(
+        (t["passed"].as_u64(), t["failed"].as_u64(), t["ruleset_label"].as_str()),
+        (Some(1), Some(1), Some("strict-aml")),
+        "{t}"
+    );
+    assert_eq!(t["cases"][0]["passed"], true, "{t}");
+    assert_eq!(t["cases"][0]["fired"][0]["values"]["aml.hits"], 2, "{t}");
+    assert_eq!(
+        (t["cases"][1]["passed"].as_bool(), t["cases"][1]["outcome"].as_str()),
+        (Some(false), Some("approve")),
+        "{t}"
+    );
+    assert_eq!(t["cases"][1]["line"], 5, "{t}");
+    // The active ruleset (the default) against the shipped cases: the CLI's result.
+    let shipped = include_str!("../../../idstream-rules/default-cases.yaml");
+    let (s, t) = srv.call("POST", "/v1/rulesets/test", Some(KEY_ACME), json_body(json!({"cases": shipped}))).await;
+    assert_eq!((s, t["failed"].as_u64()), (200, Some(0)), "{t}");
+    assert!(t["cases"].as_array().unwrap().len() > 3, "{t}");
+    let (_, d) = srv
+        .call("POST", "/v1/rulesets/test", Some(KEY_ACME), json_body(json!({"cases": shipped, "version": "default"})))
+        .await;
+    assert_eq!(d["ruleset_version"], t["ruleset_version"], "{d}");
+    // Bad documents: each error at its line, named by the document it is in.
+    let bad_cases = "cases:\n  - name: x\n    context: {aml: {hitz: 1}}\n    expect: {outcome: maybe}\n";
+    let (s, v) = srv
+        .call(
+            "POST",
+            "/v1/rulesets/test",
+            Some(KEY_ACME),
+            json_body(json!({"ruleset": STRICT_AML, "cases": bad_cases})),
+        )
+        .await;
+    assert_eq!((s, v["error"].as_str()), (422, Some("invalid_cases")), "{v}");
+    let lines: Vec<u64> = v["errors"].as_array().unwrap().iter().map(|e| e["line"].as_u64().unwrap()).collect();
+    assert_eq!(lines, [3, 4], "{v}");
+    assert_eq!(v["errors"][0]["case"], "x", "{v}");
+    let (s, v) = srv
+        .call("POST", "/v1/rulesets/test", Some(KEY_ACME), json_body(json!({"ruleset": broken, "cases": cases})))
+        .await;
+    assert_eq!(
+        (s, v["error"].as_str(), v["errors"][0]["line"].as_u64()),
+        (422, Some("invalid_ruleset"), Some(5)),
+        "{v}"
+    );
+    let (s, v) = srv
+        .call(
+            "POST",
+            "/v1/rulesets/test",
+            Some(KEY_ACME),
+            json_body(json!({"ruleset": STRICT_AML, "version": "default", "cases": cases})),
+        )
+        .await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_body")), "{v}");
+    let (s, v) = srv
+        .call("POST", "/v1/rulesets/test", Some(KEY_ACME), json_body(json!({"version": "nope", "cases": cases})))
+        .await;
+    assert_eq!((s, v["error"].as_str()), (404, Some("ruleset_not_found")), "{v}");
+
     // Upload + activate: later decisions use it.
     let (s, v) = srv.call("POST", "/v1/rulesets", Some(KEY_ACME), Some(STRICT_AML.into())).await;
     assert_eq!(s, 201, "{v}");
     let version = v["version"].as_str().unwrap().to_owned();
+    let (s, t) = srv
+        .call("POST", "/v1/rulesets/test", Some(KEY_ACME), json_body(json!({"version": version, "cases": cases})))
+        .await;
+    assert_eq!((s, t["failed"].as_u64(), t["ruleset_version"].as_str()), (200, Some(1), Some(version.as_str())), "{t}");
     assert_eq!(v["active"], false);
     let (s, _) = srv.call("POST", &format!("/v1/rulesets/{version}/activate"), Some(KEY_BETA), None).await;
     assert_eq!(s, 404, "another tenant's version");

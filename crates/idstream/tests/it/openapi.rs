@@ -364,6 +364,18 @@ async fn every_endpoint_answers_as_the_contract_says() {
     c.expect(&srv, 400, call("POST", v, v, Some(KEY_ACME)).raw(vec![0xff, 0xfe])).await;
     c.expect(&srv, 401, call("POST", v, v, None).raw(RULESET)).await;
     c.expect(&srv, 403, call("POST", v, v, Some("key-vic")).raw(RULESET)).await;
+    let v = "/v1/rulesets/test";
+    let cases = "cases:\n  - name: hits review\n    context: {aml: {hits: 1}}\n    expect: {outcome: review}\n";
+    let ok =
+        c.expect(&srv, 200, call("POST", v, v, Some(KEY_ACME)).json(json!({"ruleset": RULESET, "cases": cases}))).await;
+    assert_eq!(ok["passed"], 1, "{ok}");
+    c.expect(&srv, 200, call("POST", v, v, Some("key-vic")).json(json!({"version": "default", "cases": cases}))).await;
+    c.expect(&srv, 400, call("POST", v, v, Some(KEY_ALL)).json(json!({"cases": cases}))).await;
+    c.expect(&srv, 401, call("POST", v, v, None).json(json!({"cases": cases}))).await;
+    c.expect(&srv, 403, call("POST", v, "/v1/rulesets/test?tenant=beta", Some(KEY_ACME)).json(json!({"cases": cases})))
+        .await;
+    c.expect(&srv, 404, call("POST", v, v, Some(KEY_ACME)).json(json!({"version": "nope", "cases": cases}))).await;
+    c.expect(&srv, 422, call("POST", v, v, Some(KEY_ACME)).json(json!({"cases": "cases: 5"}))).await;
 
     // --- Blocklists.
     let t = "/v1/blocklists/{kind}";
@@ -390,6 +402,26 @@ async fn every_endpoint_answers_as_the_contract_says() {
     c.expect(&srv, 401, call("GET", t, "/v1/blocklists/email", None)).await;
     c.expect(&srv, 403, call("GET", t, "/v1/blocklists/email?tenant=beta", Some(KEY_ACME))).await;
     c.expect(&srv, 404, call("GET", t, "/v1/blocklists/passport", Some(KEY_ACME))).await;
+    let t = "/v1/blocklists/{kind}/preview";
+    let p = c
+        .expect(
+            &srv,
+            200,
+            call("POST", t, "/v1/blocklists/email/preview", Some(KEY_ACME)).json(json!({"value": " X@Example.com"})),
+        )
+        .await;
+    assert_eq!((p["id"].as_str(), p["listed"].as_bool()), (Some(entry.as_str()), Some(true)), "{p}");
+    c.expect(&srv, 400, call("POST", t, "/v1/blocklists/phone/preview", Some(KEY_ACME)).json(json!({"value": "12"})))
+        .await;
+    c.expect(&srv, 401, call("POST", t, "/v1/blocklists/email/preview", None).json(json!({"value": "a@b.c"}))).await;
+    c.expect(
+        &srv,
+        403,
+        call("POST", t, "/v1/blocklists/email/preview", Some("key-vic")).json(json!({"value": "a@b.c"})),
+    )
+    .await;
+    c.expect(&srv, 404, call("POST", t, "/v1/blocklists/passport/preview", Some(KEY_ACME)).json(json!({"value": "a"})))
+        .await;
     let t = "/v1/blocklists/{kind}/{id}";
     c.expect(&srv, 400, call("DELETE", t, format!("/v1/blocklists/email/{entry}"), Some(KEY_ALL))).await;
     c.expect(&srv, 401, call("DELETE", t, format!("/v1/blocklists/email/{entry}"), None)).await;
