@@ -103,7 +103,7 @@ pub(crate) async fn apply(tx: &Transaction<'_>, op: &AccessOp) -> PgResult<Resul
         AccessOp::LoginFailed { user_id, now_us, lock_after, lock_for_us } => {
             tx.execute(
                 "UPDATE users SET failed_logins = failed_logins + 1,
-                    locked_until = CASE WHEN failed_logins + 1 >= $3 THEN $2 + $4 ELSE locked_until END
+                    locked_until = CASE WHEN failed_logins + 1 >= $3 THEN $2::bigint + $4::bigint ELSE locked_until END
                  WHERE id = $1",
                 &[user_id, now_us, &(*lock_after as i32), lock_for_us],
             )

@@ -333,7 +333,7 @@ async fn api_keys_are_made_used_and_revoked_at_run_time() {
 #[ignore = "needs NATS and PostgreSQL: set IDSTREAM_TEST_NATS_URL and IDSTREAM_TEST_POSTGRES_URL"]
 async fn keys_and_sessions_work_across_two_nodes() {
     let b = ScaleOut::fresh("access").await;
-    let toml = base_config(&[SECRET_NEW], &b.toml());
+    let toml = base_config(&[SECRET_NEW], &format!("{}[auth]\nlockout_after = 3\nlockout_secs = 60\n", b.toml()));
     let a = TestServer::start_with(&toml).await;
     let bnode = TestServer::start_with(&toml).await;
     let (s, made) =
@@ -351,6 +351,22 @@ async fn keys_and_sessions_work_across_two_nodes() {
     assert_eq!(a.call("DELETE", &format!("/v1/api-keys/{id}"), Some(KEY_ACME), None).await.0, 200);
     let (s, v) = bnode.get("/v1/events", Some(&key)).await;
     assert_eq!((s, v["error"].as_str()), (401, Some("invalid_api_key")), "{v}");
+    // Failed passwords count across nodes: two on B, the third on A locks the account for both.
+    let login = |node: &TestServer, pw: &'static str| {
+        let r = node.client.post(node.url("/v1/auth/login")).json(&json!({"username": "nina", "password": pw}));
+        async move {
+            let r = r.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    for _ in 0..2 {
+        let (s, v) = login(&bnode, "a wrong password").await;
+        assert_eq!((s, v["error"].as_str()), (401, Some("invalid_credentials")), "{v}");
+    }
+    let (s, v) = login(&a, "a wrong password").await;
+    assert_eq!((s, v["error"].as_str()), (429, Some("account_locked")), "{v}");
+    let (s, v) = login(&bnode, "a long enough password").await;
+    assert_eq!((s, v["error"].as_str()), (429, Some("account_locked")), "{v}");
 }
 
 /// Login sessions: the cookie's flags, CSRF on changes, idle and absolute expiry, logout, and
