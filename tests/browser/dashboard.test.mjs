@@ -1,7 +1,9 @@
 // Browser tests of the dashboard, in Debian's chromium driven by playwright-core (no browser is
 // downloaded). Run by scripts/browser-test.sh, which starts a real `idstream serve` and sets:
-// IDSTREAM_URL, IDSTREAM_ADMIN_KEY (an admin API key of tenant acme), IDSTREAM_BIN,
-// IDSTREAM_SIM_SECRET (the Didit source's secret), SHOTS (where screenshots go).
+// IDSTREAM_URL (the node the browser uses), IDSTREAM_API_URL (the node webhooks and the test's
+// own API calls go to: another node on shared backends, else the same), IDSTREAM_ADMIN_KEY (an
+// admin API key of tenant acme), IDSTREAM_BIN, IDSTREAM_SIM_SECRET (the Didit source's secret),
+// SHOTS (where screenshots go).
 
 import { chromium } from "playwright-core";
 import { execFileSync } from "node:child_process";
@@ -9,6 +11,7 @@ import { mkdirSync, readFileSync } from "node:fs";
 import assert from "node:assert/strict";
 
 const base = process.env.IDSTREAM_URL;
+const apiBase = process.env.IDSTREAM_API_URL || base;
 const adminKey = process.env.IDSTREAM_ADMIN_KEY;
 const bin = process.env.IDSTREAM_BIN;
 const shots = process.env.SHOTS || "screenshots";
@@ -17,7 +20,7 @@ const WAIT = 20_000;
 mkdirSync(shots, { recursive: true });
 
 async function admin(method, path, body) {
-  const resp = await fetch(base + path, {
+  const resp = await fetch(apiBase + path, {
     method,
     headers: { Authorization: `Bearer ${adminKey}`, "Content-Type": "application/json" },
     body: body === undefined ? undefined : JSON.stringify(body),
@@ -40,7 +43,7 @@ async function allEvents() {
 
 function simulate(sessions, seed) {
   // Real signed Didit webhooks from synthetic personas, posted over HTTP.
-  execFileSync(bin, ["simulate", "--target", `${base}/webhooks/didit`, "--sessions", String(sessions),
+  execFileSync(bin, ["simulate", "--target", `${apiBase}/webhooks/didit`, "--sessions", String(sessions),
     "--seed", String(seed), "--duplicate-rate", "0", "--retry-rate", "0", "--quiet"], { stdio: "inherit" });
 }
 
