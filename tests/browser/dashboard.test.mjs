@@ -334,6 +334,9 @@ try {
   await pat.getByRole("button", { name: "Backtest" }).click();
   await pat.getByRole("heading", { name: /^Backtest of/ }).waitFor({ timeout: WAIT });
   assert.ok(await pat.locator('table[aria-label="Changed sessions"] tbody tr a').count() > 0, "no changed session listed");
+  // A session the live rules sent to review links to its case.
+  const caseLinks = pat.locator('table[aria-label="Changed sessions"] tbody tr').filter({ has: pat.locator(".pill.review") }).getByRole("link", { name: "Open case" });
+  assert.ok(await caseLinks.count() > 0, "no changed review links to its case");
   await pat.screenshot({ path: `${shots}/rules-backtest.png`, fullPage: true });
 
   step("rules: `rules test` cases run against the draft; a bad cases document is shown at its line");

@@ -595,8 +595,10 @@ export async function rulesScreen(root, me, params) {
           h("tbody", {}, outs.map((l) => h("tr", {}, h("th", { scope: "row" }, l), outs.map((c) => h("td", {}, (r.matrix[l] && r.matrix[l][c]) || 0)))))),
         h("p", { class: "muted" }, `Analyst-resolved reviews: ${r.analysts.resolved_reviews}, candidate agrees ${r.analysts.candidate_agrees}, disagrees ${r.analysts.candidate_disagrees}.`),
         h("h3", {}, "Sessions whose outcome would change"),
-        table("Changed sessions", ["Session", "Live", "Candidate", "Candidate reasons"], r.changed_sessions.map((c) =>
-          h("tr", {}, h("td", { class: "mono" }, sessionLink(c.session_id)), h("td", {}, pill(c.live)), h("td", {}, pill(c.candidate)), h("td", {}, c.candidate_reasons.join(", ")))), "None: the candidate decides every replayed decision the same way."),
+        table("Changed sessions", ["Session", "Case", "Live", "Candidate", "Candidate reasons"], r.changed_sessions.map((c) =>
+          h("tr", {}, h("td", { class: "mono" }, sessionLink(c.session_id)),
+            h("td", {}, c.review_id ? link(`#/case/${encodeURIComponent(c.review_id)}`, "Open case") : "–"),
+            h("td", {}, pill(c.live)), h("td", {}, pill(c.candidate)), h("td", {}, c.candidate_reasons.join(", ")))), "None: the candidate decides every replayed decision the same way."),
         r.changed_sessions_truncated ? h("p", { class: "muted" }, "Only the first 1000 are listed.") : "");
     } catch (e) {
       report.replaceChildren();

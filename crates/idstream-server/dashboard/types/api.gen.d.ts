@@ -1185,6 +1185,8 @@ export interface components {
             candidate_reasons: string[];
             decision_id: string;
             live: components["schemas"]["Outcome"];
+            /** @description The review case the live decision opened (live `review`), for a link to it. */
+            review_id?: string | null;
             session_id: string;
             tenant: string;
         };

@@ -24,6 +24,9 @@ pub struct Change {
     pub live: Outcome,
     pub candidate: Outcome,
     pub candidate_reasons: Vec<String>,
+    /// The review case the live decision opened (live `review`), for a link to it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub review_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, ToSchema)]
@@ -55,6 +58,19 @@ pub struct Report {
     pub analysts: AnalystAgreement,
     /// Decisions whose stored inputs could not be read back (none unless the store was altered).
     pub skipped: u64,
+}
+
+/// The case a `review` decision opened (the session's cases are few: read them all).
+async fn opened_case(store: &dyn Store, d: &crate::store::DecisionRecord) -> Result<Option<String>, StoreError> {
+    let cases = store
+        .reviews(crate::store::ReviewFilter {
+            tenant: Some(d.tenant.clone()),
+            session_id: Some(d.session_id.clone()),
+            limit: 1000,
+            ..Default::default()
+        })
+        .await?;
+    Ok(cases.into_iter().find(|r| r.decision_id == d.id).map(|r| r.id))
 }
 
 /// Replays the rules' decisions made in `[since_us, until_us)` (optionally of one tenant).
@@ -105,7 +121,9 @@ pub async fn run(
             if cand != d.outcome {
                 report.changed += 1;
                 if report.changed_sessions.len() < MAX_LISTED {
+                    let review_id = if d.outcome == Outcome::Review { opened_case(store, d).await? } else { None };
                     report.changed_sessions.push(Change {
+                        review_id,
                         session_id: d.session_id.clone(),
                         decision_id: d.id.clone(),
                         tenant: d.tenant.clone(),

@@ -470,6 +470,10 @@ async fn rulesets_are_validated_activated_and_backtested(backend: String) {
     assert_eq!(report["analysts"]["resolved_reviews"], 1);
     assert_eq!(report["analysts"]["candidate_agrees"], 1);
     assert_eq!(report["changed_sessions"].as_array().unwrap().len(), 3);
+    // Each changed review links to the case its live decision opened.
+    let a0 = report["changed_sessions"].as_array().unwrap().iter().find(|c| c["session_id"] == "s-a0").unwrap();
+    assert_eq!(a0["review_id"], rid.as_str(), "{report}");
+    assert!(report["changed_sessions"].as_array().unwrap().iter().all(|c| c["review_id"].is_string()), "{report}");
     let (_, other) = srv.call("POST", "/v1/backtests", Some(KEY_BETA), json_body(json!({"ruleset": STRICT_AML}))).await;
     assert_eq!(other["decisions"], 0, "tenant-scoped: {other}");
     let (s, v) = srv
