@@ -9,26 +9,15 @@ import { chromium } from "playwright-core";
 import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync } from "node:fs";
 import assert from "node:assert/strict";
+import { admin } from "./admin.mjs";
 
 const base = process.env.IDSTREAM_URL;
 const apiBase = process.env.IDSTREAM_API_URL || base;
-const adminKey = process.env.IDSTREAM_ADMIN_KEY;
 const bin = process.env.IDSTREAM_BIN;
 const shots = process.env.SHOTS || "screenshots";
 const PASSWORD = "browser-test-password-1";
 const WAIT = 20_000;
 mkdirSync(shots, { recursive: true });
-
-async function admin(method, path, body) {
-  const resp = await fetch(apiBase + path, {
-    method,
-    headers: { Authorization: `Bearer ${adminKey}`, "Content-Type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const data = await resp.json();
-  if (!resp.ok) throw new Error(`${method} ${path}: ${resp.status} ${JSON.stringify(data)}`);
-  return data;
-}
 
 async function allEvents() {
   const out = [];

@@ -15,26 +15,15 @@
 import { chromium } from "playwright-core";
 import { spawn } from "node:child_process";
 import assert from "node:assert/strict";
+import { admin } from "./admin.mjs";
 
 const base = process.env.IDSTREAM_URL;
-const adminKey = process.env.IDSTREAM_ADMIN_KEY;
 const bin = process.env.IDSTREAM_BIN;
 const RUNS = Number(process.env.RUNS || 3);
 const SIM_RATE = Number(process.env.SIM_RATE || 750);
 const LOAD_SECS = Number(process.env.LOAD_SECS || 20);
 const IDLE_SECS = Number(process.env.IDLE_SECS || 5);
 const PASSWORD = "feed-bench-password-1";
-
-async function admin(method, path, body) {
-  const resp = await fetch(base + path, {
-    method,
-    headers: { Authorization: `Bearer ${adminKey}`, "Content-Type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const data = await resp.json();
-  if (!resp.ok) throw new Error(`${method} ${path}: ${resp.status} ${JSON.stringify(data)}`);
-  return data;
-}
 
 const head = async () => (await admin("GET", "/v1/events?limit=1&after=0")).head;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));

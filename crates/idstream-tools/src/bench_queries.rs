@@ -226,7 +226,8 @@ fn batch(from: u64, to: u64, a: &QueriesArgs, now_us: i64, hash: &idstream_serve
 pub async fn run(a: QueriesArgs) -> anyhow::Result<()> {
     anyhow::ensure!(a.decisions >= 1000, "--decisions must be at least 1000");
     anyhow::ensure!(a.days >= 1 && a.runs >= 1 && a.requests >= 1, "--days, --runs and --requests must be positive");
-    let tmp = tempfile::tempdir()?;
+    // Only a fresh, unkept store lives in a temporary directory (removed at the end).
+    let tmp = if a.reuse.is_none() && a.keep.is_none() { Some(tempfile::tempdir()?) } else { None };
     let (cfg_path, cfg, dir) = match &a.reuse {
         Some(d) => {
             let path = d.join("idstream.toml");
@@ -240,7 +241,7 @@ pub async fn run(a: QueriesArgs) -> anyhow::Result<()> {
                     anyhow::ensure!(std::fs::read_dir(d)?.next().is_none(), "--keep {}: not empty", d.display());
                     d.clone()
                 }
-                None => tmp.path().to_owned(),
+                None => tmp.as_ref().expect("made above when neither --keep nor --reuse").path().to_owned(),
             };
             let cfg_path = dir.join("idstream.toml");
             let toml = format!(

@@ -18,6 +18,24 @@ pub struct Migration {
 /// The table both backends record applied versions in.
 pub const TABLE: &str = "idstream_migrations";
 
+/// Description and SQL of the indexes behind keyset pages and the overview: the same statements
+/// on both backends (SQLite `STATE` v8, PostgreSQL v10).
+pub const KEYSET_INDEXES: (&str, &str) = (
+    "reviews: keyset pages in (opened_at, id) order, per tenant and status, per tenant, per status, per session; \
+                      decisions per tenant and time with their outcome (the overview reads only the index); \
+                      identities per session in time order",
+    "DROP INDEX reviews_by_status;
+DROP INDEX decisions_by_tenant_time;
+CREATE INDEX decisions_by_tenant_time ON decisions (tenant, decided_at, outcome);
+CREATE INDEX reviews_by_status ON reviews (tenant, status, opened_at, id);
+CREATE INDEX reviews_by_tenant_time ON reviews (tenant, opened_at, id);
+CREATE INDEX reviews_by_status_time ON reviews (status, opened_at, id);
+DROP INDEX reviews_by_session;
+CREATE INDEX reviews_by_session ON reviews (tenant, session_id, opened_at, id);
+DROP INDEX identities_by_session;
+CREATE INDEX identities_by_session ON identities (tenant, session_id, seen_at);",
+);
+
 /// A database this binary must not open.
 #[derive(Debug, thiserror::Error)]
 #[error(
@@ -345,23 +363,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX decisions_by_tenant_time ON decisions (tenant, decided_at);",
         code: None,
     },
-    Migration {
-        version: 8,
-        description: "reviews: keyset pages in (opened_at, id) order, per tenant and status, per tenant, per status, per session; \
-                      decisions per tenant and time with their outcome (the overview reads only the index); \
-                      identities per session in time order",
-        sql: "DROP INDEX reviews_by_status;
-DROP INDEX decisions_by_tenant_time;
-CREATE INDEX decisions_by_tenant_time ON decisions (tenant, decided_at, outcome);
-CREATE INDEX reviews_by_status ON reviews (tenant, status, opened_at, id);
-CREATE INDEX reviews_by_tenant_time ON reviews (tenant, opened_at, id);
-CREATE INDEX reviews_by_status_time ON reviews (status, opened_at, id);
-DROP INDEX reviews_by_session;
-CREATE INDEX reviews_by_session ON reviews (tenant, session_id, opened_at, id);
-DROP INDEX identities_by_session;
-CREATE INDEX identities_by_session ON identities (tenant, session_id, seen_at);",
-        code: None,
-    },
+    Migration { version: 8, description: KEYSET_INDEXES.0, sql: KEYSET_INDEXES.1, code: None },
 ];
 
 /// Version 1 of `events.db`: the log and the store in one file.

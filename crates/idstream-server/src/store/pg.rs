@@ -200,19 +200,8 @@ CREATE INDEX decisions_by_tenant_time ON decisions (tenant, decided_at);",
     },
     Migration {
         version: 10,
-        description: "reviews: keyset pages in (opened_at, id) order, per tenant and status, per tenant, per status, per session; \
-                      decisions per tenant and time with their outcome (the overview reads only the index); \
-                      identities per session in time order",
-        sql: "DROP INDEX reviews_by_status;
-DROP INDEX decisions_by_tenant_time;
-CREATE INDEX decisions_by_tenant_time ON decisions (tenant, decided_at, outcome);
-CREATE INDEX reviews_by_status ON reviews (tenant, status, opened_at, id);
-CREATE INDEX reviews_by_tenant_time ON reviews (tenant, opened_at, id);
-CREATE INDEX reviews_by_status_time ON reviews (status, opened_at, id);
-DROP INDEX reviews_by_session;
-CREATE INDEX reviews_by_session ON reviews (tenant, session_id, opened_at, id);
-DROP INDEX identities_by_session;
-CREATE INDEX identities_by_session ON identities (tenant, session_id, seen_at);",
+        description: super::migrate::KEYSET_INDEXES.0,
+        sql: super::migrate::KEYSET_INDEXES.1,
         code: None,
     },
 ];
