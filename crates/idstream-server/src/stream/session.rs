@@ -67,9 +67,29 @@ pub(crate) trait Output: Send {
 }
 
 /// A command from the client, or why its message could not be read.
-/// Boxed: a bounded channel allocates a block of 32 slots per connection up front, and an
-/// unboxed message is ~150 bytes (measured: ~4 KB of idle RSS per connection).
+/// Boxed: a parsed message is ~150 bytes, and a bounded channel (SSE's) allocates a block of 32
+/// slots up front (measured when WebSocket commands came through one: ~4 KB of idle RSS per
+/// connection unboxed).
 pub(crate) type Command = Box<Result<ClientMsg, String>>;
+
+/// Where a session reads the client's commands: the WebSocket itself (read in the session's own
+/// task, no reader task or channel per connection), or a channel that stays silent (SSE).
+pub(crate) trait Commands: Send {
+    /// The next command; `None` once the client has gone.
+    fn recv(&mut self) -> impl Future<Output = Option<Command>> + Send;
+    /// A command that is ready now, if any.
+    fn try_recv(&mut self) -> Option<Command>;
+}
+
+impl Commands for mpsc::Receiver<Command> {
+    fn recv(&mut self) -> impl Future<Output = Option<Command>> + Send {
+        mpsc::Receiver::recv(self)
+    }
+
+    fn try_recv(&mut self) -> Option<Command> {
+        mpsc::Receiver::try_recv(self).ok()
+    }
+}
 
 struct LocalSub {
     /// The id as a JSON string, escaped once.
@@ -106,14 +126,14 @@ impl Session {
 
     /// Runs until the client goes away or an error ends the stream. The caller races this
     /// against token expiry, keep-alive and shutdown.
-    pub async fn run<O: Output>(&mut self, out: &mut O, cmds: &mut mpsc::Receiver<Command>) -> End {
+    pub async fn run<O: Output>(&mut self, out: &mut O, cmds: &mut impl Commands) -> End {
         match self.run_inner(out, cmds).await {
             Ok(()) => End::ClientGone,
             Err(end) => end,
         }
     }
 
-    async fn run_inner<O: Output>(&mut self, out: &mut O, cmds: &mut mpsc::Receiver<Command>) -> Result<(), End> {
+    async fn run_inner<O: Output>(&mut self, out: &mut O, cmds: &mut impl Commands) -> Result<(), End> {
         let far = Duration::from_secs(86_400 * 365);
         let mut next_ping = Instant::now() + self.ping_every.unwrap_or(far);
         loop {
@@ -127,7 +147,7 @@ impl Session {
             if let Some(key) = self.hub.behind(&self.reg.conn) {
                 self.catch_up_step(key, out).await?;
                 // Stay responsive while catching up: take whatever else is ready.
-                while let Ok(cmd) = cmds.try_recv() {
+                while let Some(cmd) = cmds.try_recv() {
                     self.command(cmd, out).await?;
                 }
                 let mut sent = 0;

@@ -18,12 +18,11 @@ use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt as _, StreamExt as _};
-use tokio::sync::mpsc;
+use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
 
 use super::auth::AuthError;
 use super::protocol::{close, event_message, ClientMsg};
-use super::session::{Command, End, Outgoing, Output, Session};
+use super::session::{Command, Commands, End, Outgoing, Output, Session};
 use super::{until_exp, Hub, Permit};
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
@@ -87,11 +86,12 @@ pub async fn handler(
     let tasks = hub.tasks().clone();
     // tungstenite allocates its read buffer per connection up front (128 KiB by default): with
     // 19,000 connections that was ~142 KB of RSS each (BENCHMARKS.md). Clients only send small
-    // control messages, so 4 KiB reads suffice; outgoing events are batched and flushed by the
+    // control messages (auth, subscribe, ping: well under 1 KiB; a larger one grows the buffer
+    // as needed), so 1 KiB reads suffice; outgoing events are batched and flushed by the
     // session, so an 8 KiB write threshold costs no throughput.
     ws.max_message_size(max)
         .max_frame_size(max)
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(1024)
         .write_buffer_size(8 * 1024)
         .on_upgrade(move |socket| tasks.track_future(connection(socket, hub, token, permit)))
 }
@@ -159,25 +159,22 @@ async fn connection(socket: WebSocket, hub: Arc<Hub>, token: Option<String>, _pe
     };
     let (reg, queue) = hub.register(&who);
     let every = hub.limits.ping_interval;
-    let last_seen = Arc::new(AtomicU64::new(now_ms()));
-    let (cmd_tx, mut cmd_rx) = mpsc::channel(16);
-    let mut reader = tokio::spawn(read_loop(stream, cmd_tx, last_seen.clone()));
+    // The client's messages are read in this task, by the session (one task per connection,
+    // no reader task or channel: ~1 KB less per idle connection).
+    let last_seen = AtomicU64::new(now_ms());
+    let mut input = WsIn { stream, last_seen: &last_seen, gone: false };
     let mut session = Session::new(hub.clone(), reg, queue, Some(every));
     let mut out = WsOut { sink };
     let end = tokio::select! {
-        end = session.run(&mut out, &mut cmd_rx) => end,
+        end = session.run(&mut out, &mut input) => end,
         _ = tokio::time::sleep(until_exp(who.exp)) => End::TokenExpired,
         _ = hub.stopping().cancelled() => End::Shutdown,
-        _ = watchdog(last_seen, every) => End::KeepAlive,
+        _ = watchdog(&last_seen, every) => End::KeepAlive,
     };
     // Unregister before the (possibly slow) close, so the tailer stops offering entries.
     drop(session);
-    drop(cmd_rx);
     let (code, reason) = match end {
-        End::ClientGone => {
-            reader.abort();
-            return;
-        }
+        End::ClientGone => return,
         End::TokenExpired => (close::TOKEN_EXPIRED, "token expired: reconnect with a new token and resume"),
         End::KeepAlive => (close::KEEPALIVE_TIMEOUT, "no pong for two ping intervals"),
         End::Shutdown => (close::GOING_AWAY, "server shutting down: reconnect and resume"),
@@ -190,29 +187,61 @@ async fn connection(socket: WebSocket, hub: Arc<Hub>, token: Option<String>, _pe
     // The closing handshake: keep reading until the client answers with its own Close (or a
     // few seconds pass). Dropping the socket at once would make the client's next write
     // (an automatic pong) reset the connection, and it might never read the close reason.
-    if tokio::time::timeout(CLOSE_LINGER, &mut reader).await.is_err() {
-        reader.abort();
-    }
+    let _ = tokio::time::timeout(CLOSE_LINGER, async { while input.recv().await.is_some() {} }).await;
 }
 
-/// Forwards the client's messages to the session; any frame proves the client alive.
-async fn read_loop(mut stream: SplitStream<WebSocket>, cmds: mpsc::Sender<Command>, last_seen: Arc<AtomicU64>) {
-    while let Some(msg) = stream.next().await {
-        last_seen.store(now_ms(), Ordering::Relaxed);
+/// The client's side of the WebSocket, read by the session; any frame proves the client alive.
+struct WsIn<'a> {
+    stream: SplitStream<WebSocket>,
+    last_seen: &'a AtomicU64,
+    /// The client closed (or the connection failed): nothing more will come.
+    gone: bool,
+}
+
+impl WsIn<'_> {
+    /// What one frame means: a command, nothing (ping, pong), or the end (`Err`).
+    fn command(&self, msg: Option<Result<Message, axum::Error>>) -> Result<Option<Command>, ()> {
+        let Some(msg) = msg else { return Err(()) };
+        self.last_seen.store(now_ms(), Ordering::Relaxed);
         let cmd = match msg {
             Ok(Message::Text(t)) => serde_json::from_str::<ClientMsg>(&t).map_err(|e| e.to_string()),
             Ok(Message::Binary(_)) => Err("binary messages are not accepted: send JSON text".to_owned()),
-            Ok(Message::Ping(_) | Message::Pong(_)) => continue,
-            Ok(Message::Close(_)) | Err(_) => break,
+            Ok(Message::Ping(_) | Message::Pong(_)) => return Ok(None),
+            Ok(Message::Close(_)) | Err(_) => return Err(()),
         };
-        // Once the session has ended the channel is closed; keep reading anyway, so the
-        // client's closing Close frame is received.
-        let _ = cmds.send(Box::new(cmd)).await;
+        Ok(Some(Box::new(cmd)))
+    }
+}
+
+impl Commands for WsIn<'_> {
+    async fn recv(&mut self) -> Option<Command> {
+        while !self.gone {
+            // `next` is cancel-safe: a frame is either returned or still in the socket.
+            let msg = self.stream.next().await;
+            match self.command(msg) {
+                Ok(Some(cmd)) => return Some(cmd),
+                Ok(None) => {}
+                Err(()) => self.gone = true,
+            }
+        }
+        None
+    }
+
+    fn try_recv(&mut self) -> Option<Command> {
+        while !self.gone {
+            let msg = self.stream.next().now_or_never()?;
+            match self.command(msg) {
+                Ok(Some(cmd)) => return Some(cmd),
+                Ok(None) => {}
+                Err(()) => self.gone = true,
+            }
+        }
+        None
     }
 }
 
 /// Resolves once the client has been silent for two ping intervals.
-async fn watchdog(last_seen: Arc<AtomicU64>, every: Duration) {
+async fn watchdog(last_seen: &AtomicU64, every: Duration) {
     let limit = 2 * every.as_millis() as u64;
     loop {
         tokio::time::sleep(every / 4).await;
