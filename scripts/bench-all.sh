@@ -5,16 +5,19 @@
 #
 #   bash scripts/bench-all.sh                 # a few minutes after the release build
 #   REPS=1 DURATION=3 bash scripts/bench-all.sh   # a quick look
+#   BIN=/tmp/idstream-old OUT=bench-results/old bash scripts/bench-all.sh   # another build (not rebuilt)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 reps=${REPS:-3}
 dur=${DURATION:-5}
 out=${OUT:-bench-results/all}
-bin=target/release/idstream
+bin=${BIN:-target/release/idstream}
 mkdir -p "$out"
 t0=$SECONDS
-echo "== building the release binary (once)"
-cargo build --release -q -p idstream
+if [ -z "${BIN:-}" ]; then
+  echo "== building the release binary (once)"
+  cargo build --release -q -p idstream
+fi
 step() { printf '== [%3ds] %s\n' $((SECONDS - t0)) "$*"; }
 for i in $(seq "$reps"); do
   step "run $i/$reps: ingest, as fast as possible (idstream and a bare axum handler)"
