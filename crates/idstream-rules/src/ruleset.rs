@@ -708,7 +708,7 @@ impl VariableResolver for Resolver<'_> {
 }
 
 /// A rule that matched.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Fired {
     pub rule_id: String,
     pub reason: String,

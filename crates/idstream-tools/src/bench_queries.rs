@@ -23,7 +23,7 @@ use serde_json::json;
 use crate::bench::BackendArgs;
 use idstream_server::backend::{self, Access, Backend};
 use idstream_server::config::Config;
-use idstream_server::domain::{BlocklistKind, Outcome, ReviewStatus, SessionState};
+use idstream_server::domain::{BlocklistKind, Outcome, SessionState};
 use idstream_server::store::{DecisionRecord, Observation, Op, ReviewRecord, SessionUpdate, StatCount, Txn};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -170,23 +170,15 @@ fn batch(from: u64, to: u64, a: &QueriesArgs, now_us: i64, hash: &idstream_serve
                 (true, _) => (None, false),
                 (false, _) => (Some("user:ana".to_owned()), true),
             };
-            ops.push(Op::OpenReview(ReviewRecord {
-                id: format!("rev-{i:09}"),
-                tenant: tenant.to_owned(),
-                session_id: session.clone(),
-                subject: Some(subject.clone()),
-                decision_id: id.clone(),
-                reasons: reasons.clone(),
-                status: ReviewStatus::Open,
-                opened_at_us: at,
-                claimed_by: None,
-                claimed_at_us: None,
-                resolved_by: None,
-                resolved_at_us: None,
-                outcome: None,
-                note: None,
-                level: 1,
-            }));
+            ops.push(Op::OpenReview(ReviewRecord::open(
+                format!("rev-{i:09}"),
+                tenant.to_owned(),
+                session.clone(),
+                Some(subject.clone()),
+                id.clone(),
+                reasons.clone(),
+                at,
+            )));
             let rid = format!("rev-{i:09}");
             if let Some(actor) = claimed_by {
                 ops.push(Op::ClaimReview {

@@ -1602,6 +1602,19 @@ export interface components {
             /** @description Only events whose `outcome` is one of these (`approve`, `decline`, `review`, ...). */
             outcome?: string[] | null;
         };
+        /** @description A rule that matched. */
+        Fired: {
+            message: string;
+            outcome?: null | components["schemas"]["Outcome"];
+            reason: string;
+            rule_id: string;
+            /** Format: double */
+            score?: number | null;
+            /** @description Every context field the condition reads, with its value (`null` when absent). */
+            values: {
+                [key: string]: components["schemas"]["Value"];
+            };
+        };
         Health: {
             /** @description Always `ok`. */
             status: string;
@@ -2431,7 +2444,8 @@ export interface components {
             expected_outcome: components["schemas"]["Outcome"];
             /** @description Expected reasons, sorted; absent when the case does not check them. */
             expected_reasons?: string[] | null;
-            fired: components["schemas"]["TestFired"][];
+            /** @description Every rule that matched, in ruleset order, with the values it read. */
+            fired: components["schemas"]["Fired"][];
             /** @description Where the case starts in the cases document. */
             line?: number | null;
             name: string;
@@ -2440,19 +2454,6 @@ export interface components {
             reasons: string[];
             /** Format: double */
             score: number;
-        };
-        /** @description A fired rule, with the values it read. */
-        TestFired: {
-            message: string;
-            outcome?: null | components["schemas"]["Outcome"];
-            reason: string;
-            rule_id: string;
-            /** Format: double */
-            score?: number | null;
-            /** @description Every context field the condition reads, with its value (`null` when absent). */
-            values: {
-                [key: string]: unknown;
-            };
         };
         TokenRequest: {
             /** @description The tenant to stream (only for an identity of every tenant; default: the caller's own). */
@@ -2483,6 +2484,7 @@ export interface components {
             updated_at: string;
             username: string;
         };
+        Value: unknown;
         /**
          * @description The final outcome an analyst gives.
          * @enum {string}

@@ -544,23 +544,15 @@ impl Decider {
         let review_id = match (outcome, open) {
             (Outcome::Review, Some(r)) => Some(r.id),
             (Outcome::Review, None) => {
-                let review = ReviewRecord {
-                    id: uuid::Uuid::now_v7().to_string(),
-                    tenant: tenant.clone(),
-                    session_id: session_id.to_owned(),
-                    subject: record.subject.clone(),
-                    decision_id: record.id.clone(),
-                    reasons: record.reasons.clone(),
-                    status: ReviewStatus::Open,
-                    opened_at_us: now,
-                    claimed_by: None,
-                    claimed_at_us: None,
-                    resolved_by: None,
-                    resolved_at_us: None,
-                    outcome: None,
-                    note: None,
-                    level: 1,
-                };
+                let review = ReviewRecord::open(
+                    uuid::Uuid::now_v7().to_string(),
+                    tenant.clone(),
+                    session_id.to_owned(),
+                    record.subject.clone(),
+                    record.id.clone(),
+                    record.reasons.clone(),
+                    now,
+                );
                 review_entries.push(review::changed(&review, None));
                 txn.ops.push(Op::OpenReview(review.clone()));
                 let id = review.id.clone();

@@ -92,7 +92,12 @@ impl HashKey {
 
     /// The keyed hash of a value of `kind` (document: `country` may be `None` = any country).
     pub fn value_hash(&self, kind: &str, value: &str, country: Option<&str>) -> Result<String, String> {
-        Ok(self.hash(kind, &normal_form(kind, value, country)?))
+        Ok(self.normal_hash(kind, &normal_form(kind, value, country)?))
+    }
+
+    /// The keyed hash of a value already in its [`normal_form`].
+    pub fn normal_hash(&self, kind: &str, normal: &str) -> String {
+        self.hash(kind, normal)
     }
 }
 

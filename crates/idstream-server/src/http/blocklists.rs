@@ -15,7 +15,7 @@ use super::sessions::TenantParam;
 use crate::error::ApiError;
 use crate::events::{BlocklistChanged, BlocklistKind, OwnEvent};
 use crate::state::AppState;
-use crate::store::{BlockRecord, LookupRequest, Op, Txn, TxnError};
+use crate::store::{BlockRecord, Op, Txn, TxnError};
 use crate::util::now_us;
 
 /// A blocklist entry as the API shows it.
@@ -152,7 +152,7 @@ fn normalised(
     }
     let invalid = |m| ApiError::bad_request("invalid_value", m);
     let normal = crate::decide::normalize::normal_form(kind.as_str(), value, country).map_err(invalid)?;
-    let hash = st.hash_key.value_hash(kind.as_str(), value, country).map_err(invalid)?;
+    let hash = st.hash_key.normal_hash(kind.as_str(), &normal);
     Ok((normal, hash))
 }
 
@@ -179,16 +179,7 @@ pub async fn preview(
     let tenant = caller.acting_for(q.tenant.as_deref())?;
     let kind = kind_of(&kind)?;
     let (normal_form, id) = normalised(&st, kind, &b.value, b.issuing_country.as_deref())?;
-    // The decision worker's own blocklist lookup, for this one hash (no session, no subject).
-    let found = st
-        .store
-        .lookup(vec![LookupRequest {
-            tenant: tenant.clone(),
-            block_hashes: vec![(kind, id.clone())],
-            ..Default::default()
-        }])
-        .await?;
-    let listed = found.first().is_some_and(|r| r.blocked.contains(&kind));
+    let listed = st.store.block(&tenant, kind, &id).await?.is_some();
     let open_sessions = st.store.open_sessions_with(&tenant, kind, &id).await?.len();
     Ok(Json(BlockPreview { kind, normal_form, id, listed, open_sessions }))
 }

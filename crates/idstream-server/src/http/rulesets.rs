@@ -453,20 +453,6 @@ pub struct RulesTestBody {
     pub version: Option<String>,
 }
 
-/// A fired rule, with the values it read.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct TestFired {
-    pub rule_id: String,
-    pub reason: String,
-    pub message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<idstream_rules::Outcome>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub score: Option<f64>,
-    /// Every context field the condition reads, with its value (`null` when absent).
-    pub values: std::collections::BTreeMap<String, serde_json::Value>,
-}
-
 /// One case's result.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TestCase {
@@ -481,7 +467,8 @@ pub struct TestCase {
     pub outcome: idstream_rules::Outcome,
     pub score: f64,
     pub reasons: Vec<String>,
-    pub fired: Vec<TestFired>,
+    /// Every rule that matched, in ruleset order, with the values it read.
+    pub fired: Vec<idstream_rules::Fired>,
     /// Rules that could not be evaluated (`rule_id: message`).
     pub errors: Vec<String>,
 }
@@ -553,19 +540,7 @@ pub async fn test(
             outcome: c.decision.outcome,
             score: c.decision.score,
             reasons: c.decision.reasons,
-            fired: c
-                .decision
-                .fired
-                .into_iter()
-                .map(|f| TestFired {
-                    rule_id: f.rule_id,
-                    reason: f.reason,
-                    message: f.message,
-                    outcome: f.outcome,
-                    score: f.score,
-                    values: f.values,
-                })
-                .collect(),
+            fired: c.decision.fired,
             errors: c.decision.errors.into_iter().map(|e| format!("{}: {}", e.rule_id, e.message)).collect(),
         })
         .collect::<Vec<_>>();

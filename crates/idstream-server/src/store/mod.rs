@@ -236,6 +236,37 @@ fn first_level() -> u8 {
     1
 }
 
+impl ReviewRecord {
+    /// A case just opened by decision `decision_id`: open, unclaimed, first level.
+    pub fn open(
+        id: String,
+        tenant: String,
+        session_id: String,
+        subject: Option<String>,
+        decision_id: String,
+        reasons: Vec<String>,
+        opened_at_us: i64,
+    ) -> ReviewRecord {
+        ReviewRecord {
+            id,
+            tenant,
+            session_id,
+            subject,
+            decision_id,
+            reasons,
+            status: ReviewStatus::Open,
+            opened_at_us,
+            claimed_by: None,
+            claimed_at_us: None,
+            resolved_by: None,
+            resolved_at_us: None,
+            outcome: None,
+            note: None,
+            level: first_level(),
+        }
+    }
+}
+
 /// A change of a case's claim: released to the queue, handed to someone, or escalated. Applied
 /// only when the case is unresolved and every given condition holds.
 #[derive(Debug, Clone, PartialEq)]
@@ -543,6 +574,8 @@ pub trait Store: Send + Sync + 'static {
     /// The review resolved for a session, latest first (backtest's analyst agreement).
     async fn resolved_review_for_session(&self, tenant: &str, id: &str) -> Result<Option<ReviewRecord>, StoreError>;
     async fn blocks(&self, tenant: &str, kind: BlocklistKind, limit: usize) -> Result<Vec<BlockRecord>, StoreError>;
+    /// One blocklist entry by its hash (the blocklist preview's "already listed").
+    async fn block(&self, tenant: &str, kind: BlocklistKind, hash: &str) -> Result<Option<BlockRecord>, StoreError>;
     async fn subject(&self, tenant: &str, id: &str) -> Result<Option<SubjectRecord>, StoreError>;
     async fn ruleset(&self, tenant: &str, version: &str) -> Result<Option<RulesetRecord>, StoreError>;
     async fn rulesets(&self, tenant: &str) -> Result<Vec<RulesetRecord>, StoreError>;

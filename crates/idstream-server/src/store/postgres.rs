@@ -1226,6 +1226,17 @@ impl Store for PgStore {
         all(rows, row_block)
     }
 
+    async fn block(&self, tenant: &str, kind: BlocklistKind, hash: &str) -> Result<Option<BlockRecord>, StoreError> {
+        let rows = self
+            .query(
+                "SELECT tenant, kind, hash, reason, added_by, added_at FROM blocklist
+                 WHERE tenant = $1 AND kind = $2 AND hash = $3",
+                &[&tenant, &kind, &hash],
+            )
+            .await?;
+        first(rows, row_block)
+    }
+
     async fn subject(&self, tenant: &str, id: &str) -> Result<Option<SubjectRecord>, StoreError> {
         let rows = self
             .query(

@@ -509,6 +509,19 @@ fn review_conflict(tx: &Transaction<'_>, tenant: &str, id: &str) -> rusqlite::Re
     }))
 }
 
+const BLOCK_COLS: &str = "tenant, kind, hash, reason, added_by, added_at";
+
+fn row_block(r: &rusqlite::Row<'_>) -> rusqlite::Result<BlockRecord> {
+    Ok(BlockRecord {
+        tenant: r.get(0)?,
+        kind: r.get(1)?,
+        hash: r.get(2)?,
+        reason: r.get(3)?,
+        added_by: r.get(4)?,
+        added_at_us: r.get(5)?,
+    })
+}
+
 fn lookup_one(c: &rusqlite::Connection, req: &LookupRequest) -> rusqlite::Result<LookupResult> {
     let mut out = LookupResult::default();
     let mut block = c.prepare_cached("SELECT 1 FROM blocklist WHERE tenant = ?1 AND kind = ?2 AND hash = ?3")?;
@@ -973,21 +986,23 @@ impl Store for SqliteStore {
     async fn blocks(&self, tenant: &str, kind: BlocklistKind, limit: usize) -> Result<Vec<BlockRecord>, StoreError> {
         let tenant = tenant.to_owned();
         self.read(move |c| {
-            c.prepare_cached(
-                "SELECT tenant, kind, hash, reason, added_by, added_at FROM blocklist WHERE tenant = ?1 AND kind = ?2
-                 ORDER BY added_at DESC LIMIT ?3",
-            )?
-            .query_map(params![tenant, kind, limit as i64], |r| {
-                Ok(BlockRecord {
-                    tenant: r.get(0)?,
-                    kind: r.get(1)?,
-                    hash: r.get(2)?,
-                    reason: r.get(3)?,
-                    added_by: r.get(4)?,
-                    added_at_us: r.get(5)?,
-                })
-            })?
+            c.prepare_cached(&format!(
+                "SELECT {BLOCK_COLS} FROM blocklist WHERE tenant = ?1 AND kind = ?2 ORDER BY added_at DESC LIMIT ?3"
+            ))?
+            .query_map(params![tenant, kind, limit as i64], row_block)?
             .collect()
+        })
+        .await
+    }
+
+    async fn block(&self, tenant: &str, kind: BlocklistKind, hash: &str) -> Result<Option<BlockRecord>, StoreError> {
+        let (tenant, hash) = (tenant.to_owned(), hash.to_owned());
+        self.read(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {BLOCK_COLS} FROM blocklist WHERE tenant = ?1 AND kind = ?2 AND hash = ?3"
+            ))?
+            .query_row(params![tenant, kind, hash], row_block)
+            .optional()
         })
         .await
     }

@@ -630,6 +630,12 @@ async fn suite(b: &Backend) {
     );
     assert_eq!(store.blocks("b1", bk("document"), 1).await.unwrap(), [block("b1", "document", "h2", None, "bob", 200)]);
     assert!(store.blocks("b1", bk("email"), 10).await.unwrap().is_empty());
+    assert_eq!(
+        store.block("b1", bk("document"), "h1").await.unwrap(),
+        Some(block("b1", "document", "h1", Some("fraud"), "alice", 100))
+    );
+    assert_eq!(store.block("b2", bk("document"), "h2").await.unwrap(), None, "another tenant's entry");
+    assert_eq!(store.block("b1", bk("phone"), "h1").await.unwrap(), None, "another list's entry");
     assert!(store.blocks("b1", bk("document"), 0).await.unwrap().is_empty());
     apply(store, vec![Op::AddBlock(block("b1", "document", "h1", Some("again"), "carol", 500))]).await;
     assert_eq!(
