@@ -28,6 +28,11 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
      frame-ancestors 'none'";
 
 const INDEX: &str = include_str!("../../dashboard/index.html");
+/// The single sign-on link of the login form, hidden unless `[auth.oidc]` is configured.
+const SSO_HIDDEN: &str = r#"href="/v1/auth/oidc/login" hidden>"#;
+/// The page with that link shown.
+static INDEX_SSO: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| INDEX.replace(SSO_HIDDEN, r#"href="/v1/auth/oidc/login">"#));
 
 /// The files under `/assets/`: name, content type, content.
 const ASSETS: &[(&str, &str, &str)] = &[
@@ -78,7 +83,8 @@ pub async fn index(State(st): State<Arc<AppState>>) -> Result<Response, ApiError
     if !st.dashboard.enabled {
         return Err(disabled());
     }
-    Ok(page("text/html; charset=utf-8", INDEX))
+    let body = if st.oidc.is_some() { INDEX_SSO.as_str() } else { INDEX };
+    Ok(page("text/html; charset=utf-8", body))
 }
 
 /// The dashboard's scripts, styles and icon (compiled into the binary).
@@ -188,6 +194,9 @@ mod tests {
         }
         // No inline script or style: the CSP would block them.
         assert!(!INDEX.contains("<script>") && !INDEX.contains("style=") && !INDEX.contains("<style"));
+        // The single sign-on link is there, hidden, and the OIDC variant shows it.
+        assert_eq!(INDEX.matches(SSO_HIDDEN).count(), 1);
+        assert!(!INDEX_SSO.contains(SSO_HIDDEN) && INDEX_SSO.contains(r#"href="/v1/auth/oidc/login">"#));
         assert!(first_load_bytes() < 200_000);
     }
 }

@@ -816,6 +816,9 @@ async fn oidc_login_against_a_real_provider() {
     )
     .await;
 
+    // The dashboard's login form offers single sign-on when OIDC is configured.
+    let page = srv.client.get(srv.url("/")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains(r#"<a id="login-oidc" class="sso" href="/v1/auth/oidc/login">"#), "{page}");
     let contract = crate::openapi::Contract::new(serde_json::to_value(idstream_server::http::openapi()).unwrap());
     let check = |template: &str, status: u16, headers: &reqwest::header::HeaderMap, body: &[u8]| {
         let ct = headers.get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();

@@ -98,6 +98,7 @@ async fn the_page_is_served_from_the_binary_with_a_strict_csp() {
     assert!(!csp.contains("unsafe"), "{csp}");
     assert_eq!(h["x-content-type-options"], "nosniff");
     let html = resp.text().await.unwrap();
+    assert!(html.contains(r#"href="/v1/auth/oidc/login" hidden>"#), "no OIDC configured: the SSO link is hidden");
     // Every file the page and its modules load is served, from this origin, with the same CSP.
     let mut files: Vec<String> = Vec::new();
     let mut queue = vec![html.clone()];
