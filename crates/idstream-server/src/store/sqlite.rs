@@ -32,6 +32,11 @@ use crate::store::*;
 /// The embedded store.
 pub struct SqliteStore {
     tx: mpsc::Sender<Msg<Cmd>>,
+    /// Outbox rows whose entries are in the log, deleted with the next commit (or by the
+    /// relay's next round, or at close) rather than in a commit of their own: one fsync less
+    /// per transaction with entries. A row whose delete is lost is appended again by the
+    /// relay, harmlessly (the log's dedupe).
+    appended: std::sync::Mutex<Vec<i64>>,
     readers: Arc<ReaderPool>,
     log: Arc<dyn EventLog>,
     applied: Vec<i32>,
@@ -39,8 +44,10 @@ pub struct SqliteStore {
 }
 
 enum Cmd {
-    /// Applies ops, writes entries to the outbox; answers their outbox sequence numbers.
-    Txn { txn: Txn, reply: oneshot::Sender<Result<Vec<i64>, TxnError>> },
+    /// Applies ops, writes entries to the outbox; answers their outbox sequence numbers. Also
+    /// deletes the outbox rows `appended` (earlier entries now in the log), whatever the txn's
+    /// own outcome.
+    Txn { txn: Txn, appended: Vec<i64>, reply: oneshot::Sender<Result<Vec<i64>, TxnError>> },
     /// Deletes appended outbox rows (no answer: a row left behind is appended again harmlessly).
     Delete(Vec<i64>),
 }
@@ -58,7 +65,10 @@ impl SqliteStore {
         let mut conn = db::open_durable(&path).map_err(unavailable)?;
         let applied = migrate::apply_sqlite(&mut conn, STATE, &format!("embedded store {}", path.display()), dir)
             .map_err(|e| StoreError::Unavailable(format!("{e:#}")))?;
-        conn.pragma_update(None, "wal_autocheckpoint", db::WAL_AUTOCHECKPOINT).map_err(unavailable)?;
+        // The background checkpointer copies the WAL into the file; the writer itself checkpoints
+        // only when the WAL passes 64 MiB (at the log's 16 MiB, checkpoints took ~20% of the
+        // store writer's time under load: BENCHMARKS.md "What bounds each figure").
+        conn.pragma_update(None, "wal_autocheckpoint", STORE_WAL_AUTOCHECKPOINT).map_err(unavailable)?;
         conn.pragma_update(None, "cache_size", -65536).map_err(unavailable)?;
         let (changed_tx, changed_rx) = watch::channel(());
         let threads = db::Threads::default();
@@ -73,7 +83,14 @@ impl SqliteStore {
             db::spawn_writer("idstream-store-writer", max_batch, rx, cmd_size, move |b, n| writer.commit(b, n), closed)
                 .map_err(thread_failed)?,
         );
-        Ok(SqliteStore { tx, readers: Arc::new(ReaderPool::new(path, None)), log, applied, threads })
+        Ok(SqliteStore {
+            tx,
+            appended: Default::default(),
+            readers: Arc::new(ReaderPool::new(path, None)),
+            log,
+            applied,
+            threads,
+        })
     }
 
     /// Opens an existing store for reading only, beside a running server (backtests). Commits
@@ -91,6 +108,7 @@ impl SqliteStore {
         let (tx, _) = mpsc::channel(1);
         Ok(SqliteStore {
             tx,
+            appended: Default::default(),
             readers: Arc::new(ReaderPool::new(path, Some(conn))),
             log,
             applied: Vec::new(),
@@ -156,6 +174,20 @@ impl SqliteStore {
         self.tx.send(Msg::Cmd(Cmd::Delete(seqs))).await.map_err(|_| StoreError::Closed)
     }
 
+    /// The rows of appended entries not deleted yet (they go with the next commit).
+    fn take_appended(&self) -> Vec<i64> {
+        std::mem::take(&mut *self.appended.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Deletes the rows of appended entries now, in a commit of their own.
+    async fn flush_appended(&self) -> Result<(), StoreError> {
+        let seqs = self.take_appended();
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        self.delete_outbox(seqs).await
+    }
+
     /// Every second until `stop`, appends outbox entries older than 2 s (their committer has
     /// normally appended them long before).
     pub async fn run_relay(self: Arc<Self>, stop: CancellationToken) {
@@ -164,6 +196,8 @@ impl SqliteStore {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
+            // Rows of entries appended in the last second, when no commit came to take them.
+            let _ = self.flush_appended().await;
             if let Err(e) = self.relay_outbox(Duration::from_secs(2)).await {
                 tracing::warn!(error = %e, "outbox relay: cannot append; will retry");
             }
@@ -216,7 +250,13 @@ impl Writer {
         let mut outcomes = Vec::with_capacity(work.len());
         for cmd in work {
             match cmd {
-                Cmd::Txn { txn, .. } => {
+                Cmd::Txn { txn, appended, .. } => {
+                    if !appended.is_empty() {
+                        let mut delete = tx.prepare_cached("DELETE FROM outbox WHERE seq = ?1")?;
+                        for s in appended {
+                            delete.execute([s])?;
+                        }
+                    }
                     // A txn with a condition gets a savepoint, so a failed condition undoes this
                     // txn only. (Savepoints cost a sub-journal copy of every page they touch, so
                     // txns that cannot fail a condition go without.)
@@ -281,9 +321,15 @@ fn outbox_key(e: &NewEntry) -> String {
     e.dedupe_key.clone().unwrap_or_else(|| format!("entry:{}", e.id))
 }
 
+/// WAL frames (4 KiB pages) after which the store's writer checkpoints itself.
+const STORE_WAL_AUTOCHECKPOINT: i64 = 16_000;
+
+/// Appended rows kept for the next commit at most; beyond, they are deleted at once.
+const MAX_APPENDED: usize = 4096;
+
 fn cmd_size(cmd: &Cmd) -> usize {
     match cmd {
-        Cmd::Txn { txn, .. } => txn.entries.len() + txn.ops.len(),
+        Cmd::Txn { txn, appended, .. } => txn.entries.len() + txn.ops.len() + appended.len(),
         Cmd::Delete(seqs) => seqs.len(),
     }
 }
@@ -650,7 +696,8 @@ impl Store for SqliteStore {
         }
         let entries = txn.entries.clone();
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Msg::Cmd(Cmd::Txn { txn, reply })).await.map_err(|_| StoreError::Closed)?;
+        let appended = self.take_appended();
+        self.tx.send(Msg::Cmd(Cmd::Txn { txn, appended, reply })).await.map_err(|_| StoreError::Closed)?;
         let seqs = rx.await.map_err(|_| StoreError::Closed)??;
         if entries.is_empty() {
             return Ok(Vec::new());
@@ -660,7 +707,14 @@ impl Store for SqliteStore {
         match self.log.append(entries).await {
             Ok(appended) => {
                 // Best effort: a row not deleted is appended again by the relay, as a duplicate.
-                let _ = self.delete_outbox(seqs).await;
+                let flush = {
+                    let mut rows = self.appended.lock().unwrap_or_else(|e| e.into_inner());
+                    rows.extend(seqs);
+                    rows.len() >= MAX_APPENDED
+                };
+                if flush {
+                    let _ = self.flush_appended().await;
+                }
                 Ok(appended)
             }
             Err(e) => {
@@ -671,6 +725,7 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
+        let _ = self.flush_appended().await;
         let (done, rx) = oneshot::channel();
         if self.tx.send(Msg::Shutdown(done)).await.is_ok() {
             let _ = rx.await;

@@ -380,6 +380,12 @@ impl Hub {
                 }
                 continue;
             }
+            if self.skip_unwatched(h) {
+                // No connection at all: nothing to read or serialise. A connection that
+                // registers later starts at `h` (it catches up from the log for anything older).
+                pos = h;
+                continue;
+            }
             let entries = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 r = self.log.read(pos, TAIL_BATCH, &everything) => r,
@@ -387,8 +393,6 @@ impl Hub {
             match entries {
                 Ok(entries) if !entries.is_empty() => {
                     pos = entries.last().map_or(pos, |e| e.offset);
-                    let entries: Vec<Arc<StreamEntry>> =
-                        entries.iter().map(|e| Arc::new(StreamEntry::from_log(e))).collect();
                     self.dispatch(&entries, pos);
                 }
                 Ok(_) => {
@@ -406,18 +410,33 @@ impl Hub {
         }
     }
 
+    /// With no connection registered, marks everything up to `head` as offered and answers
+    /// true (under the registry's read lock, like [`Hub::dispatch`], so a connection registers
+    /// either before this, and the entries are read for it, or after, at `head`).
+    fn skip_unwatched(&self, head: u64) -> bool {
+        let reg = self.registry.read().unwrap_or_else(|e| e.into_inner());
+        if !reg.by_tenant.is_empty() {
+            return false;
+        }
+        self.dispatched.store(head, Ordering::Release);
+        true
+    }
+
     /// Offers `entries` (in log order, ending at `last`) to every live, matching subscription.
-    fn dispatch(&self, entries: &[Arc<StreamEntry>], last: u64) {
+    /// Each entry is serialised once, and only when its tenant has a connection.
+    fn dispatch(&self, entries: &[crate::log::LogEntry], last: u64) {
         let reg = self.registry.read().unwrap_or_else(|e| e.into_inner());
         let mut tenants: Vec<&str> = entries.iter().map(|e| e.tenant.as_str()).collect();
         tenants.sort_unstable();
         tenants.dedup();
         for tenant in tenants {
             let Some(conns) = reg.by_tenant.get(tenant) else { continue };
+            let entries: Vec<Arc<StreamEntry>> =
+                entries.iter().filter(|e| e.tenant == tenant).map(|e| Arc::new(StreamEntry::from_log(e))).collect();
             for conn in conns {
                 let mut st = conn.state.lock().unwrap_or_else(|e| e.into_inner());
                 let mut switched = false;
-                for e in entries.iter().filter(|e| e.tenant == tenant) {
+                for e in &entries {
                     st.tail_seen = e.offset;
                     if !conn.admits(e) {
                         continue;

@@ -256,10 +256,17 @@ async fn kill_9_mid_stream_leaves_exactly_one_decision_per_event() {
     for t in flood(proc.base.clone(), "after") {
         t.await.unwrap();
     }
+    // Caught up: the checkpoint is at the log's head and the outbox is empty (a batch's
+    // `decision.made` entries are appended after its commit; the rows of appended entries go
+    // with the next commit or the relay's next round).
+    let outbox_len = |data: &std::path::Path| -> i64 {
+        let db = rusqlite::Connection::open(data.join("state.db")).unwrap();
+        db.query_row("SELECT count(*) FROM outbox", [], |r| r.get(0)).unwrap()
+    };
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let (log, store) = loop {
         let b = read_only(&data).await;
-        if b.store.checkpoint("decisions").await.unwrap() == Some(b.log.head()) {
+        if b.store.checkpoint("decisions").await.unwrap() == Some(b.log.head()) && outbox_len(&data) == 0 {
             break (b.log, b.store);
         }
         assert!(std::time::Instant::now() < deadline, "the decision worker did not catch up");
@@ -363,4 +370,57 @@ async fn outbox_entries_left_by_a_crash_reach_the_log_exactly_once() {
         b.store.close().await;
         b.log.close().await;
     }
+}
+
+/// The outbox rows of entries already in the log are deleted with the store's next commit
+/// (not in a commit of their own), by the relay's next round when no commit comes, or at
+/// close; either way every entry is in the log once and the outbox ends empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appended_outbox_rows_go_with_the_next_commit_the_relay_or_close() {
+    use idstream_server::log::sqlite::{SqliteLog, SqliteOptions};
+    use idstream_server::log::{EventLog, NewEntry};
+    use idstream_server::store::sqlite::SqliteStore;
+    use idstream_server::store::{Store, Txn};
+    let dir = tempfile::tempdir().unwrap();
+    let entry = |id: &str| NewEntry {
+        id: id.into(),
+        tenant: "acme".into(),
+        source: "idstream".into(),
+        kind: "subject.updated".into(),
+        partition_key: format!("subject:{id}"),
+        dedupe_key: None,
+        event: format!("{{\"id\":\"{id}\"}}").into_bytes(),
+        body: None,
+    };
+    let outbox = |dir: &std::path::Path| -> Vec<String> {
+        let db = rusqlite::Connection::open(dir.join("state.db")).unwrap();
+        let mut stmt = db.prepare("SELECT id FROM outbox ORDER BY seq").unwrap();
+        stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    };
+    let log = Arc::new(SqliteLog::open(dir.path(), SqliteOptions::default()).unwrap());
+    let store = Arc::new(SqliteStore::open(dir.path(), log.clone(), 64, 64).unwrap());
+    let commit = |id: &'static str| {
+        let store = store.clone();
+        async move { store.commit(Txn { entries: vec![entry(id)], ops: vec![] }).await.unwrap() }
+    };
+    assert_eq!(commit("e-1").await.len(), 1);
+    assert_eq!(outbox(dir.path()), ["e-1"], "appended; its row goes with the next commit");
+    assert_eq!(commit("e-2").await.len(), 1);
+    assert_eq!(outbox(dir.path()), ["e-2"], "e-1's row went with e-2's commit");
+    // No commit follows: the relay's next round deletes the row (and appends nothing again).
+    let stop = tokio_util::sync::CancellationToken::new();
+    let relay = tokio::spawn(store.clone().run_relay(stop.clone()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !outbox(dir.path()).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the relay never deleted the appended row");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.cancel();
+    relay.await.unwrap();
+    assert_eq!(commit("e-3").await.len(), 1);
+    store.close().await;
+    assert!(outbox(dir.path()).is_empty(), "close deletes the rows of appended entries");
+    let ids: Vec<String> = log.read(0, 100, &Default::default()).await.unwrap().into_iter().map(|e| e.id).collect();
+    assert_eq!(ids, ["e-1", "e-2", "e-3"], "every entry once, in commit order");
+    log.close().await;
 }
