@@ -347,10 +347,16 @@ impl Decider {
             items.push((e, event, session_id, req));
         }
         let reqs: Vec<LookupRequest> = items.iter().filter_map(|i| i.3.clone()).collect();
-        let lookup_started = Instant::now();
-        let mut found = if reqs.is_empty() { Vec::new() } else { self.store.lookup(reqs).await? }.into_iter();
-        metrics::histogram!("idstream_decision_batch_seconds", "phase" => "lookup")
-            .record(lookup_started.elapsed().as_secs_f64());
+        let mut found = if reqs.is_empty() {
+            Vec::new()
+        } else {
+            let started = Instant::now();
+            let found = self.store.lookup(reqs).await?;
+            metrics::histogram!("idstream_decision_batch_seconds", "phase" => "lookup")
+                .record(started.elapsed().as_secs_f64());
+            found
+        }
+        .into_iter();
         for (e, event, session_id, req) in items {
             let looked_up = req.as_ref().map(|_| found.next().expect("one lookup result per request"));
             if let Some(state) = event.status.and_then(undecided_state) {

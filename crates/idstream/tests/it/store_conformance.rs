@@ -73,23 +73,15 @@ fn decision(id: &str, tenant: &str, session: &str, event_id: Option<&str>, by: &
 }
 
 fn review(id: &str, tenant: &str, session: &str, reasons: &[&str], opened_at: i64) -> ReviewRecord {
-    ReviewRecord {
-        id: id.into(),
-        tenant: tenant.into(),
-        session_id: session.into(),
-        subject: Some(format!("subject-of-{session}")),
-        decision_id: format!("decision-of-{id}"),
-        reasons: reasons.iter().map(|r| r.to_string()).collect(),
-        status: rs("open"),
-        opened_at_us: opened_at,
-        claimed_by: None,
-        claimed_at_us: None,
-        resolved_by: None,
-        resolved_at_us: None,
-        outcome: None,
-        note: None,
-        level: 1,
-    }
+    ReviewRecord::open(
+        id.into(),
+        tenant.into(),
+        session.into(),
+        Some(format!("subject-of-{session}")),
+        format!("decision-of-{id}"),
+        reasons.iter().map(|r| r.to_string()).collect(),
+        opened_at,
+    )
 }
 
 fn upsert(
