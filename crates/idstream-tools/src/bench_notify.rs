@@ -58,7 +58,7 @@ const TENANT: &str = "bench";
 /// The header in which the baseline client tells the receiver when a request was scheduled.
 const SENT_HEADER: &str = "bench-sent-us";
 /// Linux's clock tick for `/proc/*/stat` CPU times (`sysconf(_SC_CLK_TCK)`, 100 on x86-64).
-const CLOCK_TICKS_PER_SEC: f64 = 100.0;
+pub(crate) const CLOCK_TICKS_PER_SEC: f64 = 100.0;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct NotifyArgs {

@@ -135,6 +135,9 @@ pub struct StreamResult {
     pub last_ms_runs: Vec<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_ms_median: Option<f64>,
+    /// broadcast: the server's user + system CPU time over the rounds, per round.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_cpu_ms_per_round: Option<f64>,
 }
 
 pub async fn run(a: StreamArgs) -> anyhow::Result<()> {
@@ -205,17 +208,20 @@ fn print_table(mode: Mode, results: &[StreamResult]) {
             }
         }
         Mode::Broadcast => {
-            println!("| target | connections | last client ms (median) | runs ms | p50 delivery ms |");
-            println!("|---|---|---|---|---|");
+            println!(
+                "| target | connections | last client ms (median) | runs ms | p50 delivery ms | server CPU ms per round |"
+            );
+            println!("|---|---|---|---|---|---|");
             for r in results {
                 let runs: Vec<String> = r.last_ms_runs.iter().map(|v| format!("{v:.1}")).collect();
                 println!(
-                    "| {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} |",
                     r.target,
                     r.connections,
                     f(r.last_ms_median, 1),
                     runs.join(", "),
-                    f(r.p50_ms, 1)
+                    f(r.p50_ms, 1),
+                    f(r.server_cpu_ms_per_round, 0)
                 );
             }
         }
@@ -303,6 +309,19 @@ impl Server {
             Claims { sub: "bench".into(), tenant: "bench".into(), kinds: vec!["*".into()], exp, nbf: None, iat: None };
         let token = mint_hs256(JWT_SECRET.as_bytes(), &claims);
         Ok(Server { kind, child, pid, addr, token, dir })
+    }
+
+    /// The server process's user + system CPU time so far, in ms (`/proc/PID/stat`, 10 ms
+    /// ticks).
+    fn cpu_ms(&self) -> anyhow::Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))?;
+        // `pid (comm) state ...`: comm may hold spaces, so split at the last `)`; utime and
+        // stime are the 14th and 15th fields, `rest` starts at the 3rd.
+        let (_, rest) = stat.rsplit_once(')').context("malformed /proc/PID/stat")?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks =
+            |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).context("no CPU times in /proc/PID/stat");
+        Ok((ticks(11)? + ticks(12)?) as f64 * 1000.0 / crate::bench_notify::CLOCK_TICKS_PER_SEC)
     }
 
     /// VmRSS of the server process, in KiB.
@@ -646,6 +665,7 @@ async fn broadcast_mode(kind: Kind, a: &StreamArgs) -> anyhow::Result<StreamResu
         Kind::Idstream => None,
     };
     let mut runs = Vec::new();
+    let cpu_before = server.cpu_ms()?;
     for round in 0..a.repeats {
         shared.reset();
         let prepared = prepare(round, "bench-session-broadcast", "bench-user-broadcast");
@@ -670,6 +690,7 @@ async fn broadcast_mode(kind: Kind, a: &StreamArgs) -> anyhow::Result<StreamResu
         runs.push(last_ms);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    let cpu_ms_per_round = (server.cpu_ms()? - cpu_before) / a.repeats.max(1) as f64;
     stop.cancel();
     for r in readers {
         let _ = r.await;
@@ -683,6 +704,7 @@ async fn broadcast_mode(kind: Kind, a: &StreamArgs) -> anyhow::Result<StreamResu
         connect_secs,
         last_ms_median: Some(median(&runs)),
         last_ms_runs: runs,
+        server_cpu_ms_per_round: Some(cpu_ms_per_round),
         p50_ms: Some(shared.ms(0.5)),
         p99_ms: Some(shared.ms(0.99)),
         ..Default::default()

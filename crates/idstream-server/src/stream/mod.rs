@@ -96,7 +96,9 @@ struct Signer(Vec<u8>);
 
 #[derive(Default)]
 struct Registry {
-    by_tenant: HashMap<String, Vec<Arc<Conn>>>,
+    /// Connections by tenant, by key: a connection leaves in constant time (a list searched on
+    /// every close made 19,000 closing connections quadratic, with the write lock held).
+    by_tenant: HashMap<String, HashMap<u64, Arc<Conn>>>,
 }
 
 /// One connection as the tailer sees it.
@@ -147,7 +149,7 @@ impl Drop for Registration {
     fn drop(&mut self) {
         let mut reg = self.hub.registry.write().unwrap_or_else(|e| e.into_inner());
         if let Some(list) = reg.by_tenant.get_mut(&self.conn.tenant) {
-            list.retain(|c| c.key != self.conn.key);
+            list.remove(&self.conn.key);
             if list.is_empty() {
                 reg.by_tenant.remove(&self.conn.tenant);
             }
@@ -255,7 +257,7 @@ impl Hub {
     pub fn stats(&self) -> HubStats {
         let reg = self.registry.read().unwrap_or_else(|e| e.into_inner());
         let (mut subscriptions, mut catching_up) = (0, 0);
-        for conn in reg.by_tenant.values().flatten() {
+        for conn in reg.by_tenant.values().flat_map(HashMap::values) {
             let st = conn.state.lock().unwrap_or_else(|e| e.into_inner());
             subscriptions += st.subs.len();
             catching_up += st.subs.iter().filter(|s| !s.live).count();
@@ -314,7 +316,7 @@ impl Hub {
             wake: Notify::new(),
             state: Mutex::new(ConnState { tail_seen: self.dispatched.load(Ordering::Acquire), subs: Vec::new() }),
         });
-        reg.by_tenant.entry(who.tenant.clone()).or_default().push(conn.clone());
+        reg.by_tenant.entry(who.tenant.clone()).or_default().insert(conn.key, conn.clone());
         (Registration { hub: self.clone(), conn }, rx)
     }
 
@@ -433,7 +435,7 @@ impl Hub {
             let Some(conns) = reg.by_tenant.get(tenant) else { continue };
             let entries: Vec<Arc<StreamEntry>> =
                 entries.iter().filter(|e| e.tenant == tenant).map(|e| Arc::new(StreamEntry::from_log(e))).collect();
-            for conn in conns {
+            for conn in conns.values() {
                 let mut st = conn.state.lock().unwrap_or_else(|e| e.into_inner());
                 let mut switched = false;
                 for e in &entries {

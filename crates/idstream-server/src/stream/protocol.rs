@@ -7,6 +7,9 @@
 //! Pure: parsing and matching only. It must never decide tenant or claims scope on its own —
 //! [`Filter::matches`] is always applied *in addition to* the token's scope by the hub.
 
+use std::sync::Mutex;
+
+use axum::extract::ws::Utf8Bytes;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -148,6 +151,10 @@ pub struct StreamEntry {
     pub appended_at_us: i64,
     /// The stored event JSON with its `offset` (without the original webhook body).
     pub json: String,
+    /// The last `event` message built from this entry, with the subscription id (as JSON) it
+    /// was built for: connections whose subscriptions share an id (every dashboard, a fleet of
+    /// one client) send one shared buffer instead of each building a copy.
+    rendered: Mutex<Option<(String, Utf8Bytes)>>,
 }
 
 impl StreamEntry {
@@ -162,7 +169,22 @@ impl StreamEntry {
             outcome: shown.outcome().map(str::to_owned),
             appended_at_us: e.appended_at_us,
             json: serde_json::to_string(&shown).expect("events serialise"),
+            rendered: Mutex::new(None),
         }
+    }
+
+    /// This entry's `event` message for the subscription `sub_id_json`, built once per id in a
+    /// row and then shared (a clone is a reference count).
+    pub fn message(&self, sub_id_json: &str) -> Utf8Bytes {
+        let mut last = self.rendered.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((id, text)) = &*last {
+            if id == sub_id_json {
+                return text.clone();
+            }
+        }
+        let text = Utf8Bytes::from(event_message(sub_id_json, self));
+        *last = Some((sub_id_json.to_owned(), text.clone()));
+        text
     }
 }
 
@@ -202,6 +224,7 @@ mod tests {
             outcome: outcome.map(Into::into),
             appended_at_us: 0,
             json: "{}".into(),
+            rendered: Mutex::new(None),
         }
     }
 
@@ -255,5 +278,19 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&event_message(&id, &e)).unwrap();
         assert_eq!(v["subscription"], "s\"1");
         assert_eq!(v["event"]["offset"], 7);
+    }
+
+    #[test]
+    fn a_shared_message_is_built_for_its_own_subscription_id() {
+        let mut e = entry("k", None, None);
+        e.json = r#"{"id":"x","offset":7}"#.into();
+        let (a, b) = (serde_json::to_string("a").unwrap(), serde_json::to_string("b").unwrap());
+        let first = e.message(&a);
+        assert_eq!(first.as_str(), event_message(&a, &e));
+        // The same id again: the same buffer, not a copy.
+        assert_eq!(e.message(&a).as_str().as_ptr(), first.as_str().as_ptr());
+        // Another id in between gets its own message, and the first id is rebuilt correctly.
+        assert_eq!(e.message(&b).as_str(), event_message(&b, &e));
+        assert_eq!(e.message(&a).as_str(), event_message(&a, &e));
     }
 }

@@ -21,7 +21,7 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
 
 use super::auth::AuthError;
-use super::protocol::{close, event_message, ClientMsg};
+use super::protocol::{close, ClientMsg};
 use super::session::{Command, Commands, End, Outgoing, Output, Session};
 use super::{until_exp, Hub, Permit};
 use crate::error::{ApiError, ErrorBody};
@@ -103,7 +103,7 @@ struct WsOut {
 impl Output for WsOut {
     async fn feed(&mut self, msg: Outgoing<'_>) -> Result<(), ()> {
         let m = match msg {
-            Outgoing::Event { sub_id_json, entry } => Message::Text(event_message(sub_id_json, entry).into()),
+            Outgoing::Event { sub_id_json, entry } => Message::Text(entry.message(sub_id_json)),
             Outgoing::Control { text, .. } => Message::Text(text.into()),
             Outgoing::Ping => Message::Ping(Default::default()),
         };
