@@ -24,13 +24,22 @@ fi
 [ -x "$bin" ] || cargo build --release -p idstream
 
 work=$(mktemp -d)
-trap 'kill "${server:-0}" 2>/dev/null || true; rm -rf "$work"' EXIT
+# (Not `kill "${server:-0}"`: kill 0 signals the whole process group, the caller included.)
+trap '[ -n "${server:-}" ] && kill "$server" 2>/dev/null; rm -rf "$work"' EXIT
 secret="bench-wrk-secret-0123456789abcdefghijklmn"
 # Enough unique webhooks for the longest run at 60,000/s, with room; valid for an hour (the
 # bench source's timestamp tolerance), so one file serves every run.
 count=${COUNT:-$((60000 * duration * 12 / 10))}
 echo "preparing $count signed webhooks ..." >&2
 IDSTREAM_BENCH_SECRET=$secret "$bin" bench prepare --count "$count" --out "$work/requests.tsv"
+
+# Bytes written (wchar) so far by each of the storage threads (store-writer, store-ckpt, log-writer,
+# log-ckpt, log-index): "name bytes" lines.
+thread_io() {
+  for t in /proc/"$1"/task/*; do
+    printf '%s %s\n' "$(cat "$t/comm" 2>/dev/null)" "$(awk '/^wchar/ {print $2}' "$t/io" 2>/dev/null)"
+  done | awk '$1 ~ /^(store|log)-/ && $2 != "" {a[$1] += $2} END {for (k in a) print k, a[k]}'
+}
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
@@ -58,6 +67,7 @@ TOML
   server=$!
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
   wrk -t"$threads" -c"$conns" -d"${duration}s" --latency "http://127.0.0.1:$port/healthz" >"$out/healthz-$mode-$rep.txt"
+  thread_io "$server" >"$out/io-$mode-$rep-before.txt"
   IDSTREAM_WRK_REQUESTS="$work/requests.tsv" IDSTREAM_WRK_THREADS=$threads IDSTREAM_WRK_SOURCE=bench \
     wrk -t"$threads" -c"$conns" -d"${duration}s" --latency -s scripts/wrk-ingest.lua "http://127.0.0.1:$port" \
     >"$out/ingest-$mode-$rep.txt"
@@ -72,6 +82,7 @@ TOML
       sleep 1
     done
   fi
+  thread_io "$server" >"$out/io-$mode-$rep-after.txt"
   curl -sf "http://127.0.0.1:$port/metrics" >"$out/metrics-$mode-$rep.txt" || true
   kill -TERM "$server"
   wait "$server" || true
@@ -126,4 +137,32 @@ for mode in modes:
     for r in ing:
         if r[3]:
             print(f"  (socket errors in a run: {r[3]})")
+
+def metric(path, name):
+    m = re.search(rf"^{name} ([\d.e+]+)$", open(path).read(), re.M)
+    return float(m.group(1)) if m else 0.0
+
+def io(path):
+    return {k: int(v) for k, v in (l.split() for l in open(path) if l.strip())}
+
+# What the writers wrote during the load (wchar of each named thread, /proc/PID/task/*/io), per
+# log entry appended and, with the decision worker on, per decision.
+print()
+print("| decision worker | thread | KB written per log entry | KB written per decision |")
+print("|---|---|---|---|")
+for mode in modes:
+    per = {}
+    for r in range(1, reps + 1):
+        before, after = io(f"{out}/io-{mode}-{r}-before.txt"), io(f"{out}/io-{mode}-{r}-after.txt")
+        entries = metric(f"{out}/metrics-{mode}-{r}.txt", "idstream_log_batch_entries_sum")
+        decisions = metric(f"{out}/metrics-{mode}-{r}.txt", "idstream_decision_latency_seconds_count")
+        for name in after:
+            b = after[name] - before.get(name, 0)
+            per.setdefault(name, []).append((b / entries if entries else None, b / decisions if decisions else None))
+    for name in sorted(per):
+        e = [x for x, _ in per[name] if x is not None]
+        d = [y for _, y in per[name] if y is not None]
+        fe = f"{statistics.median(e) / 1024:.1f}" if e else "n/a"
+        fd = f"{statistics.median(d) / 1024:.1f}" if d and mode == "on" else ""
+        print(f"| {mode} | {name} | {fe} | {fd} |")
 PY

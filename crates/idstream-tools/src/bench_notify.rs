@@ -840,8 +840,8 @@ fn thread_group(comm: &str) -> &str {
         "bench-client" => "baseline client",
         // The command's own runtime: the webhooks posted by the bench.
         "tokio-rt-worker" | "tokio-runtime-w" => "load generator",
-        c if c.starts_with("idstream-store") => "store (SQLite)",
-        c if c.starts_with("idstream-log") => "log (SQLite)",
+        c if c.starts_with("store-") => "store (SQLite)",
+        c if c.starts_with("log-") => "log (SQLite)",
         // The main thread: the bench's own bookkeeping, preparing requests.
         "idstream" => "main",
         _ => "other",

@@ -100,7 +100,7 @@ impl SqliteLog {
         let threads = db::Threads::default();
         let thread_failed = |e: std::io::Error| LogError::Unavailable(format!("cannot start a log thread: {e}"));
         threads.add(
-            db::spawn_checkpointer("idstream-log-ckpt", db::open_durable(&path).map_err(unavailable)?, head_rx.clone())
+            db::spawn_checkpointer("log-ckpt", db::open_durable(&path).map_err(unavailable)?, head_rx.clone())
                 .map_err(thread_failed)?,
         );
         let (index, indexer) = PartitionIndex::open(dir, &path, head_rx.clone(), pruned.clone())
@@ -109,15 +109,8 @@ impl SqliteLog {
         let (tx, rx) = mpsc::channel(opts.queue_depth);
         let mut writer = Writer { conn, next: head + 1, head_tx, pruned: pruned.clone(), dedupe };
         threads.add(
-            db::spawn_writer(
-                "idstream-log-writer",
-                opts.max_batch,
-                rx,
-                cmd_size,
-                move |b, n| writer.commit(b, n),
-                fail,
-            )
-            .map_err(thread_failed)?,
+            db::spawn_writer("log-writer", opts.max_batch, rx, cmd_size, move |b, n| writer.commit(b, n), fail)
+                .map_err(thread_failed)?,
         );
         Ok(SqliteLog {
             tx,
@@ -517,7 +510,7 @@ impl PartitionIndex {
         let through = Arc::new(AtomicU64::new(through));
         let t = through.clone();
         let thread = std::thread::Builder::new()
-            .name("idstream-log-index".into())
+            .name("log-index".into())
             .spawn(move || run_indexer(conn, source, t, head, pruned))
             .map_err(|e| e.to_string())?;
         Ok((Arc::new(PartitionIndex { readers: Arc::new(ReaderPool::new(path, None)), through }), thread))

@@ -74,13 +74,13 @@ impl SqliteStore {
         let threads = db::Threads::default();
         let thread_failed = |e: std::io::Error| StoreError::Unavailable(format!("cannot start a store thread: {e}"));
         threads.add(
-            db::spawn_checkpointer("idstream-store-ckpt", db::open_durable(&path).map_err(unavailable)?, changed_rx)
+            db::spawn_checkpointer("store-ckpt", db::open_durable(&path).map_err(unavailable)?, changed_rx)
                 .map_err(thread_failed)?,
         );
         let (tx, rx) = mpsc::channel(queue_depth);
         let mut writer = Writer { conn, changed: changed_tx };
         threads.add(
-            db::spawn_writer("idstream-store-writer", max_batch, rx, cmd_size, move |b, n| writer.commit(b, n), closed)
+            db::spawn_writer("store-writer", max_batch, rx, cmd_size, move |b, n| writer.commit(b, n), closed)
                 .map_err(thread_failed)?,
         );
         Ok(SqliteStore {
@@ -382,12 +382,15 @@ pub(crate) fn apply(tx: &Transaction<'_>, op: &Op) -> rusqlite::Result<Result<()
         Op::UpsertSession(s) => {
             let (outcome, decision_id) = s.decision.clone().unzip();
             let outcome = outcome.map(Outcome::as_str);
+            // The subject is set apart, only when it changes: SQLite rewrites an index whose
+            // column is in an UPDATE's SET list even when the value stays the same, and
+            // `sessions_by_subject` is keyed at random, so every status webhook of a session
+            // dirtied one more page.
             tx.prepare_cached(
                 "INSERT INTO sessions (tenant, session_id, subject, provider_status, state, outcome, decision_id,
                     created_at, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
                  ON CONFLICT (tenant, session_id) DO UPDATE SET
-                    subject = COALESCE(excluded.subject, subject),
                     provider_status = COALESCE(excluded.provider_status, provider_status),
                     state = excluded.state,
                     outcome = COALESCE(excluded.outcome, outcome),
@@ -404,6 +407,12 @@ pub(crate) fn apply(tx: &Transaction<'_>, op: &Op) -> rusqlite::Result<Result<()
                 decision_id,
                 s.now_us
             ])?;
+            if s.subject.is_some() {
+                tx.prepare_cached(
+                    "UPDATE sessions SET subject = ?3 WHERE tenant = ?1 AND session_id = ?2 AND subject IS NOT ?3",
+                )?
+                .execute(params![s.tenant, s.session_id, s.subject])?;
+            }
         }
         Op::OpenReview(r) => {
             tx.prepare_cached(

@@ -309,6 +309,20 @@ async fn suite(b: &Backend) {
         (Some("u2".into()), Some("done".into()), st("review"), 300);
     assert_eq!(store.session("t1", "sess-1").await.unwrap(), Some(want));
     assert_eq!(store.session("t2", "sess-1").await.unwrap(), None);
+    // The subject's sessions follow the change (the embedded store updates its by-subject
+    // index only when the subject changes): the session is u2's now, no longer u1's.
+    let others = |subject: &str| LookupRequest {
+        tenant: "t1".into(),
+        session_id: "sess-other".into(),
+        subject: subject.into(),
+        block_hashes: Vec::new(),
+        velocity_hashes: Vec::new(),
+        velocity_since_us: 0,
+        subject_id: None,
+    };
+    let found = store.lookup(vec![others("u2"), others("u1")]).await.unwrap();
+    assert_eq!(found[0].other_sessions, [("sess-1".to_owned(), Some(oc("approve")))]);
+    assert!(found[1].other_sessions.is_empty(), "{:?}", found[1].other_sessions);
 
     // --- Reviews: open, claim, resolve, with the conditions and their messages.
     apply(
