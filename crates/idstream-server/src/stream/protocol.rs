@@ -7,7 +7,7 @@
 //! Pure: parsing and matching only. It must never decide tenant or claims scope on its own —
 //! [`Filter::matches`] is always applied *in addition to* the token's scope by the hub.
 
-use std::sync::Mutex;
+use std::sync::OnceLock;
 
 use axum::extract::ws::Utf8Bytes;
 use serde::Deserialize;
@@ -151,10 +151,11 @@ pub struct StreamEntry {
     pub appended_at_us: i64,
     /// The stored event JSON with its `offset` (without the original webhook body).
     pub json: String,
-    /// The last `event` message built from this entry, with the subscription id (as JSON) it
-    /// was built for: connections whose subscriptions share an id (every dashboard, a fleet of
-    /// one client) send one shared buffer instead of each building a copy.
-    rendered: Mutex<Option<(String, Utf8Bytes)>>,
+    /// The first `event` message built from this entry, with the subscription id (as JSON) it
+    /// was built for: connections whose subscriptions share that id (every dashboard, a fleet
+    /// of one client) send one shared buffer instead of each building a copy. Set once and then
+    /// only read (a lock here was contended by every connection of a broadcast).
+    rendered: OnceLock<(String, Utf8Bytes)>,
 }
 
 impl StreamEntry {
@@ -169,22 +170,20 @@ impl StreamEntry {
             outcome: shown.outcome().map(str::to_owned),
             appended_at_us: e.appended_at_us,
             json: serde_json::to_string(&shown).expect("events serialise"),
-            rendered: Mutex::new(None),
+            rendered: OnceLock::new(),
         }
     }
 
-    /// This entry's `event` message for the subscription `sub_id_json`, built once per id in a
-    /// row and then shared (a clone is a reference count).
+    /// This entry's `event` message for the subscription `sub_id_json`: shared (a clone is a
+    /// reference count) for the first id it was built for, built anew for any other.
     pub fn message(&self, sub_id_json: &str) -> Utf8Bytes {
-        let mut last = self.rendered.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((id, text)) = &*last {
-            if id == sub_id_json {
-                return text.clone();
-            }
+        let (id, text) =
+            self.rendered.get_or_init(|| (sub_id_json.to_owned(), Utf8Bytes::from(event_message(sub_id_json, self))));
+        if id == sub_id_json {
+            text.clone()
+        } else {
+            Utf8Bytes::from(event_message(sub_id_json, self))
         }
-        let text = Utf8Bytes::from(event_message(sub_id_json, self));
-        *last = Some((sub_id_json.to_owned(), text.clone()));
-        text
     }
 }
 
@@ -224,7 +223,7 @@ mod tests {
             outcome: outcome.map(Into::into),
             appended_at_us: 0,
             json: "{}".into(),
-            rendered: Mutex::new(None),
+            rendered: OnceLock::new(),
         }
     }
 
@@ -289,8 +288,8 @@ mod tests {
         assert_eq!(first.as_str(), event_message(&a, &e));
         // The same id again: the same buffer, not a copy.
         assert_eq!(e.message(&a).as_str().as_ptr(), first.as_str().as_ptr());
-        // Another id in between gets its own message, and the first id is rebuilt correctly.
+        // Another id gets its own message; the first id still gets the shared one.
         assert_eq!(e.message(&b).as_str(), event_message(&b, &e));
-        assert_eq!(e.message(&a).as_str(), event_message(&a, &e));
+        assert_eq!(e.message(&a).as_str().as_ptr(), first.as_str().as_ptr());
     }
 }

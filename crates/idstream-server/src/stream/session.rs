@@ -163,7 +163,11 @@ impl Session {
                 out.flush().await.map_err(gone)?;
                 continue;
             }
+            // In this order, and no further than the first that is ready: a delivery then
+            // never registers the wake-up or the timer (the loop's top checks both every turn),
+            // and the client's messages are read first, so a busy queue cannot starve them.
             tokio::select! {
+                biased;
                 cmd = cmds.recv() => match cmd {
                     None => return Ok(()),
                     Some(cmd) => self.command(cmd, out).await?,
