@@ -4,8 +4,9 @@
 //! Client → server: `auth`, `subscribe`, `unsubscribe`, `ping`. Server → client: `subscribed`,
 //! `unsubscribed`, `event`, `error`, `pong`. README.md ("Live streams") documents them.
 //!
-//! Pure: parsing and matching only. It must never decide tenant or claims scope on its own —
-//! [`Filter::matches`] is always applied *in addition to* the token's scope by the hub.
+//! Pure: parsing, matching and building messages. It must never decide tenant or claims scope
+//! on its own — [`Filter::matches`] is always applied *in addition to* the token's scope by
+//! the hub.
 
 use std::sync::OnceLock;
 

@@ -136,8 +136,7 @@ impl Session {
     async fn run_inner<O: Output>(&mut self, out: &mut O, cmds: &mut impl Commands) -> Result<(), End> {
         let far = Duration::from_secs(86_400 * 365);
         // One timer for the connection's life, reset after each ping: a timer made per loop
-        // turn would be registered and cancelled on every delivery (measured: ~3% of the
-        // server's CPU when one event goes to 19,000 connections).
+        // turn was inserted into and removed from the timer wheel on every delivery.
         let ping = tokio::time::sleep(self.ping_every.unwrap_or(far));
         tokio::pin!(ping);
         loop {
