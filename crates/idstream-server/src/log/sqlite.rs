@@ -16,12 +16,17 @@
 //!
 //! The store (`state.db`) has its own writer; it appends the entries of its transactions here
 //! through the same [`EventLog::append`] (an outbox in between: `store/sqlite.rs`).
+//!
+//! The writer also keeps the entries it committed last in memory ([`Recent`]), filled before the
+//! head moves: a read of the log's tail (the stream tailer, the decision worker, a catching-up
+//! subscription near the head) is answered from there, without a reader connection on the
+//! blocking pool; older reads go to SQLite. Both give the same entries.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -52,8 +57,65 @@ enum Cmd {
     Prune { through: u64, max: usize, reply: oneshot::Sender<Result<u64, LogError>> },
 }
 
+/// The entries the writer committed last, in offset order: at most [`RECENT_ENTRIES`] and about
+/// [`RECENT_BYTES`] of events and bodies. Entries leave at the front (by age or retention).
+#[derive(Default)]
+struct Recent {
+    entries: VecDeque<LogEntry>,
+    bytes: usize,
+}
+
+/// Entries kept in [`Recent`]: a decision batch, two stream-tailer reads.
+const RECENT_ENTRIES: usize = 2048;
+/// Bytes of events and bodies kept in [`Recent`] (large bodies shorten what it covers).
+const RECENT_BYTES: usize = 16 << 20;
+
+fn entry_bytes(e: &LogEntry) -> usize {
+    e.event.len() + e.body.as_ref().map_or(0, Vec::len)
+}
+
+impl Recent {
+    fn push(&mut self, e: LogEntry) {
+        self.bytes += entry_bytes(&e);
+        self.entries.push_back(e);
+        while self.entries.len() > RECENT_ENTRIES || (self.bytes > RECENT_BYTES && self.entries.len() > 1) {
+            self.pop_front();
+        }
+    }
+
+    fn pop_front(&mut self) {
+        if let Some(e) = self.entries.pop_front() {
+            self.bytes -= entry_bytes(&e);
+        }
+    }
+
+    /// Forgets what retention removed.
+    fn prune(&mut self, through: u64) {
+        while self.entries.front().is_some_and(|e| e.offset <= through) {
+            self.pop_front();
+        }
+    }
+
+    /// The entries after `after` that `filter` admits (at most `limit`), or `None` when entries
+    /// after `after` may be older than what is kept here (the caller reads SQLite then).
+    fn read(&self, after: u64, limit: usize, filter: &ReadFilter) -> Option<Vec<LogEntry>> {
+        let first = self.entries.front()?.offset;
+        if after.saturating_add(1) < first {
+            return None;
+        }
+        let start = self.entries.partition_point(|e| e.offset <= after);
+        let admits = |e: &&LogEntry| {
+            filter.tenant.as_ref().is_none_or(|t| *t == e.tenant)
+                && filter.partition_key.as_ref().is_none_or(|p| *p == e.partition_key)
+        };
+        Some(self.entries.range(start..).filter(admits).take(limit).cloned().collect())
+    }
+}
+
 pub struct SqliteLog {
     tx: mpsc::Sender<Msg<Cmd>>,
+    /// What the writer committed last (empty when opened read-only).
+    recent: Arc<RwLock<Recent>>,
     pruned: Arc<AtomicU64>,
     head: watch::Receiver<u64>,
     readers: Arc<ReaderPool>,
@@ -107,13 +169,16 @@ impl SqliteLog {
             .map_err(|e| LogError::Unavailable(format!("partition index {}: {e}", dir.join("index.db").display())))?;
         threads.add(indexer);
         let (tx, rx) = mpsc::channel(opts.queue_depth);
-        let mut writer = Writer { conn, next: head + 1, head_tx, pruned: pruned.clone(), dedupe };
+        let recent = Arc::new(RwLock::new(Recent::default()));
+        let mut writer =
+            Writer { conn, next: head + 1, head_tx, pruned: pruned.clone(), dedupe, recent: recent.clone() };
         threads.add(
             db::spawn_writer("log-writer", opts.max_batch, rx, cmd_size, move |b, n| writer.commit(b, n), fail)
                 .map_err(thread_failed)?,
         );
         Ok(SqliteLog {
             tx,
+            recent,
             pruned,
             head: head_rx,
             readers: Arc::new(ReaderPool::new(path, None)),
@@ -149,6 +214,7 @@ impl SqliteLog {
         let (tx, _) = mpsc::channel(1);
         Ok(SqliteLog {
             tx,
+            recent: Arc::default(),
             pruned: Arc::new(AtomicU64::new(pruned)),
             head: head_rx,
             readers: Arc::new(ReaderPool::new(path, Some(conn))),
@@ -250,6 +316,7 @@ struct Writer {
     head_tx: watch::Sender<u64>,
     pruned: Arc<AtomicU64>,
     dedupe: Dedupe,
+    recent: Arc<RwLock<Recent>>,
 }
 
 /// What one command produced inside the batch transaction.
@@ -266,9 +333,10 @@ impl Writer {
         let mut added = Vec::new();
         let mut removed = Vec::new();
         match self.write(&work, &mut added, &mut removed) {
-            Ok(outcomes) => {
+            Ok((outcomes, appended_at_us)) => {
                 metrics::histogram!("idstream_log_batch_entries").record(size as f64);
                 metrics::histogram!("idstream_log_commit_seconds").record(started.elapsed().as_secs_f64());
+                self.remember(&work, &outcomes, appended_at_us);
                 if self.next != first_offset {
                     self.head_tx.send_replace(self.next - 1);
                 }
@@ -304,12 +372,40 @@ impl Writer {
         }
     }
 
+    /// Keeps what this commit appended in [`Recent`] and drops what it pruned, before the head
+    /// moves (so a reader woken by the head finds the entries there).
+    fn remember(&self, work: &[Cmd], outcomes: &[Outcome], appended_at_us: i64) {
+        let mut recent = self.recent.write().unwrap_or_else(|e| e.into_inner());
+        for (cmd, outcome) in work.iter().zip(outcomes) {
+            match (cmd, outcome) {
+                (Cmd::Append { entries, .. }, Outcome::Appended(results)) => {
+                    for (e, a) in entries.iter().zip(results).filter(|(_, a)| !a.duplicate) {
+                        recent.push(LogEntry {
+                            offset: a.offset,
+                            id: e.id.clone(),
+                            tenant: e.tenant.clone(),
+                            source: e.source.clone(),
+                            kind: e.kind.clone(),
+                            partition_key: e.partition_key.clone(),
+                            appended_at_us,
+                            event: e.event.clone(),
+                            body: e.body.clone(),
+                        });
+                    }
+                }
+                (Cmd::Prune { .. }, Outcome::Pruned(p)) => recent.prune(*p),
+                _ => unreachable!("outcomes are produced in command order"),
+            }
+        }
+    }
+
+    /// The batch in one transaction: each command's outcome, and the entries' `appended_at`.
     fn write(
         &mut self,
         work: &[Cmd],
         added: &mut Vec<(i64, u64)>,
         removed: &mut Vec<(i64, u64)>,
-    ) -> rusqlite::Result<Vec<Outcome>> {
+    ) -> rusqlite::Result<(Vec<Outcome>, i64)> {
         let now_us = crate::util::now_us();
         let mut next = self.next;
         let tx = self.conn.transaction()?;
@@ -333,7 +429,7 @@ impl Writer {
         }
         tx.commit()?;
         self.next = next;
-        Ok(outcomes)
+        Ok((outcomes, now_us))
     }
 }
 
@@ -412,7 +508,7 @@ fn prune(
     // At most `max` entries per call: stop below the (max+1)-th.
     let beyond: Option<i64> = tx
         .prepare_cached("SELECT offset FROM events WHERE offset <= ?1 ORDER BY offset LIMIT 1 OFFSET ?2")?
-        .query_row(params![through as i64, max as i64], |r| r.get(0))
+        .query_row(params![through as i64, i64::try_from(max).unwrap_or(i64::MAX)], |r| r.get(0))
         .optional()?;
     let upto = beyond.map_or(through, |o| o as u64 - 1);
     {
@@ -617,48 +713,59 @@ impl EventLog for SqliteLog {
     }
 
     async fn read(&self, after: u64, limit: usize, filter: &ReadFilter) -> Result<Vec<LogEntry>, LogError> {
+        if let Some(entries) = self.recent.read().unwrap_or_else(|e| e.into_inner()).read(after, limit, filter) {
+            return Ok(entries);
+        }
         let filter = filter.clone();
         let (Some(key), Some(index)) = (filter.partition_key.clone(), self.index.clone()) else {
             return self.with_reader(move |c| scan(c, after, limit, &filter)).await;
         };
-        // A session's entries: what the index has, then the tail it has not reached yet.
+        // A session's entries: what the index has, then the tail it has not reached yet. The
+        // index knows partitions only, so with a tenant filter a page of offsets may hold
+        // entries of other tenants: read on until `limit` entries match or the index is
+        // exhausted (a short answer tells catching-up readers they have seen everything).
         let through = index.through.load(Ordering::Acquire);
-        let offsets: Vec<i64> = if after < through {
+        let mut out: Vec<LogEntry> = Vec::new();
+        let (mut cursor, mut exhausted) = (after, after >= through);
+        while !exhausted && out.len() < limit {
             let k = key.clone();
-            index
+            let offsets: Vec<i64> = index
                 .readers
                 .read(move |c| {
                     c.prepare_cached(
                         "SELECT offset FROM pidx WHERE partition_key = ?1 AND offset > ?2 AND offset <= ?3
                          ORDER BY offset LIMIT ?4",
                     )?
-                    .query_map(params![k, after as i64, through as i64, limit as i64], |r| r.get(0))?
+                    .query_map(params![k, cursor as i64, through as i64, limit as i64], |r| r.get(0))?
                     .collect()
                 })
                 .await
-                .map_err(LogError::Unavailable)?
-        } else {
-            Vec::new()
-        };
-        self.with_reader(move |c| {
-            let mut out = Vec::with_capacity(offsets.len());
-            {
-                let mut by_offset = c.prepare_cached(&format!("SELECT {COLUMNS} FROM events WHERE offset = ?1"))?;
-                for o in &offsets {
-                    // Gone only when retention removed it meanwhile.
-                    if let Some(e) = by_offset.query_row([o], row_to_entry).optional()? {
-                        if filter.tenant.as_ref().is_none_or(|t| *t == e.tenant) {
-                            out.push(e);
+                .map_err(LogError::Unavailable)?;
+            exhausted = offsets.len() < limit;
+            cursor = offsets.last().map_or(cursor, |&o| o as u64);
+            let (tenant, want) = (filter.tenant.clone(), limit - out.len());
+            out.extend(
+                self.with_reader(move |c| {
+                    let mut found = Vec::new();
+                    let mut by_offset = c.prepare_cached(&format!("SELECT {COLUMNS} FROM events WHERE offset = ?1"))?;
+                    for o in &offsets {
+                        // Gone only when retention removed it meanwhile.
+                        if let Some(e) = by_offset.query_row([o], row_to_entry).optional()? {
+                            if tenant.as_ref().is_none_or(|t| *t == e.tenant) && found.len() < want {
+                                found.push(e);
+                            }
                         }
                     }
-                }
-            }
-            if out.len() < limit && offsets.len() < limit {
-                out.extend(scan(c, after.max(through), limit - out.len(), &filter)?);
-            }
-            Ok(out)
-        })
-        .await
+                    Ok(found)
+                })
+                .await?,
+            );
+        }
+        if out.len() < limit {
+            let want = limit - out.len();
+            out.extend(self.with_reader(move |c| scan(c, after.max(through), want, &filter)).await?);
+        }
+        Ok(out)
     }
 
     async fn get(&self, id: &str) -> Result<Option<LogEntry>, LogError> {
@@ -717,6 +824,50 @@ impl EventLog for SqliteLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn logged(offset: u64, tenant: &str, partition: &str, bytes: usize) -> LogEntry {
+        LogEntry {
+            offset,
+            id: format!("id-{offset}"),
+            tenant: tenant.into(),
+            source: "s".into(),
+            kind: "k".into(),
+            partition_key: partition.into(),
+            appended_at_us: 0,
+            event: vec![b'x'; bytes],
+            body: None,
+        }
+    }
+
+    #[test]
+    fn recent_entries_answer_only_reads_they_cover() {
+        let mut r = Recent::default();
+        assert!(r.read(0, 10, &ReadFilter::default()).is_none(), "nothing kept: the database answers");
+        for o in 1..=10 {
+            r.push(logged(o, if o % 2 == 0 { "a" } else { "b" }, "p", 1));
+        }
+        let offsets = |v: Option<Vec<LogEntry>>| v.map(|v| v.iter().map(|e| e.offset).collect::<Vec<_>>());
+        assert_eq!(offsets(r.read(0, 100, &ReadFilter::default())), Some((1..=10).collect()));
+        assert_eq!(offsets(r.read(7, 2, &ReadFilter::default())), Some(vec![8, 9]));
+        assert_eq!(offsets(r.read(10, 5, &ReadFilter::default())), Some(vec![]), "nothing newer yet");
+        let a = ReadFilter { tenant: Some("a".into()), partition_key: None };
+        assert_eq!(offsets(r.read(3, 2, &a)), Some(vec![4, 6]));
+        let other = ReadFilter { tenant: None, partition_key: Some("q".into()) };
+        assert_eq!(offsets(r.read(0, 5, &other)), Some(vec![]));
+        // Retention: what it removed is gone; reads from before what is kept go to the database.
+        r.prune(3);
+        assert!(r.read(2, 10, &ReadFilter::default()).is_none());
+        assert_eq!(offsets(r.read(3, 1, &ReadFilter::default())), Some(vec![4]));
+        // Bounded by count and by bytes; the newest entry stays even when larger than the bound.
+        for o in 11..=(10 + RECENT_ENTRIES as u64) {
+            r.push(logged(o, "a", "p", 1));
+        }
+        assert_eq!(r.entries.len(), RECENT_ENTRIES);
+        assert_eq!(r.entries.front().map(|e| e.offset), Some(11));
+        r.push(logged(5000, "a", "p", RECENT_BYTES + 1));
+        assert_eq!(r.entries.len(), 1);
+        assert_eq!(r.bytes, RECENT_BYTES + 1);
+    }
 
     #[test]
     fn dedupe_map_keeps_keys_that_share_a_hash() {

@@ -217,3 +217,78 @@ async fn nats_dedupe_survives_a_lost_index_row_and_prunes() {
     let info = js.get_stream(&b.stream).await.unwrap().info().await.unwrap().clone();
     assert_eq!(info.config.max_age, std::time::Duration::from_secs(86_400));
 }
+
+/// The embedded log answers reads near its head from the entries it committed last, in memory:
+/// every read, before and after retention, gives what the database gives (a read-only open of
+/// the same directory reads only the database).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_tail_reads_from_memory_match_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = SqliteLog::open(dir.path(), SqliteOptions::default()).unwrap();
+    // 2,600 entries in batches of 100, two tenants, five sessions, a duplicate in each batch:
+    // more than the log keeps in memory, so some reads start before what it keeps.
+    for b in 0..26 {
+        let mut batch: Vec<NewEntry> = (0..99)
+            .map(|i| {
+                let n = b * 100 + i;
+                entry(n, ["a", "b"][n % 2], &format!("s{}", n % 5), Some(&format!("k{n}")))
+            })
+            .collect();
+        batch.push(entry(b * 100 + 99, "a", "s0", Some(&format!("k{}", b * 100))));
+        log.append(batch).await.unwrap();
+    }
+    let head = log.head();
+    assert_eq!(head, 26 * 99);
+    let db = SqliteLog::open_read_only(dir.path()).unwrap();
+    let key = |v: Vec<idstream_server::log::LogEntry>| {
+        v.into_iter()
+            .map(|e| (e.offset, e.id, e.tenant, e.source, e.kind, e.partition_key, e.appended_at_us, e.event, e.body))
+            .collect::<Vec<_>>()
+    };
+    let filters = [
+        ReadFilter::default(),
+        ReadFilter { tenant: Some("a".into()), partition_key: None },
+        ReadFilter { tenant: None, partition_key: Some("s3".into()) },
+        ReadFilter { tenant: Some("b".into()), partition_key: Some("s3".into()) },
+        ReadFilter { tenant: Some("nobody".into()), partition_key: None },
+    ];
+    let compare = |after_values: Vec<u64>| {
+        let (log, db, filters) = (&log, &db, &filters);
+        async move {
+            for after in after_values {
+                for f in filters {
+                    for limit in [1, 7, 1000, 5000] {
+                        let (mem, disk) =
+                            (log.read(after, limit, f).await.unwrap(), db.read(after, limit, f).await.unwrap());
+                        assert_eq!(key(mem), key(disk), "after {after}, limit {limit}, {f:?}");
+                    }
+                }
+            }
+        }
+    };
+    compare(vec![
+        0,
+        1,
+        99,
+        500,
+        545,
+        546,
+        547,
+        600,
+        head - 2049,
+        head - 2048,
+        head - 2047,
+        head - 10,
+        head - 1,
+        head,
+        head + 5,
+    ])
+    .await;
+    // Retention removes the oldest entries, in memory as in the database.
+    assert_eq!(log.prune(head - 100, usize::MAX).await.unwrap(), head - 100);
+    compare(vec![0, head - 1000, head - 101, head - 100, head - 99, head - 1]).await;
+    let left = log.read(0, 5000, &ReadFilter::default()).await.unwrap();
+    assert_eq!(left.first().map(|e| e.offset), Some(head - 99));
+    assert_eq!(left.len(), 100);
+    log.close().await;
+}
