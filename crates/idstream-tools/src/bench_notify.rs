@@ -855,13 +855,18 @@ fn thread_ticks() -> HashMap<u32, (String, u64)> {
         let d = d.ok()?;
         let tid = d.file_name().to_str()?.parse().ok()?;
         let stat = std::fs::read_to_string(d.path().join("stat")).ok()?;
-        // `pid (comm) state ...`: comm may hold spaces, so split at the last `)`.
-        let (head, rest) = stat.rsplit_once(')')?;
-        let comm = head.split_once('(')?.1.to_owned();
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        // utime and stime are the 14th and 15th fields; `rest` starts at the 3rd.
-        let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-        Some((tid, (comm, ticks)))
+        let (comm, ticks) = stat_cpu_ticks(&stat)?;
+        Some((tid, (comm.to_owned(), ticks)))
     })
     .collect()
+}
+
+/// (comm, user + system CPU ticks) of a `/proc/*/stat` line.
+pub(crate) fn stat_cpu_ticks(stat: &str) -> Option<(&str, u64)> {
+    // `pid (comm) state ...`: comm may hold spaces, so split at the last `)`.
+    let (head, rest) = stat.rsplit_once(')')?;
+    let comm = head.split_once('(')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are the 14th and 15th fields; `rest` starts at the 3rd.
+    Some((comm, fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?))
 }

@@ -315,13 +315,8 @@ impl Server {
     /// ticks).
     fn cpu_ms(&self) -> anyhow::Result<f64> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))?;
-        // `pid (comm) state ...`: comm may hold spaces, so split at the last `)`; utime and
-        // stime are the 14th and 15th fields, `rest` starts at the 3rd.
-        let (_, rest) = stat.rsplit_once(')').context("malformed /proc/PID/stat")?;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks =
-            |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).context("no CPU times in /proc/PID/stat");
-        Ok((ticks(11)? + ticks(12)?) as f64 * 1000.0 / crate::bench_notify::CLOCK_TICKS_PER_SEC)
+        let (_, ticks) = crate::bench_notify::stat_cpu_ticks(&stat).context("malformed /proc/PID/stat")?;
+        Ok(ticks as f64 * 1000.0 / crate::bench_notify::CLOCK_TICKS_PER_SEC)
     }
 
     /// VmRSS of the server process, in KiB.

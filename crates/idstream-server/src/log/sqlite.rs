@@ -326,7 +326,7 @@ enum Outcome {
 }
 
 impl Writer {
-    fn commit(&mut self, work: Vec<Cmd>, size: usize) {
+    fn commit(&mut self, mut work: Vec<Cmd>, size: usize) {
         let started = Instant::now();
         let first_offset = self.next;
         // Dedupe hashes added by this batch, taken back if it fails.
@@ -336,7 +336,7 @@ impl Writer {
             Ok((outcomes, appended_at_us)) => {
                 metrics::histogram!("idstream_log_batch_entries").record(size as f64);
                 metrics::histogram!("idstream_log_commit_seconds").record(started.elapsed().as_secs_f64());
-                self.remember(&work, &outcomes, appended_at_us);
+                self.remember(&mut work, &outcomes, appended_at_us);
                 if self.next != first_offset {
                     self.head_tx.send_replace(self.next - 1);
                 }
@@ -374,22 +374,23 @@ impl Writer {
 
     /// Keeps what this commit appended in [`Recent`] and drops what it pruned, before the head
     /// moves (so a reader woken by the head finds the entries there).
-    fn remember(&self, work: &[Cmd], outcomes: &[Outcome], appended_at_us: i64) {
+    fn remember(&self, work: &mut [Cmd], outcomes: &[Outcome], appended_at_us: i64) {
         let mut recent = self.recent.write().unwrap_or_else(|e| e.into_inner());
-        for (cmd, outcome) in work.iter().zip(outcomes) {
+        for (cmd, outcome) in work.iter_mut().zip(outcomes) {
             match (cmd, outcome) {
+                // The entries are not needed once committed: moved here, not copied.
                 (Cmd::Append { entries, .. }, Outcome::Appended(results)) => {
-                    for (e, a) in entries.iter().zip(results).filter(|(_, a)| !a.duplicate) {
+                    for (e, a) in std::mem::take(entries).into_iter().zip(results).filter(|(_, a)| !a.duplicate) {
                         recent.push(LogEntry {
                             offset: a.offset,
-                            id: e.id.clone(),
-                            tenant: e.tenant.clone(),
-                            source: e.source.clone(),
-                            kind: e.kind.clone(),
-                            partition_key: e.partition_key.clone(),
+                            id: e.id,
+                            tenant: e.tenant,
+                            source: e.source,
+                            kind: e.kind,
+                            partition_key: e.partition_key,
                             appended_at_us,
-                            event: e.event.clone(),
-                            body: e.body.clone(),
+                            event: e.event,
+                            body: e.body,
                         });
                     }
                 }
