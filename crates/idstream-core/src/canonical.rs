@@ -11,6 +11,7 @@
 //!
 //! Pure: bytes in, bytes out. Never logs the input (it carries personal data).
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 /// Why a body has no canonical form (it is not the JSON Python's `json.loads` would accept as a
@@ -48,7 +49,7 @@ struct Parser<'a> {
     pos: usize,
 }
 
-impl Parser<'_> {
+impl<'a> Parser<'a> {
     fn err(&self, message: &'static str) -> CanonicalError {
         CanonicalError { offset: self.pos, message }
     }
@@ -92,13 +93,16 @@ impl Parser<'_> {
 
     fn object(&mut self, out: &mut String, depth: usize) -> Result<(), CanonicalError> {
         self.pos += 1; // '{'
-        let mut members: Vec<(String, String)> = Vec::new();
         self.skip_ws();
         if self.s.get(self.pos) == Some(&b'}') {
             self.pos += 1;
             out.push_str("{}");
             return Ok(());
         }
+        // Each member's value is rendered into one buffer of this object (its range kept with
+        // its key), then written out in key order: one allocation per object, not per member.
+        let mut members: Vec<(Cow<'_, str>, std::ops::Range<usize>)> = Vec::new();
+        let mut values = String::new();
         loop {
             self.skip_ws();
             if self.s.get(self.pos) != Some(&b'"') {
@@ -111,9 +115,9 @@ impl Parser<'_> {
             }
             self.pos += 1;
             self.skip_ws();
-            let mut v = String::new();
-            self.value(&mut v, depth + 1)?;
-            members.push((key, v));
+            let start = values.len();
+            self.value(&mut values, depth + 1)?;
+            members.push((key, start..values.len()));
             self.skip_ws();
             match self.s.get(self.pos) {
                 Some(b',') => self.pos += 1,
@@ -128,6 +132,7 @@ impl Parser<'_> {
         // insertion order among equal keys, so we keep the last of each run. Rust's `str`
         // ordering is byte order of UTF-8, which equals Python's code-point order.
         members.sort_by(|a, b| a.0.cmp(&b.0));
+        out.reserve(values.len() + members.iter().map(|m| m.0.len() + 4).sum::<usize>() + 2);
         out.push('{');
         let mut first = true;
         for i in 0..members.len() {
@@ -140,7 +145,7 @@ impl Parser<'_> {
             first = false;
             write_json_string(out, &members[i].0, false);
             out.push(':');
-            out.push_str(&members[i].1);
+            out.push_str(&values[members[i].1.clone()]);
         }
         out.push('}');
         Ok(())
@@ -176,9 +181,22 @@ impl Parser<'_> {
         }
     }
 
-    /// Parses a JSON string starting at the opening quote and returns its decoded text.
-    fn string(&mut self) -> Result<String, CanonicalError> {
+    /// Parses a JSON string starting at the opening quote and returns its decoded text
+    /// (borrowed from the input when it has no escapes).
+    fn string(&mut self) -> Result<Cow<'a, str>, CanonicalError> {
         self.pos += 1; // opening quote
+        let begin = self.pos;
+        while let Some(&b) = self.s.get(self.pos) {
+            if b == b'"' || b == b'\\' || b < 0x20 {
+                break;
+            }
+            self.pos += 1;
+        }
+        if self.s.get(self.pos) == Some(&b'"') {
+            self.pos += 1;
+            return Ok(Cow::Borrowed(&self.src[begin..self.pos - 1]));
+        }
+        self.pos = begin;
         let mut text = String::new();
         loop {
             let start = self.pos;
@@ -192,7 +210,7 @@ impl Parser<'_> {
             match self.s.get(self.pos) {
                 Some(b'"') => {
                     self.pos += 1;
-                    return Ok(text);
+                    return Ok(Cow::Owned(text));
                 }
                 Some(b'\\') => {
                     self.pos += 1;
@@ -305,6 +323,13 @@ impl Parser<'_> {
 /// outside printable ASCII becomes `\uXXXX`, astral characters as a surrogate pair.
 pub fn write_json_string(out: &mut String, s: &str, ensure_ascii: bool) {
     out.push('"');
+    // Most strings need no escaping at all: copy those in one go.
+    let plain = |b: u8| b >= 0x20 && b != b'"' && b != b'\\' && !(ensure_ascii && b >= 0x7f);
+    if s.bytes().all(plain) {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),
