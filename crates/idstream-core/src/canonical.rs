@@ -460,6 +460,25 @@ mod tests {
     }
 
     #[test]
+    fn strings_with_and_without_escapes() {
+        // Keys and values without escapes are borrowed from the body and written whole; with
+        // escapes they are decoded first. Both must give Python's output, also for repeated
+        // keys of either kind and for nested objects.
+        check(r#"{"k\u0062":1,"kb":2,"ka":"x\ty"}"#, r#"{"ka":"x\ty","kb":2}"#);
+        check(r#"{"o":{"z":"\"","a":[{"y":1,"x":"\/"}]}}"#, r#"{"o":{"a":[{"x":"/","y":1}],"z":"\""}}"#);
+        // `ensure_ascii` (how Didit's sender writes bodies): the escaping path, never the
+        // whole-string copy, for anything outside printable ASCII.
+        let ascii = |s: &str| {
+            let mut out = String::new();
+            write_json_string(&mut out, s, true);
+            out
+        };
+        assert_eq!(ascii("plain ~"), r#""plain ~""#);
+        assert_eq!(ascii("caf\u{e9}\u{7f}"), r#""caf\u00e9\u007f""#);
+        assert_eq!(ascii("\u{1F600}"), r#""\ud83d\ude00""#);
+    }
+
+    #[test]
     fn errors() {
         for bad in
             ["", "{", "{\"a\":}", "[1,]", "{\"a\":1,}", "01", "1.", "\"\\ud800\"", "\"\\x\"", "nul", "{} x", "\"a\nb\""]
