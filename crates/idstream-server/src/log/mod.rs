@@ -66,6 +66,14 @@ pub struct ReadFilter {
     pub partition_key: Option<String>,
 }
 
+impl ReadFilter {
+    /// Whether the filter admits `e` (the in-memory reads; SQL reads say the same in `WHERE`).
+    pub fn admits(&self, e: &LogEntry) -> bool {
+        self.tenant.as_deref().is_none_or(|t| t == e.tenant)
+            && self.partition_key.as_deref().is_none_or(|p| p == e.partition_key)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
     /// The log cannot store entries now (disk full, read-only, I/O error). Nothing of the

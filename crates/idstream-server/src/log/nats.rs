@@ -104,7 +104,7 @@ impl Cache {
             if out.len() == limit {
                 break;
             }
-            if matches(e, filter) {
+            if filter.admits(e) {
                 out.push(e.clone());
                 if out.len() == limit {
                     scanned = e.offset;
@@ -121,10 +121,6 @@ impl Cache {
 
 fn entry_size(e: &LogEntry) -> usize {
     e.event.len() + e.body.as_ref().map_or(0, Vec::len) + e.id.len() + e.partition_key.len() + 128
-}
-
-fn matches(e: &LogEntry, f: &ReadFilter) -> bool {
-    f.tenant.as_deref().is_none_or(|t| t == e.tenant) && f.partition_key.as_deref().is_none_or(|p| p == e.partition_key)
 }
 
 fn unavailable(what: &str, e: impl std::fmt::Display) -> LogError {
@@ -597,7 +593,7 @@ impl EventLog for NatsLog {
                 _ => {
                     let to = (pos + limit.clamp(64, 1024) as u64).min(head);
                     let got = self.core.fetch(pos + 1..=to).await?;
-                    out.extend(got.into_iter().filter(|e| matches(e, filter)).take(limit - out.len()));
+                    out.extend(got.into_iter().filter(|e| filter.admits(e)).take(limit - out.len()));
                     pos = to;
                 }
             }

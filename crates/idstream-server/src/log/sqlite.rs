@@ -104,11 +104,7 @@ impl Recent {
             return None;
         }
         let start = self.entries.partition_point(|e| e.offset <= after);
-        let admits = |e: &&LogEntry| {
-            filter.tenant.as_ref().is_none_or(|t| *t == e.tenant)
-                && filter.partition_key.as_ref().is_none_or(|p| *p == e.partition_key)
-        };
-        Some(self.entries.range(start..).filter(admits).take(limit).cloned().collect())
+        Some(self.entries.range(start..).filter(|e| filter.admits(e)).take(limit).cloned().collect())
     }
 }
 
