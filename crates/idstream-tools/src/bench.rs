@@ -108,7 +108,7 @@ pub struct IngestArgs {
 }
 
 /// Which backends the measured idstream uses: embedded (default), or NATS JetStream +
-/// PostgreSQL with a fresh stream and database for the run.
+/// PostgreSQL with a fresh stream and database for the run, removed when the run ends.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct BackendArgs {
     /// Run on NATS JetStream at this URL (with --postgres); the run gets its own stream.
@@ -117,6 +117,9 @@ pub struct BackendArgs {
     /// Run on PostgreSQL (with --nats); the run gets its own database, created beside this URL's.
     #[arg(long, requires = "nats")]
     pub postgres: Option<String>,
+    /// Leave the run's database and stream behind when it ends (to inspect them).
+    #[arg(long, requires = "nats")]
+    pub keep_backends: bool,
 }
 
 impl BackendArgs {
@@ -129,15 +132,58 @@ impl BackendArgs {
     }
 
     /// The `[log]` / `[store]` config of the run (empty for embedded); creates the database.
-    pub async fn config_toml(&self) -> anyhow::Result<String> {
-        let (Some(nats), Some(pg)) = (&self.nats, &self.postgres) else { return Ok(String::new()) };
+    /// Keep the answer until the servers using it have stopped: dropping it removes what it made.
+    pub async fn prepare(&self) -> anyhow::Result<RunBackends> {
+        let (Some(nats), Some(pg)) = (&self.nats, &self.postgres) else { return Ok(RunBackends::default()) };
         let tag = uuid::Uuid::now_v7().simple().to_string();
         let tag = &tag[tag.len() - 12..];
-        let url = idstream_server::store::pg::create_database(pg, &format!("idstream_bench_{tag}")).await?;
-        eprintln!("scale-out backends: database idstream_bench_{tag}, stream BENCH_{tag}");
-        Ok(format!(
-            "[log]\nurl = \"{nats}\"\nnats_stream = \"BENCH_{tag}\"\nnats_subject_prefix = \"bench_{tag}\"\n\n[store]\nurl = \"{url}\"\n\n"
-        ))
+        let (database, stream) = (format!("idstream_bench_{tag}"), format!("BENCH_{tag}"));
+        let url = idstream_server::store::pg::create_database(pg, &database).await?;
+        eprintln!("scale-out backends: database {database}, stream {stream}");
+        Ok(RunBackends {
+            toml: format!(
+                "[log]\nurl = \"{nats}\"\nnats_stream = \"{stream}\"\nnats_subject_prefix = \"bench_{tag}\"\n\n[store]\nurl = \"{url}\"\n\n"
+            ),
+            made: (!self.keep_backends).then(|| Made { postgres: pg.clone(), database, nats: nats.clone(), stream }),
+        })
+    }
+}
+
+/// A run's backend config; the database and stream it made are dropped with it (each bench run
+/// would otherwise leave its events behind, and PostgreSQL's autovacuum working through an
+/// earlier run's tables while the next run measures).
+#[derive(Default)]
+pub struct RunBackends {
+    pub toml: String,
+    made: Option<Made>,
+}
+
+struct Made {
+    postgres: String,
+    database: String,
+    nats: String,
+    stream: String,
+}
+
+impl Drop for RunBackends {
+    fn drop(&mut self) {
+        let Some(m) = self.made.take() else { return };
+        // Drop may run inside the bench's runtime, which cannot block on itself: a thread of its own.
+        let removed = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async {
+                idstream_server::store::pg::drop_database(&m.postgres, &m.database).await?;
+                idstream_server::log::nats::delete_stream(&m.nats, &m.stream).await?;
+                eprintln!("scale-out backends: dropped database {} and stream {}", m.database, m.stream);
+                anyhow::Ok(())
+            })
+        })
+        .join();
+        match removed {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("scale-out backends: could not remove the run's database or stream: {e:#}"),
+            Err(_) => eprintln!("scale-out backends: removing the run's database and stream panicked"),
+        }
     }
 }
 
@@ -326,9 +372,10 @@ async fn ingest(a: IngestArgs) -> anyhow::Result<()> {
             tmp.path().to_path_buf()
         }
     };
+    let backends = a.backends.prepare().await?;
     let mut cfg = Config::from_toml(&format!(
         "{}[decisions]\nenabled = false\n\n[[sources]]\nid = \"bench\"\nprovider = \"didit\"\ntenant = \"bench\"\nsecrets = [\"{}\"]\n",
-        a.backends.config_toml().await?,
+        backends.toml,
         secret.expose()
     ))?;
     cfg.server.data_dir = data_dir.clone();

@@ -78,9 +78,9 @@ pub async fn run(a: DecideArgs) -> anyhow::Result<()> {
     let count = (a.rate * a.duration) as usize;
     eprintln!("preparing {count} signed simulator webhooks ...");
     let prepared = Arc::new(crate::bench::prepare(count, &secret));
-    let backends = a.backends.config_toml().await?;
+    let backends = a.backends.prepare().await?;
     eprintln!("backends: {}", a.backends.label());
-    let server = Server::start_with(Kind::Idstream, &backends).await?;
+    let server = Server::start_with(Kind::Idstream, &backends.toml).await?;
     let addr = server.addr;
     let mut ws = server.subscriber(0, &serde_json::json!({"kinds": ["verification.*", "decision.made"]})).await?;
 
@@ -216,7 +216,7 @@ pub async fn run(a: DecideArgs) -> anyhow::Result<()> {
     // (Read while the server still runs: stopping it removes its temporary data directory.)
     let entries = {
         use idstream_server::backend::{open, Access, Backend};
-        let mut cfg = idstream_server::config::Config::from_toml(&backends)?;
+        let mut cfg = idstream_server::config::Config::from_toml(&backends.toml)?;
         cfg.server.data_dir = server.dir.path().join("data");
         let log = open(&Backend::from_config(&cfg), Access::ReadOnly).await.context("reading the bench log")?.log;
         let mut all = Vec::new();

@@ -20,7 +20,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng as _, SeedableRng as _};
 use serde_json::json;
 
-use crate::bench::BackendArgs;
+use crate::bench::{BackendArgs, RunBackends};
 use idstream_server::backend::{self, Access, Backend};
 use idstream_server::config::Config;
 use idstream_server::domain::{BlocklistKind, Outcome, SessionState};
@@ -220,6 +220,15 @@ pub async fn run(a: QueriesArgs) -> anyhow::Result<()> {
     anyhow::ensure!(a.days >= 1 && a.runs >= 1 && a.requests >= 1, "--days, --runs and --requests must be positive");
     // Only a fresh, unkept store lives in a temporary directory (removed at the end).
     let tmp = if a.reuse.is_none() && a.keep.is_none() { Some(tempfile::tempdir()?) } else { None };
+    // A kept run's config names its database and stream: they stay too.
+    let backends = match &a.reuse {
+        Some(_) => RunBackends::default(),
+        None => {
+            BackendArgs { keep_backends: a.backends.keep_backends || a.keep.is_some(), ..a.backends.clone() }
+                .prepare()
+                .await?
+        }
+    };
     let (cfg_path, cfg, dir) = match &a.reuse {
         Some(d) => {
             let path = d.join("idstream.toml");
@@ -253,7 +262,7 @@ tenant = "{TENANT}"
 role = "analyst"
 sha256 = "{key}"
 "#,
-                backend = a.backends.config_toml().await?,
+                backend = backends.toml,
                 data = dir.join("data").display(),
                 key = idstream_server::state::hash_api_key(API_KEY),
             );

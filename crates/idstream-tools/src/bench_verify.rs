@@ -72,6 +72,7 @@ pub async fn run(a: VerifyArgs) -> anyhow::Result<()> {
     // 1. idstream in front of a sandbox.
     let (sb_addr, sb_stop, sb_handle) = start_sandbox()?;
     let tmp = tempfile::tempdir()?;
+    let backends = a.backends.prepare().await?;
     let mut cfg = Config::from_toml(&format!(
         r#"{backend}
 [rate_limits]
@@ -100,7 +101,7 @@ source = "bench"
 [verifications]
 reconcile = false
 "#,
-        backend = a.backends.config_toml().await?,
+        backend = backends.toml,
         key = idstream_server::state::hash_api_key(API_KEY),
     ))?;
     cfg.server.data_dir = tmp.path().to_path_buf();

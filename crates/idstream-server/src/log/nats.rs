@@ -207,6 +207,26 @@ fn time_us(t: time::OffsetDateTime) -> i64 {
     (t.unix_timestamp_nanos() / 1000) as i64
 }
 
+/// Deletes the JetStream stream `name` at `url` (for tools that made one for a run). No error
+/// when it is gone.
+pub async fn delete_stream(url: &str, name: &str) -> anyhow::Result<()> {
+    let client = tokio::time::timeout(Duration::from_secs(10), async_nats::connect(url))
+        .await
+        .map_err(|_| anyhow::anyhow!("NATS at {url} did not answer within 10 s"))?
+        .map_err(|e| anyhow::anyhow!("cannot connect to NATS at {url}: {e}"))?;
+    let js = jetstream::new(client);
+    match js.delete_stream(name).await {
+        Ok(_) => Ok(()),
+        Err(e)
+            if matches!(e.kind(), jetstream::context::DeleteStreamErrorKind::JetStream(j)
+                if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(anyhow::anyhow!("deleting stream `{name}`: {e}")),
+    }
+}
+
 impl NatsLog {
     /// Connects, creates (or checks) the stream, and starts tailing it. Fails with the server
     /// named when NATS is unreachable or JetStream is not enabled.
@@ -349,7 +369,7 @@ impl Core {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
-        let mut client = self.pg().await?;
+        let client = self.pg().await?;
         // Keys already stored (the final word), and repeats within this batch.
         let keys: Vec<&str> = entries.iter().filter_map(|e| e.dedupe_key.as_deref()).collect();
         let mut known: HashMap<String, Appended> = HashMap::new();
@@ -416,19 +436,20 @@ impl Core {
             // The events are already durable in JetStream; this index row only has to outlive
             // JetStream's duplicate window. So it does not wait for PostgreSQL's fsync: a
             // PostgreSQL crash loses at most the last fraction of a second of rows, whose keys
-            // JetStream still recognises (`log.nats_duplicate_window_secs`).
-            let tx = client.transaction().await.map_err(pg_unavailable)?;
-            tx.batch_execute("SET LOCAL synchronous_commit TO OFF").await.map_err(pg_unavailable)?;
-            let insert = tx
+            // JetStream still recognises (`log.nats_duplicate_window_secs`). One statement, its
+            // own transaction: `set_config(…, true)` turns synchronous commit off for it alone
+            // (one round trip where BEGIN, SET LOCAL, INSERT, COMMIT took four).
+            let insert = client
                 .prepare_cached(
                     "INSERT INTO log_index (id, seq, dedupe_key, tenant, partition_key)
-                     SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[])
+                     SELECT u.* FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[])
+                         AS u(id, seq, dedupe_key, tenant, partition_key)
+                     CROSS JOIN (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
                      ON CONFLICT DO NOTHING",
                 )
                 .await
                 .map_err(pg_unavailable)?;
-            tx.execute(&insert, &[&ids, &seqs, &dkeys, &tenants, &partitions]).await.map_err(pg_unavailable)?;
-            tx.commit().await.map_err(pg_unavailable)?;
+            client.execute(&insert, &[&ids, &seqs, &dkeys, &tenants, &partitions]).await.map_err(pg_unavailable)?;
         }
         // Repeats within the batch are duplicates of their first occurrence.
         for (i, e) in entries.iter().enumerate() {

@@ -208,6 +208,14 @@ CREATE INDEX decisions_by_tenant_time ON decisions (tenant, decided_at);",
 
 /// A pool of connections to `url` (`postgres://user@host:port/db`); checks one connection so
 /// an unreachable or misconfigured database fails here with its address named.
+/// Run on every new pooled connection. Plans are made for each execution's values: a
+/// connection otherwise keeps, after a few executions, a generic plan made while the tables were
+/// nearly empty — a sequential scan, since reading a page or two beats an index — and runs it
+/// forever as the table grows (until an `ANALYZE` invalidates it; never, with autovacuum off).
+/// Measured: the log's dedupe lookup as a sequential scan took scale-out ingest from ~7,500 to
+/// ~3,300 events/s in about half of the runs (BENCHMARKS.md).
+const CONNECTION_SETUP: &str = "SET plan_cache_mode = force_custom_plan";
+
 pub async fn connect(url: &str, size: usize) -> anyhow::Result<Pool> {
     let pg: tokio_postgres::Config =
         url.parse().with_context(|| format!("store.url `{}`: not a PostgreSQL URL", redact(url)))?;
@@ -215,6 +223,11 @@ pub async fn connect(url: &str, size: usize) -> anyhow::Result<Pool> {
     // Bounded waits: with PostgreSQL away or every connection busy, a request fails (503) after
     // seconds instead of hanging until the TCP stack gives up.
     let pool = Pool::builder(mgr)
+        .post_create(deadpool_postgres::Hook::async_fn(|client, _| {
+            Box::pin(async move {
+                client.batch_execute(CONNECTION_SETUP).await.map_err(deadpool_postgres::HookError::Backend)
+            })
+        }))
         .max_size(size.max(2))
         .runtime(deadpool_postgres::Runtime::Tokio1)
         .create_timeout(Some(std::time::Duration::from_secs(5)))
@@ -287,6 +300,20 @@ pub async fn create_database(base_url: &str, name: &str) -> anyhow::Result<Strin
     url.push('/');
     url.push_str(name);
     Ok(url)
+}
+
+/// Drops the database `name` beside `base_url`'s (for tools that made one with
+/// [`create_database`]); its open connections are ended first. No error when it is gone.
+pub async fn drop_database(base_url: &str, name: &str) -> anyhow::Result<()> {
+    let (client, conn) = tokio_postgres::connect(base_url, NoTls)
+        .await
+        .with_context(|| format!("PostgreSQL at {}", redact(base_url)))?;
+    tokio::spawn(conn);
+    client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .await
+        .with_context(|| format!("DROP DATABASE {name}"))?;
+    Ok(())
 }
 
 fn url_without_db(url: &str) -> String {
