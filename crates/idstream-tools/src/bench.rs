@@ -150,8 +150,7 @@ impl BackendArgs {
 }
 
 /// A run's backend config; the database and stream it made are dropped with it (each bench run
-/// would otherwise leave its events behind, and PostgreSQL's autovacuum working through an
-/// earlier run's tables while the next run measures).
+/// would otherwise leave a database and a stream of its events behind).
 #[derive(Default)]
 pub struct RunBackends {
     pub toml: String,

@@ -206,16 +206,16 @@ CREATE INDEX decisions_by_tenant_time ON decisions (tenant, decided_at);",
     },
 ];
 
-/// A pool of connections to `url` (`postgres://user@host:port/db`); checks one connection so
-/// an unreachable or misconfigured database fails here with its address named.
 /// Run on every new pooled connection. Plans are made for each execution's values: a
 /// connection otherwise keeps, after a few executions, a generic plan made while the tables were
 /// nearly empty — a sequential scan, since reading a page or two beats an index — and runs it
 /// forever as the table grows (until an `ANALYZE` invalidates it; never, with autovacuum off).
-/// Measured: the log's dedupe lookup as a sequential scan took scale-out ingest from ~7,500 to
-/// ~3,300 events/s in about half of the runs (BENCHMARKS.md).
+/// Measured: the log's dedupe lookup run as a sequential scan cut scale-out ingest from ~7,500 to
+/// ~3,300 events/s in most runs on the test machine (BENCHMARKS.md).
 const CONNECTION_SETUP: &str = "SET plan_cache_mode = force_custom_plan";
 
+/// A pool of connections to `url` (`postgres://user@host:port/db`); checks one connection so
+/// an unreachable or misconfigured database fails here with its address named.
 pub async fn connect(url: &str, size: usize) -> anyhow::Result<Pool> {
     let pg: tokio_postgres::Config =
         url.parse().with_context(|| format!("store.url `{}`: not a PostgreSQL URL", redact(url)))?;
