@@ -369,6 +369,12 @@ impl Core {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
+        // With NATS away, answer now (503, the sender retries) instead of queueing a publish
+        // whose ack can only time out: a batch waiting out that timeout holds a slot, and the
+        // requests queued behind it would wait for two timeouts.
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(LogError::Unavailable("NATS is not connected (reconnecting)".into()));
+        }
         let client = self.pg().await?;
         // Keys already stored (the final word), and repeats within this batch.
         let keys: Vec<&str> = entries.iter().filter_map(|e| e.dedupe_key.as_deref()).collect();

@@ -377,7 +377,7 @@ async fn nats_restart_mid_flood_answers_503_and_loses_no_acknowledged_event() {
                         refused.fetch_add(1, Ordering::Relaxed);
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
-                    Err(e) => panic!("the node must answer while NATS is away: {e}"),
+                    Err(e) => panic!("the node must answer while NATS is away: {e:?}"),
                 }
             }
         }));
