@@ -288,14 +288,7 @@ pub async fn migrate(pool: &Pool) -> anyhow::Result<Vec<i32>> {
 /// Creates a fresh database next to the one `base_url` names and returns its URL (tests and
 /// benchmarks: each gets its own).
 pub async fn create_database(base_url: &str, name: &str) -> anyhow::Result<String> {
-    let (client, conn) = tokio_postgres::connect(base_url, NoTls)
-        .await
-        .with_context(|| format!("PostgreSQL at {}", redact(base_url)))?;
-    tokio::spawn(conn);
-    client
-        .batch_execute(&format!("CREATE DATABASE \"{name}\""))
-        .await
-        .with_context(|| format!("CREATE DATABASE {name}"))?;
+    execute_once(base_url, &format!("CREATE DATABASE \"{name}\"")).await?;
     let mut url = url_without_db(base_url);
     url.push('/');
     url.push_str(name);
@@ -305,14 +298,16 @@ pub async fn create_database(base_url: &str, name: &str) -> anyhow::Result<Strin
 /// Drops the database `name` beside `base_url`'s (for tools that made one with
 /// [`create_database`]); its open connections are ended first. No error when it is gone.
 pub async fn drop_database(base_url: &str, name: &str) -> anyhow::Result<()> {
+    execute_once(base_url, &format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await
+}
+
+/// Runs one statement on a connection of its own (statements that cannot run in a transaction).
+async fn execute_once(base_url: &str, sql: &str) -> anyhow::Result<()> {
     let (client, conn) = tokio_postgres::connect(base_url, NoTls)
         .await
         .with_context(|| format!("PostgreSQL at {}", redact(base_url)))?;
     tokio::spawn(conn);
-    client
-        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-        .await
-        .with_context(|| format!("DROP DATABASE {name}"))?;
+    client.batch_execute(sql).await.with_context(|| sql.to_owned())?;
     Ok(())
 }
 
