@@ -186,17 +186,6 @@ impl<'a> Parser<'a> {
     fn string(&mut self) -> Result<Cow<'a, str>, CanonicalError> {
         self.pos += 1; // opening quote
         let begin = self.pos;
-        while let Some(&b) = self.s.get(self.pos) {
-            if b == b'"' || b == b'\\' || b < 0x20 {
-                break;
-            }
-            self.pos += 1;
-        }
-        if self.s.get(self.pos) == Some(&b'"') {
-            self.pos += 1;
-            return Ok(Cow::Borrowed(&self.src[begin..self.pos - 1]));
-        }
-        self.pos = begin;
         let mut text = String::new();
         loop {
             let start = self.pos;
@@ -205,6 +194,11 @@ impl<'a> Parser<'a> {
                     break;
                 }
                 self.pos += 1;
+            }
+            if start == begin && self.s.get(self.pos) == Some(&b'"') {
+                // No escape anywhere: the text is the input itself.
+                self.pos += 1;
+                return Ok(Cow::Borrowed(&self.src[begin..self.pos - 1]));
             }
             text.push_str(&self.src[start..self.pos]);
             match self.s.get(self.pos) {

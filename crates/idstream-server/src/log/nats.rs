@@ -207,14 +207,24 @@ fn time_us(t: time::OffsetDateTime) -> i64 {
     (t.unix_timestamp_nanos() / 1000) as i64
 }
 
+/// A client of the NATS server at `url` (reconnecting for ever once connected); fails, naming
+/// the server, when it does not answer within 10 s.
+async fn connect(url: &str) -> anyhow::Result<async_nats::Client> {
+    let client = async_nats::ConnectOptions::new()
+        .name("idstream")
+        .connection_timeout(Duration::from_secs(5))
+        .max_reconnects(None)
+        .connect(url);
+    tokio::time::timeout(Duration::from_secs(10), client)
+        .await
+        .map_err(|_| anyhow::anyhow!("NATS at {url} did not answer within 10 s"))?
+        .map_err(|e| anyhow::anyhow!("cannot connect to NATS at {url}: {e}"))
+}
+
 /// Deletes the JetStream stream `name` at `url` (for tools that made one for a run). No error
 /// when it is gone.
 pub async fn delete_stream(url: &str, name: &str) -> anyhow::Result<()> {
-    let client = tokio::time::timeout(Duration::from_secs(10), async_nats::connect(url))
-        .await
-        .map_err(|_| anyhow::anyhow!("NATS at {url} did not answer within 10 s"))?
-        .map_err(|e| anyhow::anyhow!("cannot connect to NATS at {url}: {e}"))?;
-    let js = jetstream::new(client);
+    let js = jetstream::new(connect(url).await?);
     match js.delete_stream(name).await {
         Ok(_) => Ok(()),
         Err(e)
@@ -231,15 +241,7 @@ impl NatsLog {
     /// Connects, creates (or checks) the stream, and starts tailing it. Fails with the server
     /// named when NATS is unreachable or JetStream is not enabled.
     pub async fn open(opts: NatsOptions, pool: Pool) -> anyhow::Result<NatsLog> {
-        let client = async_nats::ConnectOptions::new()
-            .name("idstream")
-            .connection_timeout(Duration::from_secs(5))
-            .max_reconnects(None)
-            .connect(opts.url.as_str());
-        let client = tokio::time::timeout(Duration::from_secs(10), client)
-            .await
-            .map_err(|_| anyhow::anyhow!("log.url: NATS at {} did not answer within 10 s", opts.url))?
-            .map_err(|e| anyhow::anyhow!("log.url: cannot connect to NATS at {}: {e}", opts.url))?;
+        let client = connect(&opts.url).await.map_err(|e| anyhow::anyhow!("log.url: {e}"))?;
         let js = jetstream::new(client.clone());
         let config = stream::Config {
             name: opts.stream.clone(),
