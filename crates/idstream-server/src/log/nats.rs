@@ -382,11 +382,21 @@ impl Core {
         let keys: Vec<&str> = entries.iter().filter_map(|e| e.dedupe_key.as_deref()).collect();
         let mut known: HashMap<String, Appended> = HashMap::new();
         if !keys.is_empty() {
-            let stmt = client
-                .prepare_cached("SELECT dedupe_key, seq, id FROM log_index WHERE dedupe_key = ANY($1)")
+            // Planned for these keys on every call (an unnamed statement, still one round trip),
+            // never from a connection's cached generic plan: PostgreSQL makes one after five
+            // executions, and one made while `log_index` held a few hundred rows is a sequential
+            // scan (reading a page beats an index for an array of unknown length) that stays as
+            // the table grows until an `ANALYZE`. With autovacuum off, as on the test machine,
+            // that cut scale-out ingest from ~7,500 to ~3,300 events/s in most runs
+            // (BENCHMARKS.md "Scale-out").
+            let rows = client
+                .query_typed(
+                    "SELECT dedupe_key, seq, id FROM log_index WHERE dedupe_key = ANY($1)",
+                    &[(&keys, tokio_postgres::types::Type::TEXT_ARRAY)],
+                )
                 .await
                 .map_err(pg_unavailable)?;
-            for row in client.query(&stmt, &[&keys]).await.map_err(pg_unavailable)? {
+            for row in rows {
                 let seq: i64 = row.get(1);
                 known.insert(row.get(0), Appended { offset: seq as u64, id: row.get(2), duplicate: true });
             }

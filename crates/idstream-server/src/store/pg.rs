@@ -206,14 +206,6 @@ CREATE INDEX decisions_by_tenant_time ON decisions (tenant, decided_at);",
     },
 ];
 
-/// Run on every new pooled connection. Plans are made for each execution's values: a
-/// connection otherwise keeps, after a few executions, a generic plan made while the tables were
-/// nearly empty — a sequential scan, since reading a page or two beats an index — and runs it
-/// forever as the table grows (until an `ANALYZE` invalidates it; never, with autovacuum off).
-/// Measured: the log's dedupe lookup run as a sequential scan cut scale-out ingest from ~7,500 to
-/// ~3,300 events/s in most runs on the test machine (BENCHMARKS.md).
-const CONNECTION_SETUP: &str = "SET plan_cache_mode = force_custom_plan";
-
 /// A pool of connections to `url` (`postgres://user@host:port/db`); checks one connection so
 /// an unreachable or misconfigured database fails here with its address named.
 pub async fn connect(url: &str, size: usize) -> anyhow::Result<Pool> {
@@ -223,11 +215,6 @@ pub async fn connect(url: &str, size: usize) -> anyhow::Result<Pool> {
     // Bounded waits: with PostgreSQL away or every connection busy, a request fails (503) after
     // seconds instead of hanging until the TCP stack gives up.
     let pool = Pool::builder(mgr)
-        .post_create(deadpool_postgres::Hook::async_fn(|client, _| {
-            Box::pin(async move {
-                client.batch_execute(CONNECTION_SETUP).await.map_err(deadpool_postgres::HookError::Backend)
-            })
-        }))
         .max_size(size.max(2))
         .runtime(deadpool_postgres::Runtime::Tokio1)
         .create_timeout(Some(std::time::Duration::from_secs(5)))

@@ -42,20 +42,20 @@ impl ScaleOut {
 
     pub async fn open_log(&self, cache_bytes: usize) -> NatsLog {
         let pool = idstream_server::store::pg::connect(&self.pg_url, 4).await.expect("connect test database");
-        NatsLog::open(
-            NatsOptions {
-                url: self.nats_url.clone(),
-                stream: self.stream.clone(),
-                subject_prefix: self.prefix.clone(),
-                replicas: 1,
-                max_age: self.max_age,
-                duplicate_window: std::time::Duration::from_secs(120),
-                cache_bytes,
-            },
-            pool,
-        )
-        .await
-        .expect("open NATS log")
+        NatsLog::open(self.options(cache_bytes), pool).await.expect("open NATS log")
+    }
+
+    /// The log options for these backends.
+    pub fn options(&self, cache_bytes: usize) -> NatsOptions {
+        NatsOptions {
+            url: self.nats_url.clone(),
+            stream: self.stream.clone(),
+            subject_prefix: self.prefix.clone(),
+            replicas: 1,
+            max_age: self.max_age,
+            duplicate_window: std::time::Duration::from_secs(120),
+            cache_bytes,
+        }
     }
 
     /// The config lines that point a server at these backends.
