@@ -176,13 +176,13 @@ async fn nats_log_conforms() {
 
 /// The dedupe lookup is planned for its keys on every append, never run from a connection's
 /// cached generic plan: one made while `log_index` is nearly empty is a sequential scan, and it
-/// would stay as the table grows (BENCHMARKS.md "Scale-out"). One pooled connection, so the
-/// log's statements and this test's look at them share it.
+/// would stay as the table grows (BENCHMARKS.md "Scale-out"). The log gets a pool of two
+/// connections (the smallest there is), and the test looks at the prepared statements of both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs NATS and PostgreSQL: set IDSTREAM_TEST_NATS_URL and IDSTREAM_TEST_POSTGRES_URL"]
 async fn nats_dedupe_lookup_never_runs_a_cached_generic_plan() {
     let b = crate::backends::ScaleOut::fresh("generic_plan").await;
-    let pool = idstream_server::store::pg::connect(&b.pg_url, 1).await.unwrap();
+    let pool = idstream_server::store::pg::connect(&b.pg_url, 2).await.unwrap();
     let log = idstream_server::log::nats::NatsLog::open(b.options(1 << 20), pool.clone()).await.unwrap();
     // As when the hazard was found: a few hundred rows, batches of a dozen keys, and more than
     // the five executions after which PostgreSQL weighs a prepared statement's generic plan.
@@ -205,21 +205,24 @@ async fn nats_dedupe_lookup_never_runs_a_cached_generic_plan() {
     }
     let again = log.append(vec![entry(99, "a", "s1", Some("k3-5"))]).await.unwrap();
     assert!(again[0].duplicate, "a stored key is found");
-    let c = pool.get().await.unwrap();
-    let generic: Vec<(String, i64)> = c
-        .query(
-            "SELECT statement, generic_plans FROM pg_prepared_statements
-             WHERE statement LIKE '%FROM log_index%' AND generic_plans > 0
-               AND statement NOT LIKE '%pg_prepared_statements%'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    assert!(generic.is_empty(), "a lookup of log_index ran a cached generic plan: {generic:?}");
-    drop(c);
+    // Both connections held at once: every connection the log could have used.
+    let clients = futures_util::future::try_join_all((0..2).map(|_| pool.get())).await.unwrap();
+    for c in &clients {
+        let generic: Vec<(String, i64)> = c
+            .query(
+                "SELECT statement, generic_plans FROM pg_prepared_statements
+                 WHERE statement LIKE '%FROM log_index%' AND generic_plans > 0
+                   AND statement NOT LIKE '%pg_prepared_statements%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        assert!(generic.is_empty(), "a lookup of log_index ran a cached generic plan: {generic:?}");
+    }
+    drop(clients);
     log.close().await;
 }
 
