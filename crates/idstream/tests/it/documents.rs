@@ -587,6 +587,9 @@ async fn local_puts_fsync_the_file_and_every_new_directory_before_answering() {
     .await
     .expect("idstream did not start under strace within 60 s");
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    // Killing strace leaves the server it traces running (it was found orphaned after CI runs):
+    // this kills the server too, however the test ends.
+    let server = Tracee::of(child.id().expect("strace is running"));
 
     let form = Form::new()
         .part("front_image", part(samples::jpeg(800, 600, 2000), "f.jpg", "image/jpeg"))
@@ -595,6 +598,7 @@ async fn local_puts_fsync_the_file_and_every_new_directory_before_answering() {
     assert_eq!(s, 201, "{v}");
     let id = v["documents"][0]["id"].as_str().unwrap().to_owned();
     child.kill().await.unwrap();
+    drop(server);
     let log = std::fs::read_to_string(&trace).unwrap();
     let lines: Vec<&str> = log.lines().collect();
 
@@ -624,4 +628,21 @@ async fn local_puts_fsync_the_file_and_every_new_directory_before_answering() {
     }
     assert!(fsync_of(&root.to_string_lossy(), link_at..lines.len()), "the store's root is not fsync'd:\n{log}");
     assert_eq!(checked, 3, "prefix, tenant and subject directories under {}", root.display());
+}
+
+/// The process `strace -f` runs (its child); killed with SIGKILL when dropped.
+struct Tracee(u32);
+
+impl Tracee {
+    fn of(strace: u32) -> Tracee {
+        let children = std::fs::read_to_string(format!("/proc/{strace}/task/{strace}/children"))
+            .expect("read strace's children from /proc");
+        Tracee(children.split_whitespace().next().expect("strace runs the server").parse().expect("a pid"))
+    }
+}
+
+impl Drop for Tracee {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill").args(["-9", &self.0.to_string()]).status();
+    }
 }
