@@ -33,12 +33,13 @@ count=${COUNT:-$((60000 * duration * 12 / 10))}
 echo "preparing $count signed webhooks ..." >&2
 IDSTREAM_BENCH_SECRET=$secret "$bin" bench prepare --count "$count" --out "$work/requests.tsv"
 
-# Bytes written (wchar) so far by each of the storage threads (store-writer, store-ckpt, log-writer,
-# log-ckpt, log-index): "name bytes" lines.
+# Bytes written (wchar) and CPU time (utime + stime, clock ticks) so far by each of the storage
+# threads (store-writer, store-ckpt, log-writer, log-ckpt, log-index): "name bytes ticks" lines.
 thread_io() {
   for t in /proc/"$1"/task/*; do
-    printf '%s %s\n' "$(cat "$t/comm" 2>/dev/null)" "$(awk '/^wchar/ {print $2}' "$t/io" 2>/dev/null)"
-  done | awk '$1 ~ /^(store|log)-/ && $2 != "" {a[$1] += $2} END {for (k in a) print k, a[k]}'
+    printf '%s %s %s\n' "$(cat "$t/comm" 2>/dev/null)" "$(awk '/^wchar/ {print $2}' "$t/io" 2>/dev/null)" \
+      "$(sed 's/^.*) //' "$t/stat" 2>/dev/null | awk '{print $12 + $13}')"
+  done | awk '$1 ~ /^(store|log)-/ && $3 != "" {a[$1] += $2; c[$1] += $3} END {for (k in a) print k, a[k], c[k]}'
 }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
@@ -143,13 +144,16 @@ def metric(path, name):
     return float(m.group(1)) if m else 0.0
 
 def io(path):
-    return {k: int(v) for k, v in (l.split() for l in open(path) if l.strip())}
+    """name -> (bytes written, CPU clock ticks)"""
+    return {k: (int(b), int(t)) for k, b, t in (l.split() for l in open(path) if l.strip())}
+
+tick = __import__("os").sysconf("SC_CLK_TCK")
 
 # What the writers wrote during the load (wchar of each named thread, /proc/PID/task/*/io), per
 # log entry appended and, with the decision worker on, per decision.
 print()
-print("| decision worker | thread | KB written per log entry | KB written per decision |")
-print("|---|---|---|---|")
+print("| decision worker | thread | KB written per log entry | KB written per decision | CPU µs per log entry | CPU µs per decision |")
+print("|---|---|---|---|---|---|")
 for mode in modes:
     per = {}
     for r in range(1, reps + 1):
@@ -157,12 +161,12 @@ for mode in modes:
         entries = metric(f"{out}/metrics-{mode}-{r}.txt", "idstream_log_batch_entries_sum")
         decisions = metric(f"{out}/metrics-{mode}-{r}.txt", "idstream_decision_latency_seconds_count")
         for name in after:
-            b = after[name] - before.get(name, 0)
-            per.setdefault(name, []).append((b / entries if entries else None, b / decisions if decisions else None))
+            b = after[name][0] - before.get(name, (0, 0))[0]
+            cpu = (after[name][1] - before.get(name, (0, 0))[1]) / tick * 1e6
+            per.setdefault(name, []).append([x / n if n else None for x in (b, cpu) for n in (entries, decisions)])
     for name in sorted(per):
-        e = [x for x, _ in per[name] if x is not None]
-        d = [y for _, y in per[name] if y is not None]
-        fe = f"{statistics.median(e) / 1024:.1f}" if e else "n/a"
-        fd = f"{statistics.median(d) / 1024:.1f}" if d and mode == "on" else ""
-        print(f"| {mode} | {name} | {fe} | {fd} |")
+        col = lambda i, scale: (lambda v: f"{statistics.median(v) / scale:.1f}" if v else "n/a")(
+            [row[i] for row in per[name] if row[i] is not None])
+        on = mode == "on"
+        print(f"| {mode} | {name} | {col(0, 1024)} | {col(1, 1024) if on else ''} | {col(2, 1)} | {col(3, 1) if on else ''} |")
 PY

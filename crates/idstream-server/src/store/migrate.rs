@@ -262,6 +262,7 @@ fn split_v1(tx: &rusqlite::Transaction<'_>, data_dir: &std::path::Path) -> anyho
             "INSERT OR IGNORE INTO main.checkpoints (consumer, offset, updated_at)
              SELECT consumer, offset, updated_at FROM v1.checkpoints",
         )?;
+        fill_session_identities(&copy, data_dir)?;
         copy.commit()?;
         state.execute("DETACH DATABASE v1", [])?;
         for table in STORE_TABLES {
@@ -364,7 +365,29 @@ CREATE INDEX decisions_by_tenant_time ON decisions (tenant, decided_at);",
         code: None,
     },
     Migration { version: 8, description: KEYSET_INDEXES.0, sql: KEYSET_INDEXES.1, code: None },
+    Migration {
+        version: 9,
+        description: "identities: one row per session listing its values, instead of an index by session",
+        code: Some(fill_session_identities),
+        sql: "CREATE TABLE session_identities (
+    tenant     TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    pairs      TEXT NOT NULL,
+    PRIMARY KEY (tenant, session_id)
+) WITHOUT ROWID;
+DROP INDEX identities_by_session;",
+    },
 ];
+
+/// Fills `session_identities` from the observations in `identities` (state.db v9; again after
+/// `split_v1` copied a version-1 store's observations in). Repeating it changes nothing.
+fn fill_session_identities(tx: &rusqlite::Transaction<'_>, _: &std::path::Path) -> anyhow::Result<()> {
+    tx.execute_batch(
+        "INSERT OR REPLACE INTO main.session_identities (tenant, session_id, pairs)
+         SELECT tenant, session_id, json_group_array(json_array(kind, hash)) FROM main.identities GROUP BY tenant, session_id",
+    )?;
+    Ok(())
+}
 
 /// Version 1 of `events.db`: the log and the store in one file.
 const V1: &str = concat!(

@@ -438,6 +438,7 @@ pub(crate) fn apply(tx: &Transaction<'_>, op: &Op) -> rusqlite::Result<Result<()
             for o in obs {
                 stmt.execute(params![o.tenant, o.kind, o.hash, o.session_id, o.subject, o.seen_at_us])?;
             }
+            note_session_identities(tx, obs)?;
         }
         Op::ClaimReview { tenant, id, actor, now_us } => {
             let n = tx
@@ -548,6 +549,51 @@ pub(crate) fn apply(tx: &Transaction<'_>, op: &Op) -> rusqlite::Result<Result<()
         }
     }
     Ok(Ok(()))
+}
+
+/// Adds the observed `(kind, hash)` pairs to their session's row of `session_identities`, the
+/// list the session view's linked subjects start from. One row per session instead of an index
+/// entry per observation: an index of `identities` by session cost each decision ~5 random-key
+/// B-tree inserts in the store writer (BENCHMARKS.md "Identities by session").
+fn note_session_identities(tx: &Transaction<'_>, obs: &[Observation]) -> rusqlite::Result<()> {
+    let mut pairs: Vec<(&str, &str, &str, &str)> =
+        obs.iter().map(|o| (o.tenant.as_str(), o.session_id.as_str(), o.kind.as_str(), o.hash.as_str())).collect();
+    pairs.sort_unstable();
+    pairs.dedup();
+    // One statement per session: the union with the stored list is made in SQL (no read first).
+    let mut write = tx.prepare_cached(
+        "INSERT INTO session_identities (tenant, session_id, pairs) VALUES (?1, ?2, ?3)
+         ON CONFLICT (tenant, session_id) DO UPDATE SET pairs = (
+            SELECT json_group_array(json(value)) FROM (
+                SELECT value FROM json_each(session_identities.pairs) UNION SELECT value FROM json_each(excluded.pairs)))",
+    )?;
+    for session in pairs.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
+        let list: Vec<(&str, &str)> = session.iter().map(|p| (p.2, p.3)).collect();
+        write.execute(params![session[0].0, session[0].1, json_text(&list)])?;
+    }
+    Ok(())
+}
+
+/// The identity observations of one session (`q.session_id` set), newest first: the pairs its
+/// `session_identities` row lists, each read from `identities` by primary key.
+fn session_identities_sql(q: &IdentityQuery) -> (String, Vec<SqlParam>) {
+    let mut w = Conditions::new(|n| format!("?{n}"));
+    w.eq("s.tenant", Some(&q.tenant));
+    w.eq("s.session_id", q.session_id.as_deref());
+    w.eq("i.kind", q.kind.map(|k| k.as_str()));
+    w.eq("i.hash", q.hash.as_deref());
+    let limit = w.bind(super::limit_of(q.limit));
+    (
+        format!(
+            "SELECT i.tenant, i.kind, i.hash, i.subject, i.session_id, i.seen_at
+             FROM session_identities s JOIN json_each(s.pairs) p JOIN identities i
+               ON i.tenant = s.tenant AND i.kind = json_extract(p.value, '$[0]')
+              AND i.hash = json_extract(p.value, '$[1]') AND i.session_id = s.session_id{}
+             ORDER BY i.seen_at DESC LIMIT {limit}",
+            w.clause()
+        ),
+        w.params,
+    )
 }
 
 fn review_conflict(tx: &Transaction<'_>, tenant: &str, id: &str) -> rusqlite::Result<Result<(), TxnError>> {
@@ -790,7 +836,8 @@ impl Store for SqliteStore {
     }
 
     async fn identities(&self, q: IdentityQuery) -> Result<Vec<Observation>, StoreError> {
-        let (sql, params) = q.sql(|n| format!("?{n}"));
+        let (sql, params) =
+            if q.session_id.is_some() { session_identities_sql(&q) } else { q.sql(|n| format!("?{n}")) };
         self.read(move |c| {
             c.prepare_cached(&sql)?
                 .query_map(bound(params), |r| {
@@ -1129,5 +1176,82 @@ impl Store for SqliteStore {
                 .collect()
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A state.db at version 8 with observations of two sessions in `identities`.
+    fn v8_with_observations() -> Connection {
+        let mut c = Connection::open_in_memory().unwrap();
+        migrate::apply_sqlite(&mut c, &STATE[..8], "state.db", Path::new(".")).unwrap();
+        c.execute_batch(
+            "INSERT INTO identities VALUES ('t', 'document', 'hd', 's1', 'u1', 10), ('t', 'phone', 'hp', 's1', 'u1', 20),
+                                           ('t', 'document', 'hd', 's2', 'u2', 30), ('t2', 'email', 'he', 's1', 'u9', 40);",
+        )
+        .unwrap();
+        c
+    }
+
+    #[test]
+    fn version_9_lists_each_sessions_values_and_drops_the_index_by_session() {
+        let mut c = v8_with_observations();
+        assert_eq!(migrate::apply_sqlite(&mut c, STATE, "state.db", Path::new(".")).unwrap(), [9]);
+        let lists: Vec<(String, String, String)> = c
+            .prepare("SELECT tenant, session_id, pairs FROM session_identities ORDER BY 1, 2")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        type Pairs = Vec<(String, String)>;
+        let mut lists: Vec<(String, String, Pairs)> =
+            lists.into_iter().map(|(t, s, p)| (t, s, serde_json::from_str(&p).unwrap())).collect();
+        lists.iter_mut().for_each(|l| l.2.sort());
+        let pair = |k: &str, h: &str| (k.to_owned(), h.to_owned());
+        assert_eq!(
+            lists,
+            [
+                ("t".into(), "s1".into(), vec![pair("document", "hd"), pair("phone", "hp")]),
+                ("t".into(), "s2".into(), vec![pair("document", "hd")]),
+                ("t2".into(), "s1".into(), vec![pair("email", "he")]),
+            ]
+        );
+        let indexes: i64 = c
+            .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'identities_by_session'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(indexes, 0);
+    }
+
+    #[test]
+    fn a_sessions_observations_are_read_by_primary_keys() {
+        let mut c = v8_with_observations();
+        migrate::apply_sqlite(&mut c, STATE, "state.db", Path::new(".")).unwrap();
+        for (kind, hash) in [(None, None), (Some(BlocklistKind::Phone), None), (None, Some("hd"))] {
+            let q = IdentityQuery {
+                tenant: "t".into(),
+                kind,
+                hash: hash.map(str::to_owned),
+                session_id: Some("s1".into()),
+                limit: 20,
+            };
+            let (sql, params) = session_identities_sql(&q);
+            let plan: Vec<String> = c
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap()
+                .query_map(rusqlite::params_from_iter(params.iter().map(|_| "x")), |r| r.get(3))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            let plan = plan.join("; ");
+            assert!(plan.contains("SEARCH s USING PRIMARY KEY"), "{plan}");
+            assert!(
+                plan.contains("SEARCH i USING PRIMARY KEY (tenant=? AND kind=? AND hash=? AND session_id=?)"),
+                "{plan}"
+            );
+            assert!(!plan.contains("SCAN s") && !plan.contains("SCAN i"), "{plan}");
+        }
     }
 }

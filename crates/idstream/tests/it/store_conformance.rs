@@ -783,6 +783,47 @@ async fn suite(b: &Backend) {
     let limited =
         store.identities(IdentityQuery { limit: 2, ..ids(Some("document"), Some("hv"), None) }).await.unwrap();
     assert_eq!(limited.len(), 2);
+    // By session across several commits: every value the session was seen with once, at its
+    // latest sighting, newest first; filters and the limit apply; another tenant's session of
+    // the same id and another session in the same op stay apart.
+    apply(
+        store,
+        vec![Op::Observe(vec![
+            observation("l1", "document", "hm-doc", "m", "lmulti", 100),
+            observation("l1", "phone", "hm-phone", "m", "lmulti", 100),
+            observation("l1", "phone", "hm-phone", "m2", "lmulti2", 100),
+        ])],
+    )
+    .await;
+    apply(
+        store,
+        vec![
+            Op::Observe(vec![
+                observation("l1", "email", "hm-mail", "m", "lmulti", 200),
+                observation("l1", "document", "hm-doc", "m", "lmulti", 300),
+            ]),
+            Op::Observe(vec![observation("l2", "face", "hm-face", "m", "lmulti", 400)]),
+        ],
+    )
+    .await;
+    let kinds =
+        |v: Vec<Observation>| v.into_iter().map(|o| (o.kind.as_str(), o.hash, o.seen_at_us)).collect::<Vec<_>>();
+    assert_eq!(
+        kinds(store.identities(ids(None, None, Some("lmulti"))).await.unwrap()),
+        [("document", "hm-doc".into(), 300), ("email", "hm-mail".into(), 200), ("phone", "hm-phone".into(), 100)]
+    );
+    assert_eq!(
+        kinds(store.identities(ids(Some("phone"), None, Some("lmulti"))).await.unwrap()),
+        [("phone", "hm-phone".into(), 100)]
+    );
+    assert_eq!(kinds(store.identities(ids(None, Some("hm-mail"), Some("lmulti"))).await.unwrap()).len(), 1);
+    assert!(store.identities(ids(None, Some("hm-face"), Some("lmulti"))).await.unwrap().is_empty(), "another tenant's");
+    assert_eq!(store.identities(IdentityQuery { limit: 2, ..ids(None, None, Some("lmulti")) }).await.unwrap().len(), 2);
+    assert_eq!(
+        kinds(store.identities(ids(None, None, Some("lmulti2"))).await.unwrap()),
+        [("phone", "hm-phone".into(), 100)]
+    );
+    assert!(store.identities(ids(None, None, Some("l-never-seen"))).await.unwrap().is_empty());
 
     let pairs = |v: &[(&str, &str)]| v.iter().map(|(k, h)| (bk(k), h.to_string())).collect::<Vec<_>>();
     let req = |tenant: &str, session: &str, subject: &str, since: i64, subject_id: Option<&str>| LookupRequest {

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use idstream_server::state::hash_api_key;
+use idstream_server::store::IdentityQuery;
 use serde_json::Value;
 
 use crate::helpers::*;
@@ -32,6 +33,20 @@ fn v0_copy() -> Arc<tempfile::TempDir> {
     Arc::new(dir)
 }
 
+/// `(tenant, session, kind, hash, subject, seen_at)` of every identity observation in the v0
+/// fixture (its store tables are still in `events.db`), in order.
+type Seen = (String, String, String, String, String, i64);
+fn fixture_observations(dir: &Path) -> std::collections::BTreeSet<Seen> {
+    let c = rusqlite::Connection::open(dir.join("events.db")).unwrap();
+    let mut stmt = c.prepare("SELECT tenant, session_id, kind, hash, subject, seen_at FROM identities").unwrap();
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    rows
+}
+
 fn versions(dir: &Path) -> Vec<i64> {
     let c = rusqlite::Connection::open(dir.join("events.db")).unwrap();
     let exists: bool = c
@@ -49,6 +64,7 @@ fn versions(dir: &Path) -> Vec<i64> {
 async fn a_data_directory_from_before_schema_versions_opens_with_everything_in_it() {
     let dir = v0_copy();
     assert!(versions(dir.path()).is_empty(), "the fixture predates schema versions");
+    let observed = fixture_observations(dir.path());
     let srv = TestServer::start_in(dir.clone(), &config()).await;
     assert_eq!(versions(dir.path()), [1, 2], "migrated in place");
 
@@ -67,6 +83,21 @@ async fn a_data_directory_from_before_schema_versions_opens_with_everything_in_i
     assert_eq!(srv.state.store.checkpoint("decisions").await.unwrap(), Some(237));
     srv.decided().await;
     assert_eq!(srv.state.log.head(), 237, "no decision was made twice");
+
+    // Identity observations by session (the list each session's row keeps since state.db v9,
+    // filled from the observations already there): every session's values, no more, no fewer.
+    assert_eq!(observed.len(), 147, "the fixture's observations");
+    let mut sessions: Vec<(String, String)> = observed.iter().map(|o| (o.0.clone(), o.1.clone())).collect();
+    sessions.dedup();
+    assert_eq!(sessions.len(), 49);
+    let mut found = std::collections::BTreeSet::new();
+    for (tenant, session_id) in sessions {
+        let q = IdentityQuery { tenant, session_id: Some(session_id), limit: 1000, ..Default::default() };
+        for o in srv.state.store.identities(q).await.unwrap() {
+            found.insert((o.tenant, o.session_id, o.kind.as_str().to_owned(), o.hash, o.subject, o.seen_at_us));
+        }
+    }
+    assert_eq!(found, observed);
 
     // Decisions, sessions and reviews.
     let decision = events.iter().find(|e| e["kind"] == "decision.made").unwrap();
