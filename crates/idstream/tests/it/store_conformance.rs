@@ -323,6 +323,14 @@ async fn suite(b: &Backend) {
     let found = store.lookup(vec![others("u2"), others("u1")]).await.unwrap();
     assert_eq!(found[0].other_sessions, [("sess-1".to_owned(), Some(oc("approve")))]);
     assert!(found[1].other_sessions.is_empty(), "{:?}", found[1].other_sessions);
+    // A session first seen without a subject gets it from a later update, which keeps it.
+    apply(store, vec![upsert("t1", "sess-2", None, None, "in_progress", None, 400)]).await;
+    assert_eq!(store.session("t1", "sess-2").await.unwrap().unwrap().subject, None);
+    apply(store, vec![upsert("t1", "sess-2", Some("u3"), None, "in_progress", None, 410)]).await;
+    apply(store, vec![upsert("t1", "sess-2", None, None, "approved", None, 420)]).await;
+    assert_eq!(store.session("t1", "sess-2").await.unwrap().unwrap().subject.as_deref(), Some("u3"));
+    let found = store.lookup(vec![others("u3")]).await.unwrap();
+    assert_eq!(found[0].other_sessions, [("sess-2".to_owned(), None)]);
 
     // --- Reviews: open, claim, resolve, with the conditions and their messages.
     apply(
