@@ -2,9 +2,10 @@
 # Where the decision worker's time goes under load, second by second: runs one
 # `idstream bench decide` (RATE webhooks/s for 15 s, 256 connections), scrapes the server's
 # /metrics every half second, and prints per interval: webhooks accepted/s, decisions/s, their
-# mean latency from the webhook's acknowledgement, decision batches/s with the commit and lookup
-# time per batch, and store commits/s with the time per commit. Also the server's CPU seconds
-# (/proc/PID/stat) and the bench's own summary.
+# mean latency from the webhook's acknowledgement, decision batches/s with the commit, publish
+# (appending the batch's entries to the log, beside the next batch) and lookup time per batch,
+# and store commits/s with the time per commit. Also the server's CPU seconds (/proc/PID/stat)
+# and the bench's own summary.
 #   BIN=target/release/idstream RATE=5000 bash scripts/bench-decide-timeline.sh
 set -euo pipefail
 bin=$(readlink -f "${BIN:-target/release/idstream}")
@@ -52,8 +53,8 @@ def g(d, prefix):
     return sum(v for k, v in d.items() if k.startswith(prefix))
 def delta(a, b, prefix):
     return g(b, prefix) - g(a, prefix)
-print("| s | webhooks/s | decisions/s | mean latency ms | batches/s | commit ms/batch | lookup ms/batch | store commits/s | ms/store commit |")
-print("|---|---|---|---|---|---|---|---|---|")
+print("| s | webhooks/s | decisions/s | mean latency ms | batches/s | commit ms/batch | publish ms/batch | lookup ms/batch | store commits/s | ms/store commit |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 for (t0, a), (t1, b) in zip(rows, rows[1:]):
     dt = t1 - t0
     n = delta(a, b, "idstream_decision_latency_seconds_count")
@@ -62,12 +63,14 @@ for (t0, a), (t1, b) in zip(rows, rows[1:]):
     lat = delta(a, b, "idstream_decision_latency_seconds_sum")
     cb = delta(a, b, 'idstream_decision_batch_seconds_count{phase="commit"}')
     cs = delta(a, b, 'idstream_decision_batch_seconds_sum{phase="commit"}')
+    pc = delta(a, b, 'idstream_decision_batch_seconds_count{phase="publish"}')
+    ps = delta(a, b, 'idstream_decision_batch_seconds_sum{phase="publish"}')
     lc = delta(a, b, 'idstream_decision_batch_seconds_count{phase="lookup"}')
     ls = delta(a, b, 'idstream_decision_batch_seconds_sum{phase="lookup"}')
     sc = delta(a, b, "idstream_store_commit_seconds_count")
     ss = delta(a, b, "idstream_store_commit_seconds_sum")
     wh = delta(a, b, "idstream_webhooks_total")
     print(f"| {t1 - rows[0][0]:.1f} | {wh / dt:.0f} | {n / dt:.0f} | {1000 * lat / max(n, 1):.1f} | {cb / dt:.0f} | "
-          f"{1000 * cs / max(cb, 1):.1f} | {1000 * ls / max(lc, 1):.1f} | {sc / dt:.0f} | {1000 * ss / max(sc, 1):.1f} |")
+          f"{1000 * cs / max(cb, 1):.1f} | {1000 * ps / max(pc, 1):.1f} | {1000 * ls / max(lc, 1):.1f} | {sc / dt:.0f} | {1000 * ss / max(sc, 1):.1f} |")
 PY
 rm -rf "$work"

@@ -138,6 +138,12 @@ pub struct Decider {
     pub opts: DecideOptions,
 }
 
+/// A committed batch's entries being appended to the log, and the batch's last offset.
+struct Publishing {
+    task: tokio::task::JoinHandle<()>,
+    last: u64,
+}
+
 /// What a batch has decided but not committed yet, so later events in it see it.
 #[derive(Default)]
 struct Overlay {
@@ -209,8 +215,7 @@ impl Decider {
     /// Runs until `stop` as checkpoint `consumer`, deciding only the sessions of `partition`
     /// (`(n, count)`: sessions whose [`partition_of`] is `n`), or all when `None`.
     pub async fn run_scope(self, consumer: &str, partition: Option<(u32, u32)>, stop: CancellationToken) {
-        let mut head = self.log.subscribe();
-        let Some(mut pos) = self.load_checkpoint(consumer, &stop).await else { return };
+        let Some(pos) = self.load_checkpoint(consumer, &stop).await else { return };
         self.progress.set(consumer, pos);
         // Forget this worker's position when it stops (a partition handed to another node).
         struct Forget<'a>(&'a Progress, &'a str);
@@ -220,6 +225,35 @@ impl Decider {
             }
         }
         let _forget = Forget(&self.progress, consumer);
+        let mut publishing = None;
+        self.decide_from(pos, consumer, partition, &stop, &mut publishing).await;
+        // Stopping: the last batch's entries reach the log before the worker lets go.
+        self.published(consumer, &mut publishing).await;
+    }
+
+    /// Waits until the last batch's entries are in the log (or left to the outbox relay), then
+    /// reports its position: [`Progress`] only counts batches whose entries can be read.
+    async fn published(&self, consumer: &str, publishing: &mut Option<Publishing>) {
+        if let Some(p) = publishing.take() {
+            // A panic in the append is the append's to report; the entries stay in the outbox.
+            let _ = p.task.await;
+            self.progress.set(consumer, p.last);
+        }
+    }
+
+    /// The worker's loop from `pos` until `stop`. A batch's entries are appended to the log
+    /// while the next batch is read, decided and committed: its state (with the entries in the
+    /// outbox) is durable before that, and the next batch's entries are appended only after
+    /// them, so they reach the log in batch order.
+    async fn decide_from(
+        &self,
+        mut pos: u64,
+        consumer: &str,
+        partition: Option<(u32, u32)>,
+        stop: &CancellationToken,
+        publishing: &mut Option<Publishing>,
+    ) {
+        let mut head = self.log.subscribe();
         // With a partition, batches with nothing to decide only move `pos` in memory; the
         // checkpoint follows with the next decision (or every `IDLE_CHECKPOINT` entries).
         let mut committed = pos;
@@ -244,6 +278,9 @@ impl Decider {
                 }
             };
             let Some(last) = entries.last().map(|e| e.offset) else {
+                // Nothing new: finish the last append before waiting (readiness, tests and a
+                // stopping node see every decision's entries once the worker is idle).
+                self.published(consumer, publishing).await;
                 head.mark_unchanged();
                 if self.log.head() > pos {
                     continue;
@@ -277,22 +314,39 @@ impl Decider {
             let decidable = mine.iter().any(|e| e.kind.starts_with("verification."));
             if partition.is_some() && !decidable && last - committed < IDLE_CHECKPOINT {
                 pos = last;
+                self.published(consumer, publishing).await;
                 self.progress.set(consumer, pos);
                 continue;
             }
             match self.process(&mine, consumer, last).await {
-                Ok(()) => {
+                Ok(staged) => {
                     pos = last;
                     committed = last;
-                    self.progress.set(consumer, pos);
                     backoff.reset();
+                    // The previous batch's entries first: then this batch's may follow them.
+                    self.published(consumer, publishing).await;
+                    if staged.is_empty() {
+                        self.progress.set(consumer, pos);
+                    } else {
+                        let store = self.store.clone();
+                        let task = tokio::spawn(async move {
+                            let started = Instant::now();
+                            if let Err(e) = store.publish(staged).await {
+                                // Committed all the same: the outbox relay appends them later.
+                                tracing::warn!(error = %e, "decision entries not appended yet; the outbox relay will");
+                            }
+                            metrics::histogram!("idstream_decision_batch_seconds", "phase" => "publish")
+                                .record(started.elapsed().as_secs_f64());
+                        });
+                        *publishing = Some(Publishing { task, last });
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, consumer, "decision batch not committed; it will be retried");
                     tokio::select! { _ = stop.cancelled() => return, _ = tokio::time::sleep(backoff.next_wait()) => {} }
                     // Another node may have moved the checkpoint (a partition taken over): go on
                     // from what is stored, never from what this worker assumed.
-                    let Some(p) = self.load_checkpoint(consumer, &stop).await else { return };
+                    let Some(p) = self.load_checkpoint(consumer, stop).await else { return };
                     pos = p;
                     committed = p;
                 }
@@ -325,7 +379,7 @@ impl Decider {
     /// Decides a batch and commits it with the checkpoint `last`. The enrichment lookups of
     /// the whole batch are one read; the decisions are then made in log order against those
     /// results plus the batch's own overlay.
-    async fn process(&self, entries: &[LogEntry], consumer: &str, last: u64) -> Result<(), TxnError> {
+    async fn process(&self, entries: &[LogEntry], consumer: &str, last: u64) -> Result<Staged, TxnError> {
         let mut txn = Txn::default();
         let mut overlay = Overlay::default();
         let mut decided: Vec<(i64, &'static str)> = Vec::new();
@@ -426,7 +480,7 @@ impl Decider {
         }
         txn.ops.push(Op::SetCheckpoint { consumer: consumer.to_owned(), offset: last });
         let commit_started = Instant::now();
-        self.store.commit(txn).await?;
+        let staged = self.store.commit_staged(txn).await?;
         metrics::histogram!("idstream_decision_batch_seconds", "phase" => "commit")
             .record(commit_started.elapsed().as_secs_f64());
         let now = now_us();
@@ -434,7 +488,7 @@ impl Decider {
             metrics::counter!("idstream_decisions_total", "outcome" => outcome).increment(1);
             metrics::histogram!("idstream_decision_latency_seconds").record((now - appended_at) as f64 / 1e6);
         }
-        Ok(())
+        Ok(staged)
     }
 
     /// What to look up for deciding `event`.

@@ -43,6 +43,23 @@ pub struct Txn {
     pub ops: Vec<Op>,
 }
 
+/// A committed [`Txn`] whose entries wait in the outbox: [`Store::publish`] appends them.
+#[derive(Debug, Default)]
+#[must_use = "entries left unpublished wait for the outbox relay"]
+pub struct Staged {
+    pub(crate) entries: Vec<NewEntry>,
+    /// The outbox rows holding `entries` (the embedded store's sequence numbers; PostgreSQL finds
+    /// its rows by entry id).
+    pub(crate) rows: Vec<i64>,
+}
+
+impl Staged {
+    /// Whether there is nothing to append.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
 /// A state change.
 #[derive(Debug, Clone)]
 pub enum Op {
@@ -530,7 +547,18 @@ impl IdentityQuery {
 pub trait Store: Send + Sync + 'static {
     /// Applies `txn` atomically; results are the appended entries, in order (none when the
     /// change committed but its entries wait in an outbox for the log to take them).
-    async fn commit(&self, txn: Txn) -> Result<Vec<Appended>, TxnError>;
+    async fn commit(&self, txn: Txn) -> Result<Vec<Appended>, TxnError> {
+        let staged = self.commit_staged(txn).await?;
+        self.publish(staged).await
+    }
+    /// The first half of [`Store::commit`]: applies `txn` atomically, its entries written to the
+    /// outbox in the same transaction. When this returns the change is durable; its entries are
+    /// not in the log yet (the relay appends them if [`Store::publish`] never runs).
+    async fn commit_staged(&self, txn: Txn) -> Result<Staged, TxnError>;
+    /// The second half of [`Store::commit`]: appends a staged commit's entries to the log and
+    /// clears their outbox rows. A caller that publishes several commits keeps their order by
+    /// awaiting each before publishing the next.
+    async fn publish(&self, staged: Staged) -> Result<Vec<Appended>, TxnError>;
     /// Stops writing after what is queued (shutdown).
     async fn close(&self);
     /// A consumer's stored position (the last offset it finished), as `Op::SetCheckpoint`

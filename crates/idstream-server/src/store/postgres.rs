@@ -873,18 +873,17 @@ fn first<T>(rows: Vec<Row>, f: fn(&Row) -> PgResult<T>) -> Result<Option<T>, Sto
 
 #[async_trait]
 impl Store for PgStore {
-    /// Commits the txn's ops and entries in one PostgreSQL transaction, then appends the
-    /// entries to the log (each with a dedupe key: its own, or `entry:<id>`).
+    /// Commits the txn's ops and entries in one PostgreSQL transaction ([`Store::publish`] then
+    /// appends the entries to the log, each with a dedupe key: its own, or `entry:<id>`).
     ///
-    /// `Err(TxnError::Log)` after the commit means the log append failed: the state **is**
-    /// committed, and the entries wait in the outbox until [`PgStore::run_relay`] (on any node)
-    /// publishes them. Do not re-apply such a txn: its state is already there (a decision
-    /// worker's retry of the batch is refused by its checkpoint fence). Any other error means
-    /// nothing was committed — unless the connection broke during `COMMIT` itself, when, as
-    /// with any database, the outcome is unknown (if it did commit, the relay publishes).
-    async fn commit(&self, txn: Txn) -> Result<Vec<Appended>, TxnError> {
+    /// An error means nothing was committed — unless the connection broke during `COMMIT`
+    /// itself, when, as with any database, the outcome is unknown (if it did commit, the relay
+    /// publishes). `Err(TxnError::Log)` from `publish` (and so from `commit`) means the log
+    /// append failed: the state **is** committed, and the entries wait in the outbox until
+    /// [`PgStore::run_relay`] (on any node) publishes them. Do not re-apply such a txn.
+    async fn commit_staged(&self, txn: Txn) -> Result<Staged, TxnError> {
         if txn.entries.is_empty() && txn.ops.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Staged::default());
         }
         let entries: Vec<NewEntry> = txn
             .entries
@@ -894,19 +893,22 @@ impl Store for PgStore {
                 e
             })
             .collect();
-        {
-            let mut client = self.client().await?;
-            let tx = client.transaction().await.map_err(unavailable)?;
-            // A database error drops `tx`, which rolls it back.
-            match apply_txn(&tx, &txn.ops, &entries).await.map_err(unavailable)? {
-                Ok(()) => tx.commit().await.map_err(unavailable)?,
-                Err(failed) => {
-                    // A failed rollback leaves the transaction uncommitted all the same.
-                    let _ = tx.rollback().await;
-                    return Err(failed);
-                }
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        // A database error drops `tx`, which rolls it back.
+        match apply_txn(&tx, &txn.ops, &entries).await.map_err(unavailable)? {
+            Ok(()) => tx.commit().await.map_err(unavailable)?,
+            Err(failed) => {
+                // A failed rollback leaves the transaction uncommitted all the same.
+                let _ = tx.rollback().await;
+                return Err(failed);
             }
         }
+        Ok(Staged { entries, rows: Vec::new() })
+    }
+
+    async fn publish(&self, staged: Staged) -> Result<Vec<Appended>, TxnError> {
+        let entries = staged.entries;
         if entries.is_empty() {
             return Ok(Vec::new());
         }

@@ -746,7 +746,7 @@ fn row_ruleset(r: &rusqlite::Row<'_>) -> rusqlite::Result<RulesetRecord> {
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn commit(&self, mut txn: Txn) -> Result<Vec<Appended>, TxnError> {
+    async fn commit_staged(&self, mut txn: Txn) -> Result<Staged, TxnError> {
         for e in &mut txn.entries {
             e.dedupe_key = Some(outbox_key(e));
         }
@@ -754,7 +754,12 @@ impl Store for SqliteStore {
         let (reply, rx) = oneshot::channel();
         let appended = self.take_appended();
         self.tx.send(Msg::Cmd(Cmd::Txn { txn, appended, reply })).await.map_err(|_| StoreError::Closed)?;
-        let seqs = rx.await.map_err(|_| StoreError::Closed)??;
+        let rows = rx.await.map_err(|_| StoreError::Closed)??;
+        Ok(Staged { entries, rows })
+    }
+
+    async fn publish(&self, staged: Staged) -> Result<Vec<Appended>, TxnError> {
+        let Staged { entries, rows } = staged;
         if entries.is_empty() {
             return Ok(Vec::new());
         }
@@ -764,9 +769,9 @@ impl Store for SqliteStore {
             Ok(appended) => {
                 // Best effort: a row not deleted is appended again by the relay, as a duplicate.
                 let flush = {
-                    let mut rows = self.appended.lock().unwrap_or_else(|e| e.into_inner());
-                    rows.extend(seqs);
-                    rows.len() >= MAX_APPENDED
+                    let mut pending = self.appended.lock().unwrap_or_else(|e| e.into_inner());
+                    pending.extend(rows);
+                    pending.len() >= MAX_APPENDED
                 };
                 if flush {
                     let _ = self.flush_appended().await;

@@ -297,10 +297,10 @@ async fn kill_9_mid_stream_leaves_exactly_one_decision_per_event() {
 }
 
 /// The embedded store commits a change with its log entries in `state.db`'s outbox, then
-/// appends them to `events.db`. A crash between the two (here: the log closed under the
-/// commit), or between the append and the outbox delete (here: a row put back), leaves work
-/// for the relay at the next start: every entry reaches the log exactly once, and the change
-/// itself is there.
+/// appends them to `events.db`. A crash between the two (here: a staged commit never published,
+/// and the log closed under a commit), or between the append and the outbox delete (here: a row
+/// put back), leaves work for the relay at the next start: every entry reaches the log exactly
+/// once, and the change itself is there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbox_entries_left_by_a_crash_reach_the_log_exactly_once() {
     use idstream_server::log::sqlite::{SqliteLog, SqliteOptions};
@@ -331,6 +331,11 @@ async fn outbox_entries_left_by_a_crash_reach_the_log_exactly_once() {
         // Appended normally...
         let ok = store.commit(Txn { entries: vec![entry("e-ok", None)], ops: vec![subject("u-ok")] }).await.unwrap();
         assert_eq!(ok.len(), 1);
+        // Committed, and never published: the decision worker appends a batch's entries while
+        // it decides the next, so a crash can come between its commit and the append.
+        let staged =
+            store.commit_staged(Txn { entries: vec![entry("e-0", None)], ops: vec![subject("u-0")] }).await.unwrap();
+        drop(staged);
         // ... then the log goes away under a commit: the change stands, its entries wait.
         log.close().await;
         let pending = store
@@ -365,8 +370,10 @@ async fn outbox_entries_left_by_a_crash_reach_the_log_exactly_once() {
         .unwrap();
         let all = b.log.read(0, 100, &Default::default()).await.unwrap();
         let ids: Vec<&str> = all.iter().map(|e| e.id.as_str()).collect();
-        assert_eq!(ids, ["e-ok", "e-1", "e-2"], "round {round}: every entry once, in commit order");
-        assert!(b.store.subject("acme", "u-1").await.unwrap().is_some(), "the change itself committed");
+        assert_eq!(ids, ["e-ok", "e-0", "e-1", "e-2"], "round {round}: every entry once, in commit order");
+        for id in ["u-0", "u-1"] {
+            assert!(b.store.subject("acme", id).await.unwrap().is_some(), "the change itself committed");
+        }
         b.store.close().await;
         b.log.close().await;
     }

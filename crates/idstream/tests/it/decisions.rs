@@ -643,6 +643,57 @@ async fn subject_attributes_reach_the_rules(backend: String) {
     assert_eq!(srv.get("/v1/sessions/s-sub1?tenant=beta", Some(KEY_ACME)).await.0, 403);
 }
 
+/// Every result of a session is decided, and the `decision.made` entries reach the log in the
+/// order of the results they decide: a batch's entries are appended while the worker decides
+/// the next batch, never after the next batch's. 16 concurrent senders send 300 sessions' three
+/// results each.
+async fn decision_entries_reach_the_log_in_each_sessions_order(backend: String) {
+    let extra = format!("{backend}\n[rate_limits]\nenabled = false\n");
+    let srv = std::sync::Arc::new(TestServer::start_with(&base_config(&[SECRET_NEW], &extra)).await);
+    const SESSIONS: usize = 300;
+    // (A repeated result would be the same result: the provider's resend, stored once.)
+    const STATUSES: [&str; 3] = ["In Review", "Declined", "Approved"];
+    // Each sender sends one session's results back to back, so a session's consecutive results
+    // fall into consecutive decision batches.
+    let mut senders = Vec::new();
+    for w in 0..16 {
+        let srv = srv.clone();
+        senders.push(tokio::spawn(async move {
+            for n in (w..SESSIONS).step_by(16) {
+                for (round, status) in STATUSES.into_iter().enumerate() {
+                    let (event, session, subject) =
+                        (format!("ord-{n}-{round}"), format!("s-ord-{n}"), format!("u-{n}"));
+                    send(&srv, &kyc_body(&event, &session, &subject, status, |_| {})).await;
+                }
+            }
+        }));
+    }
+    for t in senders {
+        t.await.unwrap();
+    }
+    srv.decided().await;
+    let events = srv.all_events().await;
+    // Per session: its results' offsets in log order, and the results its decisions name, in
+    // the order their `decision.made` entries are in the log.
+    let mut results: HashMap<String, Vec<u64>> = HashMap::new();
+    let mut decided: HashMap<String, Vec<u64>> = HashMap::new();
+    for e in &events {
+        let session = e["session_id"].as_str().unwrap_or_default().to_owned();
+        match e["kind"].as_str() {
+            Some(k) if k.starts_with("verification.") => {
+                results.entry(session).or_default().push(e["offset"].as_u64().unwrap())
+            }
+            Some("decision.made") => decided.entry(session).or_default().push(e["event_offset"].as_u64().unwrap()),
+            _ => {}
+        }
+    }
+    assert_eq!(results.len(), SESSIONS, "every session's results are in the log");
+    for (session, offsets) in &results {
+        assert_eq!(offsets.len(), STATUSES.len(), "{session}: one entry per result");
+        assert_eq!(decided.get(session), Some(offsets), "{session}: each result decided once, in log order");
+    }
+}
+
 /// Each test above, on the embedded backends and on NATS JetStream + PostgreSQL (own stream and
 /// database per test).
 macro_rules! on_both_backends {
@@ -673,7 +724,8 @@ on_both_backends!(
     reviews_are_claimed_by_exactly_one_analyst_and_resolved,
     rulesets_are_validated_activated_and_backtested,
     subject_attributes_reach_the_rules,
-    ended_sessions_close_their_cases_and_rechecks_honour_the_country
+    ended_sessions_close_their_cases_and_rechecks_honour_the_country,
+    decision_entries_reach_the_log_in_each_sessions_order
 );
 
 /// `GET /v1/search` finds every session where a document number or phone was seen, by its
