@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The regression guard: the headline figures of BENCHMARKS.md in a few minutes, one table.
 # Each figure is the median of REPS runs (default 3) next to its baseline measured in the same
-# run, so a change can show it did not slow anything down: run it before and after.
+# run, so a change can show it did not slow anything down: run it before and after. The last
+# step runs scripts/bench-wrk.sh with the decision worker on (it installs wrk if missing).
 #
 #   bash scripts/bench-all.sh                 # a few minutes after the release build
 #   REPS=1 DURATION=3 bash scripts/bench-all.sh   # a quick look
@@ -29,6 +30,8 @@ for i in $(seq "$reps"); do
   step "run $i/$reps: idle WebSocket memory, 2,000 connections (idstream and a minimal server)"
   "$bin" bench stream --mode idle --connections 2000 --idle-secs 2 --json "$out/idle-$i.json" >/dev/null
 done
+step "ingest with the decision worker on, wrk (Debian's package), $reps runs of 10 s: events/s and decided within 1 s"
+BIN="$bin" OUT="$out/wrk" REPS="$reps" MODES=on DURATION=10 bash scripts/bench-wrk.sh >"$out/wrk.txt"
 step "done"
 python3 - "$out" "$reps" <<'PY'
 import json, statistics, sys
@@ -47,6 +50,21 @@ decide = load("decide-1k")
 rows.append(("webhook → decision.made on WS, 1,000/s", f"p99 {med(r['webhook_to_ws_decision']['p99_ms'] for r in decide):.2f} ms",
              f"p99 {med(r['webhook_to_ws_verification']['p99_ms'] for r in decide):.2f} ms (webhook → its own event on WS)",
              f"p50 {med(r['webhook_to_ws_decision']['p50_ms'] for r in decide):.2f} ms"))
+import re
+def wrk_rps(path):
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", open(path).read()).group(1))
+def within_1s(path):
+    text = open(path).read()
+    b = dict(re.findall(r'^idstream_decision_latency_seconds_bucket\{le="([^"]+)"\} (\d+)', text, re.M))
+    return int(b["1"]) / int(b["+Inf"])
+runs = range(1, reps + 1)
+on = [wrk_rps(f"{out}/wrk/ingest-on-{i}.txt") for i in runs]
+hz = [wrk_rps(f"{out}/wrk/healthz-on-{i}.txt") for i in runs]
+rows.append(("durable ingest, decision worker on (wrk, 64 conns)", f"{med(on):,.0f} events/s",
+             f"{med(hz):,.0f}/s (the same server's /healthz)", f"{med(a / b for a, b in zip(on, hz)):.2f}×"))
+within = [within_1s(f"{out}/wrk/metrics-on-{i}.txt") for i in runs]
+rows.append(("decided within 1 s of the ack, at that rate", f"{100 * med(within):.1f}%",
+             "runs: " + ", ".join(f"{100 * w:.1f}%" for w in within), ""))
 idle = load("idle")
 kb = lambda r, i: r[i].get("kb_per_connection") or 0.0
 rows.append(("idle WebSocket memory", f"{med(kb(r, 0) for r in idle):.1f} KB/conn",
