@@ -82,6 +82,11 @@ pub fn apply_sqlite(
     let applied = sqlite_versions(conn)?;
     let mut done = Vec::new();
     for m in pending(database, steps, &applied)? {
+        // A new database takes every step in milliseconds; an upgrade says what it is doing.
+        let started = std::time::Instant::now();
+        if !applied.is_empty() {
+            tracing::info!(version = m.version, "{database}: applying migration: {}", m.description);
+        }
         let tx = conn.transaction()?;
         tx.execute_batch(m.sql)
             .map_err(|e| anyhow::anyhow!("{database}: migration {} ({}): {e}", m.version, m.description))?;
@@ -94,6 +99,10 @@ pub fn apply_sqlite(
             rusqlite::params![m.version, m.description, crate::util::now_us()],
         )?;
         tx.commit()?;
+        if !applied.is_empty() {
+            let ms = started.elapsed().as_millis() as u64;
+            tracing::info!(version = m.version, ms, "{database}: migration {} applied", m.version);
+        }
         done.push(m.version);
     }
     Ok(done)
@@ -382,10 +391,24 @@ DROP INDEX identities_by_session;",
 /// Fills `session_identities` from the observations in `identities` (state.db v9; again after
 /// `split_v1` copied a version-1 store's observations in). Repeating it changes nothing.
 fn fill_session_identities(tx: &rusqlite::Transaction<'_>, _: &std::path::Path) -> anyhow::Result<()> {
+    let observations: i64 = tx.query_row("SELECT count(*) FROM main.identities", [], |r| r.get(0))?;
+    if observations == 0 {
+        return Ok(());
+    }
+    // One statement, so no progress within it: say up front how long it may take (3.9 s per
+    // million observations measured, BENCHMARKS.md "Identities by session").
+    let started = std::time::Instant::now();
+    tracing::info!(
+        observations,
+        "listing each session's identity values (one statement; about 4 s per million observations)"
+    );
     tx.execute_batch(
         "INSERT OR REPLACE INTO main.session_identities (tenant, session_id, pairs)
          SELECT tenant, session_id, json_group_array(json_array(kind, hash)) FROM main.identities GROUP BY tenant, session_id",
     )?;
+    let sessions: i64 = tx.query_row("SELECT count(*) FROM main.session_identities", [], |r| r.get(0))?;
+    let ms = started.elapsed().as_millis() as u64;
+    tracing::info!(observations, sessions, ms, "each session's identity values listed");
     Ok(())
 }
 
