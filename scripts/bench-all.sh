@@ -34,7 +34,7 @@ step "ingest with the decision worker on, wrk (Debian's package), $reps runs of 
 BIN="$bin" OUT="$out/wrk" REPS="$reps" MODES=on DURATION=10 bash scripts/bench-wrk.sh >"$out/wrk.txt"
 step "done"
 python3 - "$out" "$reps" <<'PY'
-import json, statistics, sys
+import json, re, statistics, sys
 out, reps = sys.argv[1], int(sys.argv[2])
 load = lambda name: [json.load(open(f"{out}/{name}-{i}.json")) for i in range(1, reps + 1)]
 med = lambda xs: statistics.median(xs)
@@ -50,7 +50,6 @@ decide = load("decide-1k")
 rows.append(("webhook → decision.made on WS, 1,000/s", f"p99 {med(r['webhook_to_ws_decision']['p99_ms'] for r in decide):.2f} ms",
              f"p99 {med(r['webhook_to_ws_verification']['p99_ms'] for r in decide):.2f} ms (webhook → its own event on WS)",
              f"p50 {med(r['webhook_to_ws_decision']['p50_ms'] for r in decide):.2f} ms"))
-import re
 def wrk_rps(path):
     return float(re.search(r"Requests/sec:\s+([\d.]+)", open(path).read()).group(1))
 def within_1s(path):

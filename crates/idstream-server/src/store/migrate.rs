@@ -402,11 +402,12 @@ fn fill_session_identities(tx: &rusqlite::Transaction<'_>, _: &std::path::Path) 
         observations,
         "listing each session's identity values (one statement; about 4 s per million observations)"
     );
-    tx.execute_batch(
+    // One row written per session: the statement's row count is the number of sessions.
+    let sessions = tx.execute(
         "INSERT OR REPLACE INTO main.session_identities (tenant, session_id, pairs)
          SELECT tenant, session_id, json_group_array(json_array(kind, hash)) FROM main.identities GROUP BY tenant, session_id",
+        [],
     )?;
-    let sessions: i64 = tx.query_row("SELECT count(*) FROM main.session_identities", [], |r| r.get(0))?;
     let ms = started.elapsed().as_millis() as u64;
     tracing::info!(observations, sessions, ms, "each session's identity values listed");
     Ok(())
