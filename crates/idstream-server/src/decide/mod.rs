@@ -11,7 +11,9 @@
 //!
 //! Events of one session are decided in log order because the worker is sequential. Within a
 //! batch, later events see the earlier ones' effects (history, velocity) through an overlay of
-//! what the batch has not committed yet.
+//! what the batch has not committed yet. A batch is decided while the one before it commits;
+//! when its lookups' snapshot does not hold that commit yet, it reads that batch's overlay too,
+//! and it is committed only after that batch is stored (dropped if that commit fails).
 //!
 //! A provider result that only reports an analyst's resolution back (the echo of a push-back,
 //! [`review::is_echo`]) updates the session's provider status and is not decided: the
@@ -144,7 +146,28 @@ struct Publishing {
     last: u64,
 }
 
-/// What a batch has decided but not committed yet, so later events in it see it.
+/// A batch's commit, running while the next batch is read, looked up and decided.
+struct Committing {
+    task: tokio::task::JoinHandle<Result<Staged, TxnError>>,
+    /// The batch's last offset (its checkpoint).
+    last: u64,
+    /// What the batch decided: the next batch's lookups may not see it yet.
+    overlay: Arc<Overlay>,
+    /// `(appended_at_us, outcome)` per decision, counted once committed.
+    decided: Vec<(i64, &'static str)>,
+}
+
+/// How waiting for a batch's commit ended.
+enum Settled {
+    Done,
+    /// The commit failed: go on from this stored checkpoint.
+    Retry(u64),
+    Stopped,
+}
+
+/// What a batch has decided but not committed yet, so later events in it see it. `carried`:
+/// the batch before's own overlay, while its commit is not in the snapshot this batch's lookups
+/// read (the batch's own entries override it, as within one batch).
 #[derive(Default)]
 struct Overlay {
     observations: Vec<Observation>,
@@ -154,6 +177,45 @@ struct Overlay {
     last_update: HashMap<(String, String), usize>,
     /// (tenant, session) → the review case the batch opened (`None`: it closed one).
     reviews: HashMap<(String, String), Option<ReviewRecord>>,
+    carried: Option<Arc<Overlay>>,
+}
+
+impl Overlay {
+    /// The session's latest decided state if the batch or the carried one decided it, else
+    /// what the batch noted of it.
+    fn session(&self, key: &(String, String)) -> Option<&(String, Option<Outcome>)> {
+        let own = self.sessions.get(key);
+        if own.is_some_and(|(_, o)| o.is_some()) {
+            return own;
+        }
+        self.carried.as_ref().and_then(|c| c.sessions.get(key)).filter(|(_, o)| o.is_some()).or(own)
+    }
+
+    fn review(&self, key: &(String, String)) -> Option<&Option<ReviewRecord>> {
+        self.reviews.get(key).or_else(|| self.carried.as_ref()?.reviews.get(key))
+    }
+
+    /// Notes a session the batch updates without deciding it (a decision noted stays).
+    fn note_session(&mut self, key: (String, String), subject: String) {
+        self.sessions.entry(key).or_insert((subject, None));
+    }
+
+    /// Every session noted: the carried ones first, then the batch's own (newer; an entry
+    /// without an outcome does not hide an earlier one, as the store keeps it too).
+    fn all_sessions(&self) -> impl Iterator<Item = (&(String, String), &(String, Option<Outcome>))> {
+        self.carried.iter().flat_map(|c| c.sessions.iter()).chain(self.sessions.iter())
+    }
+
+    fn all_observations(&self) -> impl Iterator<Item = &Observation> {
+        self.carried.iter().flat_map(|c| c.observations.iter()).chain(self.observations.iter())
+    }
+}
+
+/// A decided batch, not committed yet.
+struct Prepared {
+    txn: Txn,
+    overlay: Overlay,
+    decided: Vec<(i64, &'static str)>,
 }
 
 /// The `decision.made` event of a decision (compact: the full inputs are in the store).
@@ -225,10 +287,74 @@ impl Decider {
             }
         }
         let _forget = Forget(&self.progress, consumer);
-        let mut publishing = None;
-        self.decide_from(pos, consumer, partition, &stop, &mut publishing).await;
-        // Stopping: the last batch's entries reach the log before the worker lets go.
+        let (mut committing, mut publishing) = (None, None);
+        self.decide_from(pos, consumer, partition, &stop, &mut committing, &mut publishing).await;
+        // Stopping: the last batch is committed and its entries reach the log before the worker
+        // lets go. (A failed commit is decided again by whoever runs this consumer next.)
+        if let Some(c) = committing.take() {
+            if let Err(e) = self.finish(consumer, c, &mut publishing).await {
+                tracing::warn!(error = %e, consumer, "last decision batch not committed; it will be decided again");
+            }
+        }
         self.published(consumer, &mut publishing).await;
+    }
+
+    /// Waits for a batch's commit; once stored, its entries are appended to the log (after the
+    /// batch before's) in a task of their own.
+    async fn finish(&self, consumer: &str, c: Committing, publishing: &mut Option<Publishing>) -> Result<(), TxnError> {
+        let staged = c.task.await.unwrap_or_else(|e| {
+            Err(TxnError::Store(StoreError::Unavailable(format!("decision commit task failed: {e}"))))
+        })?;
+        let now = now_us();
+        for (appended_at, outcome) in c.decided {
+            metrics::counter!("idstream_decisions_total", "outcome" => outcome).increment(1);
+            metrics::histogram!("idstream_decision_latency_seconds").record((now - appended_at) as f64 / 1e6);
+        }
+        // The previous batch's entries first: then this batch's may follow them.
+        self.published(consumer, publishing).await;
+        if staged.is_empty() {
+            self.progress.set(consumer, c.last);
+        } else {
+            let store = self.store.clone();
+            let task = tokio::spawn(async move {
+                let started = Instant::now();
+                if let Err(e) = store.publish(staged).await {
+                    // Committed all the same: the outbox relay appends them later.
+                    tracing::warn!(error = %e, "decision entries not appended yet; the outbox relay will");
+                }
+                metrics::histogram!("idstream_decision_batch_seconds", "phase" => "publish")
+                    .record(started.elapsed().as_secs_f64());
+            });
+            *publishing = Some(Publishing { task, last: c.last });
+        }
+        Ok(())
+    }
+
+    /// Waits for the batch in flight, if any, to commit. On failure, after the back-off, the
+    /// stored checkpoint to go on from: the batches decided after it assumed it stored and are
+    /// dropped.
+    async fn settle(
+        &self,
+        consumer: &str,
+        committing: &mut Option<Committing>,
+        publishing: &mut Option<Publishing>,
+        backoff: &mut Backoff,
+        stop: &CancellationToken,
+    ) -> Settled {
+        let Some(c) = committing.take() else { return Settled::Done };
+        match self.finish(consumer, c, publishing).await {
+            Ok(()) => Settled::Done,
+            Err(e) => {
+                tracing::warn!(error = %e, consumer, "decision batch not committed; it will be retried");
+                tokio::select! { _ = stop.cancelled() => return Settled::Stopped, _ = tokio::time::sleep(backoff.next_wait()) => {} }
+                // Another node may have moved the checkpoint (a partition taken over): go on
+                // from what is stored, never from what this worker assumed.
+                match self.load_checkpoint(consumer, stop).await {
+                    Some(p) => Settled::Retry(p),
+                    None => Settled::Stopped,
+                }
+            }
+        }
     }
 
     /// Waits until the last batch's entries are in the log (or left to the outbox relay), then
@@ -241,16 +367,19 @@ impl Decider {
         }
     }
 
-    /// The worker's loop from `pos` until `stop`. A batch's entries are appended to the log
-    /// while the next batch is read, decided and committed: its state (with the entries in the
-    /// outbox) is durable before that, and the next batch's entries are appended only after
-    /// them, so they reach the log in batch order.
+    /// The worker's loop from `pos` until `stop`, in three stages that overlap: while batch N+1
+    /// is read, looked up and decided, batch N commits, and batch N-1's entries are appended to
+    /// the log. N+1 is sent to the store only once N is stored (and is dropped if N fails), and
+    /// its entries are appended only after N's, so batches are stored and reach the log in
+    /// order. N+1's lookups may not see N yet: then it reads N's overlay as its own (the
+    /// snapshot's checkpoint says which, [`Store::lookup_at`]).
     async fn decide_from(
         &self,
         mut pos: u64,
         consumer: &str,
         partition: Option<(u32, u32)>,
         stop: &CancellationToken,
+        committing: &mut Option<Committing>,
         publishing: &mut Option<Publishing>,
     ) {
         let mut head = self.log.subscribe();
@@ -258,6 +387,20 @@ impl Decider {
         // checkpoint follows with the next decision (or every `IDLE_CHECKPOINT` entries).
         let mut committed = pos;
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        // Waits for the batch in flight; on failure, goes on from the stored checkpoint.
+        macro_rules! settle {
+            () => {
+                match self.settle(consumer, committing, publishing, &mut backoff, stop).await {
+                    Settled::Done => {}
+                    Settled::Retry(p) => {
+                        pos = p;
+                        committed = p;
+                        continue;
+                    }
+                    Settled::Stopped => return,
+                }
+            };
+        }
         loop {
             if stop.is_cancelled() {
                 return;
@@ -273,13 +416,15 @@ impl Decider {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "decision worker cannot read the log; retrying");
+                    settle!();
                     tokio::select! { _ = stop.cancelled() => return, _ = tokio::time::sleep(backoff.next_wait()) => {} }
                     continue;
                 }
             };
             let Some(last) = entries.last().map(|e| e.offset) else {
-                // Nothing new: finish the last append before waiting (readiness, tests and a
-                // stopping node see every decision's entries once the worker is idle).
+                // Nothing new: finish the last commit and append before waiting (readiness,
+                // tests and a stopping node see every decision's entries once the worker is idle).
+                settle!();
                 self.published(consumer, publishing).await;
                 head.mark_unchanged();
                 if self.log.head() > pos {
@@ -297,6 +442,7 @@ impl Decider {
                 Some(0) => {
                     if let Err(e) = self.reload_ruleset(&entries[0]).await {
                         tracing::warn!(error = %e, "decision worker cannot load an activated ruleset; retrying");
+                        settle!();
                         tokio::select! { _ = stop.cancelled() => return, _ = tokio::time::sleep(backoff.next_wait()) => {} }
                         continue;
                     }
@@ -313,39 +459,37 @@ impl Decider {
             }
             let decidable = mine.iter().any(|e| e.kind.starts_with("verification."));
             if partition.is_some() && !decidable && last - committed < IDLE_CHECKPOINT {
+                settle!();
                 pos = last;
                 self.published(consumer, publishing).await;
                 self.progress.set(consumer, pos);
                 continue;
             }
-            match self.process(&mine, consumer, last).await {
-                Ok(staged) => {
+            let before = committing.as_ref().map(|c| (c.overlay.clone(), c.last));
+            match self.prepare(&mine, consumer, before).await {
+                Ok(prepared) => {
+                    // Sent only once the batch before is stored: it was decided assuming so.
+                    settle!();
+                    backoff.reset();
                     pos = last;
                     committed = last;
-                    backoff.reset();
-                    // The previous batch's entries first: then this batch's may follow them.
-                    self.published(consumer, publishing).await;
-                    if staged.is_empty() {
-                        self.progress.set(consumer, pos);
-                    } else {
-                        let store = self.store.clone();
-                        let task = tokio::spawn(async move {
-                            let started = Instant::now();
-                            if let Err(e) = store.publish(staged).await {
-                                // Committed all the same: the outbox relay appends them later.
-                                tracing::warn!(error = %e, "decision entries not appended yet; the outbox relay will");
-                            }
-                            metrics::histogram!("idstream_decision_batch_seconds", "phase" => "publish")
-                                .record(started.elapsed().as_secs_f64());
-                        });
-                        *publishing = Some(Publishing { task, last });
-                    }
+                    let Prepared { mut txn, mut overlay, decided } = prepared;
+                    txn.ops.push(Op::SetCheckpoint { consumer: consumer.to_owned(), offset: last });
+                    overlay.carried = None;
+                    let store = self.store.clone();
+                    let task = tokio::spawn(async move {
+                        let started = Instant::now();
+                        let staged = store.commit_staged(txn).await;
+                        metrics::histogram!("idstream_decision_batch_seconds", "phase" => "commit")
+                            .record(started.elapsed().as_secs_f64());
+                        staged
+                    });
+                    *committing = Some(Committing { task, last, overlay: Arc::new(overlay), decided });
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, consumer, "decision batch not committed; it will be retried");
+                    tracing::warn!(error = %e, consumer, "decision batch not decided (lookups failed); it will be retried");
+                    settle!();
                     tokio::select! { _ = stop.cancelled() => return, _ = tokio::time::sleep(backoff.next_wait()) => {} }
-                    // Another node may have moved the checkpoint (a partition taken over): go on
-                    // from what is stored, never from what this worker assumed.
                     let Some(p) = self.load_checkpoint(consumer, stop).await else { return };
                     pos = p;
                     committed = p;
@@ -376,10 +520,16 @@ impl Decider {
         Ok(())
     }
 
-    /// Decides a batch and commits it with the checkpoint `last`. The enrichment lookups of
-    /// the whole batch are one read; the decisions are then made in log order against those
-    /// results plus the batch's own overlay.
-    async fn process(&self, entries: &[LogEntry], consumer: &str, last: u64) -> Result<Staged, TxnError> {
+    /// Decides a batch (its commit is the caller's). The enrichment lookups of the whole batch
+    /// are one read; the decisions are then made in log order against those results plus the
+    /// batch's own overlay, and `before`'s (the batch committing meanwhile, with its last
+    /// offset) when the read's snapshot does not hold that commit yet.
+    async fn prepare(
+        &self,
+        entries: &[LogEntry],
+        consumer: &str,
+        before: Option<(Arc<Overlay>, u64)>,
+    ) -> Result<Prepared, TxnError> {
         let mut txn = Txn::default();
         let mut overlay = Overlay::default();
         let mut decided: Vec<(i64, &'static str)> = Vec::new();
@@ -405,9 +555,15 @@ impl Decider {
             Vec::new()
         } else {
             let started = Instant::now();
-            let found = self.store.lookup(reqs).await?;
+            let (found, at) = self.store.lookup_at(reqs, consumer).await?;
             metrics::histogram!("idstream_decision_batch_seconds", "phase" => "lookup")
                 .record(started.elapsed().as_secs_f64());
+            if let Some((before, before_last)) = before {
+                if at.unwrap_or(0) < before_last {
+                    metrics::counter!("idstream_decision_batches_carried_total").increment(1);
+                    overlay.carried = Some(before);
+                }
+            }
             found
         }
         .into_iter();
@@ -416,7 +572,7 @@ impl Decider {
             if let Some(state) = event.status.and_then(undecided_state) {
                 let subject = event.subject.clone().unwrap_or_else(|| format!("session:{session_id}"));
                 let key = (event.tenant.clone(), session_id.clone());
-                overlay.sessions.entry(key.clone()).or_insert((subject, None));
+                overlay.note_session(key.clone(), subject);
                 let update = Op::UpsertSession(SessionUpdate {
                     tenant: event.tenant.clone(),
                     session_id,
@@ -439,7 +595,7 @@ impl Decider {
                 // Abandoned or expired: no result will come, so its case (open, or claimed by
                 // an analyst waiting for one) is closed as superseded.
                 if let Some(found) = looked_up.filter(|_| state.is_final_without_result()) {
-                    let open = match overlay.reviews.get(&key) {
+                    let open = match overlay.review(&key) {
                         Some(r) => r.clone(),
                         None => found.open_review,
                     };
@@ -457,7 +613,7 @@ impl Decider {
             // never decided again. A decision this batch made for the session is newer than the
             // stored one the lookup saw, so then it is no echo.
             let key = (event.tenant.clone(), session_id.clone());
-            let decided_in_batch = overlay.sessions.get(&key).is_some_and(|(_, o)| o.is_some());
+            let decided_in_batch = overlay.session(&key).is_some_and(|(_, o)| o.is_some());
             let echo = event.status.is_some_and(|s| review::is_echo(s, looked_up.session_decision.as_ref()));
             if echo && !decided_in_batch {
                 let analyst = looked_up.session_decision.as_ref().expect("an echo has a decision").outcome;
@@ -478,17 +634,7 @@ impl Decider {
             let outcome = self.decide(e, &event, &session_id, req, looked_up, &mut txn, &mut overlay);
             decided.push((e.appended_at_us, outcome));
         }
-        txn.ops.push(Op::SetCheckpoint { consumer: consumer.to_owned(), offset: last });
-        let commit_started = Instant::now();
-        let staged = self.store.commit_staged(txn).await?;
-        metrics::histogram!("idstream_decision_batch_seconds", "phase" => "commit")
-            .record(commit_started.elapsed().as_secs_f64());
-        let now = now_us();
-        for (appended_at, outcome) in decided {
-            metrics::counter!("idstream_decisions_total", "outcome" => outcome).increment(1);
-            metrics::histogram!("idstream_decision_latency_seconds").record((now - appended_at) as f64 / 1e6);
-        }
-        Ok(staged)
+        Ok(Prepared { txn, overlay, decided })
     }
 
     /// What to look up for deciding `event`.
@@ -534,9 +680,17 @@ impl Decider {
 
         // History: stored sessions, overridden by this batch's.
         let mut others: HashMap<String, Option<Outcome>> = found.other_sessions.into_iter().collect();
-        for ((t, s), (subj, outcome)) in &overlay.sessions {
+        for ((t, s), (subj, outcome)) in overlay.all_sessions() {
             if t == tenant && subj == &subject && s != session_id {
-                others.insert(s.clone(), *outcome);
+                match outcome {
+                    Some(_) => {
+                        others.insert(s.clone(), *outcome);
+                    }
+                    // Updated without a decision: the session keeps its stored outcome.
+                    None => {
+                        others.entry(s.clone()).or_insert(None);
+                    }
+                }
             }
         }
         let count = |o: Outcome| others.values().filter(|x| **x == Some(o)).count() as i64;
@@ -549,7 +703,7 @@ impl Decider {
         for (kind, subjects) in &found.velocity {
             let hash = &velocity_hashes.iter().find(|(k, _)| k == kind).expect("asked for").1;
             let mut set: HashSet<&str> = subjects.iter().map(String::as_str).collect();
-            for o in &overlay.observations {
+            for o in overlay.all_observations() {
                 if &o.tenant == tenant && &o.kind == kind && &o.hash == hash && o.subject != subject {
                     set.insert(&o.subject);
                 }
@@ -612,7 +766,7 @@ impl Decider {
         // One open case per session: a later `review` keeps the open case; a later approve or
         // decline (the provider's own reviewer finished, say) closes it as superseded.
         let key = (tenant.clone(), session_id.to_owned());
-        let open = match overlay.reviews.get(&key) {
+        let open = match overlay.review(&key) {
             Some(r) => r.clone(),
             None => found.open_review,
         };

@@ -578,6 +578,14 @@ pub trait Store: Send + Sync + 'static {
     async fn idempotent(&self, scope: &str, key: &str) -> Result<Option<access::IdempotencyRecord>, StoreError>;
     /// The enrichment lookups of a batch of decisions, in one read (one snapshot).
     async fn lookup(&self, reqs: Vec<LookupRequest>) -> Result<Vec<LookupResult>, StoreError>;
+    /// [`Store::lookup`], with `consumer`'s checkpoint as the same snapshot holds it (`None`:
+    /// none stored). The decision worker looks a batch up while the batch before it commits; the
+    /// checkpoint says whether the snapshot includes that commit (which is atomic with it).
+    async fn lookup_at(
+        &self,
+        reqs: Vec<LookupRequest>,
+        consumer: &str,
+    ) -> Result<(Vec<LookupResult>, Option<u64>), StoreError>;
     async fn decision(&self, id: &str) -> Result<Option<DecisionRecord>, StoreError>;
     /// Decisions made by the rules between the two times (decision time, Unix µs), oldest first.
     async fn decisions_between(

@@ -1086,8 +1086,17 @@ impl Store for PgStore {
         if reqs.is_empty() {
             return Ok(Vec::new());
         }
+        Ok(self.lookup_at(reqs, "").await?.0)
+    }
+
+    async fn lookup_at(
+        &self,
+        reqs: Vec<LookupRequest>,
+        consumer: &str,
+    ) -> Result<(Vec<LookupResult>, Option<u64>), StoreError> {
         let mut client = self.client().await?;
-        // One snapshot for the whole batch, as the embedded store's one read transaction.
+        // One snapshot for the whole batch and the checkpoint, as the embedded store's one read
+        // transaction.
         let tx = client
             .build_transaction()
             .isolation_level(IsolationLevel::RepeatableRead)
@@ -1095,9 +1104,14 @@ impl Store for PgStore {
             .start()
             .await
             .map_err(unavailable)?;
-        let out = lookup_batch(&tx, &reqs).await.map_err(unavailable)?;
+        let at = tx
+            .query_opt("SELECT position FROM checkpoints WHERE consumer = $1", &[&consumer])
+            .await
+            .map_err(unavailable)?
+            .map(|r| r.get::<_, i64>(0) as u64);
+        let out = if reqs.is_empty() { Vec::new() } else { lookup_batch(&tx, &reqs).await.map_err(unavailable)? };
         tx.commit().await.map_err(unavailable)?;
-        Ok(out)
+        Ok((out, at))
     }
 
     async fn decision(&self, id: &str) -> Result<Option<DecisionRecord>, StoreError> {

@@ -960,10 +960,27 @@ impl Store for SqliteStore {
     }
 
     async fn lookup(&self, reqs: Vec<LookupRequest>) -> Result<Vec<LookupResult>, StoreError> {
+        Ok(self.lookup_at(reqs, "").await?.0)
+    }
+
+    async fn lookup_at(
+        &self,
+        reqs: Vec<LookupRequest>,
+        consumer: &str,
+    ) -> Result<(Vec<LookupResult>, Option<u64>), StoreError> {
+        let consumer = consumer.to_owned();
         self.read(move |c| {
-            // One read transaction: every lookup of the batch sees the same snapshot.
+            // One read transaction: every lookup of the batch, and the checkpoint, see the same
+            // snapshot (taken by the first SELECT).
             c.execute_batch("BEGIN")?;
-            let out = reqs.iter().map(|req| lookup_one(c, req)).collect::<rusqlite::Result<Vec<_>>>();
+            let out = (|| -> rusqlite::Result<(Vec<LookupResult>, Option<u64>)> {
+                let at = c
+                    .prepare_cached("SELECT offset FROM checkpoints WHERE consumer = ?1")?
+                    .query_row([&consumer], |r| r.get::<_, i64>(0).map(|o| o as u64))
+                    .optional()?;
+                let found = reqs.iter().map(|req| lookup_one(c, req)).collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok((found, at))
+            })();
             // Ended even when a lookup failed, so the pooled connection holds no snapshot.
             let end = c.execute_batch("COMMIT");
             let out = out?;

@@ -694,6 +694,67 @@ async fn decision_entries_reach_the_log_in_each_sessions_order(backend: String) 
     }
 }
 
+/// Every decision counts every session before it in the log — a subject's earlier sessions
+/// (history) and the other subjects that used the same document (velocity) — also when its
+/// batch was looked up while the batch before it was still committing. 16 concurrent senders
+/// send 120 sessions of one subject and 120 subjects sharing one document number. (One worker
+/// decides the whole log here; scale-out workers decide their partitions independently, so
+/// there a session counts the others once their partition's worker got to them.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_and_velocity_count_every_earlier_session() {
+    let extra = "[rate_limits]\nenabled = false\n";
+    let srv = std::sync::Arc::new(TestServer::start_with(&base_config(&[SECRET_NEW], extra)).await);
+    const SESSIONS: usize = 120;
+    let mut senders = Vec::new();
+    for w in 0..16 {
+        let srv = srv.clone();
+        senders.push(tokio::spawn(async move {
+            for n in (w..SESSIONS).step_by(16) {
+                let (event, session) = (format!("hist-{n}"), format!("s-hist-{n}"));
+                send(&srv, &kyc_body(&event, &session, "u-hist", "Approved", |_| {})).await;
+                let (event, session, subject) = (format!("vel-{n}"), format!("s-vel-{n}"), format!("u-vel-{n}"));
+                send(
+                    &srv,
+                    &kyc_body(&event, &session, &subject, "Approved", |v| {
+                        v["decision"]["id_verifications"][0]["document_number"] = json!("P-SHARED-1");
+                    }),
+                )
+                .await;
+            }
+        }));
+    }
+    for t in senders {
+        t.await.unwrap();
+    }
+    srv.decided().await;
+    // The decisions in the log order of the results they decide.
+    let mut made: Vec<(u64, String, String)> = srv
+        .all_events()
+        .await
+        .iter()
+        .filter(|e| e["kind"] == "decision.made")
+        .map(|e| {
+            let text = |k: &str| e[k].as_str().unwrap().to_owned();
+            (e["event_offset"].as_u64().unwrap(), text("session_id"), text("decision_id"))
+        })
+        .collect();
+    made.sort();
+    let (mut history, mut velocity) = (0, 0);
+    for (_, session, id) in &made {
+        let (s, d) = srv.get(&format!("/v1/decisions/{id}"), Some(KEY_ACME)).await;
+        assert_eq!(s, 200, "{d}");
+        let inputs = &d["detail"]["inputs"];
+        if session.starts_with("s-hist-") {
+            assert_eq!(inputs["history"]["previous_sessions"], history, "{session}: every earlier session counted");
+            history += 1;
+        } else {
+            assert_eq!(inputs["velocity"]["document_subjects"], velocity, "{session}: every earlier subject counted");
+            velocity += 1;
+        }
+    }
+    assert_eq!((history, velocity), (SESSIONS, SESSIONS), "every session decided once");
+}
+
 /// Each test above, on the embedded backends and on NATS JetStream + PostgreSQL (own stream and
 /// database per test).
 macro_rules! on_both_backends {
