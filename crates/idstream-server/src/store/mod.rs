@@ -577,7 +577,12 @@ pub trait Store: Send + Sync + 'static {
     async fn auth_session(&self, id_sha256: &str) -> Result<Option<access::AuthSessionRecord>, StoreError>;
     async fn idempotent(&self, scope: &str, key: &str) -> Result<Option<access::IdempotencyRecord>, StoreError>;
     /// The enrichment lookups of a batch of decisions, in one read (one snapshot).
-    async fn lookup(&self, reqs: Vec<LookupRequest>) -> Result<Vec<LookupResult>, StoreError>;
+    async fn lookup(&self, reqs: Vec<LookupRequest>) -> Result<Vec<LookupResult>, StoreError> {
+        if reqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self.lookup_at(reqs, "").await?.0)
+    }
     /// [`Store::lookup`], with `consumer`'s checkpoint as the same snapshot holds it (`None`:
     /// none stored). The decision worker looks a batch up while the batch before it commits; the
     /// checkpoint says whether the snapshot includes that commit (which is atomic with it).

@@ -1082,13 +1082,6 @@ impl Store for PgStore {
         first(rows, |r| r.try_get::<_, i64>(0).map(|p| p as u64))
     }
 
-    async fn lookup(&self, reqs: Vec<LookupRequest>) -> Result<Vec<LookupResult>, StoreError> {
-        if reqs.is_empty() {
-            return Ok(Vec::new());
-        }
-        Ok(self.lookup_at(reqs, "").await?.0)
-    }
-
     async fn lookup_at(
         &self,
         reqs: Vec<LookupRequest>,

@@ -959,10 +959,6 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn lookup(&self, reqs: Vec<LookupRequest>) -> Result<Vec<LookupResult>, StoreError> {
-        Ok(self.lookup_at(reqs, "").await?.0)
-    }
-
     async fn lookup_at(
         &self,
         reqs: Vec<LookupRequest>,
