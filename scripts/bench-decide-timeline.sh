@@ -4,7 +4,8 @@
 # /metrics every half second, and prints per interval: webhooks accepted/s, decisions/s, their
 # mean latency from the webhook's acknowledgement, decision batches/s with the commit, publish
 # (appending the batch's entries to the log, beside the next batch) and lookup time per batch,
-# and store commits/s with the time per commit. Also the server's CPU seconds (/proc/PID/stat)
+# the share of batches decided before the batch ahead of them was in their lookups' snapshot
+# (carried), and store commits/s with the time per commit. Also the server's CPU seconds (/proc/PID/stat)
 # and the bench's own summary.
 #   BIN=target/release/idstream RATE=5000 bash scripts/bench-decide-timeline.sh
 set -euo pipefail
@@ -29,7 +30,7 @@ done
 cpu_first=""; cpu_last=""
 while kill -0 "$bench" 2>/dev/null; do
   if m=$(curl -s --max-time 1 "http://$port/metrics"); then
-    echo "$(date +%s.%N) $(echo "$m" | grep -E '^idstream_(decision_batch_seconds|decision_latency_seconds|store_commit_seconds)_(sum|count)|^idstream_webhooks_total' | tr '\n' ' ')" >>"$work/metrics.txt"
+    echo "$(date +%s.%N) $(echo "$m" | grep -E '^idstream_(decision_batch_seconds|decision_latency_seconds|store_commit_seconds)_(sum|count)|^idstream_webhooks_total|^idstream_decision_batches_carried_total' | tr '\n' ' ')" >>"$work/metrics.txt"
   fi
   if c=$(awk '{print $14+$15}' "/proc/$pid/stat" 2>/dev/null); then
     [ -n "$cpu_first" ] || cpu_first=$c
@@ -53,8 +54,8 @@ def g(d, prefix):
     return sum(v for k, v in d.items() if k.startswith(prefix))
 def delta(a, b, prefix):
     return g(b, prefix) - g(a, prefix)
-print("| s | webhooks/s | decisions/s | mean latency ms | batches/s | commit ms/batch | publish ms/batch | lookup ms/batch | store commits/s | ms/store commit |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+print("| s | webhooks/s | decisions/s | mean latency ms | batches/s | commit ms/batch | publish ms/batch | lookup ms/batch | carried | store commits/s | ms/store commit |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 for (t0, a), (t1, b) in zip(rows, rows[1:]):
     dt = t1 - t0
     n = delta(a, b, "idstream_decision_latency_seconds_count")
@@ -70,7 +71,8 @@ for (t0, a), (t1, b) in zip(rows, rows[1:]):
     sc = delta(a, b, "idstream_store_commit_seconds_count")
     ss = delta(a, b, "idstream_store_commit_seconds_sum")
     wh = delta(a, b, "idstream_webhooks_total")
+    carried = delta(a, b, "idstream_decision_batches_carried_total")
     print(f"| {t1 - rows[0][0]:.1f} | {wh / dt:.0f} | {n / dt:.0f} | {1000 * lat / max(n, 1):.1f} | {cb / dt:.0f} | "
-          f"{1000 * cs / max(cb, 1):.1f} | {1000 * ps / max(pc, 1):.1f} | {1000 * ls / max(lc, 1):.1f} | {sc / dt:.0f} | {1000 * ss / max(sc, 1):.1f} |")
+          f"{1000 * cs / max(cb, 1):.1f} | {1000 * ps / max(pc, 1):.1f} | {1000 * ls / max(lc, 1):.1f} | {100 * carried / max(cb, 1):.0f}% | {sc / dt:.0f} | {1000 * ss / max(sc, 1):.1f} |")
 PY
 rm -rf "$work"
