@@ -1097,11 +1097,12 @@ impl Store for PgStore {
             .start()
             .await
             .map_err(unavailable)?;
-        let at = tx
-            .query_opt("SELECT position FROM checkpoints WHERE consumer = $1", &[&consumer])
-            .await
-            .map_err(unavailable)?
-            .map(|r| r.get::<_, i64>(0) as u64);
+        let checkpoint =
+            tx.prepare_cached("SELECT position FROM checkpoints WHERE consumer = $1").await.map_err(unavailable)?;
+        let at = match tx.query_opt(&checkpoint, &[&consumer]).await.map_err(unavailable)? {
+            Some(r) => Some(r.try_get::<_, i64>(0).map_err(unavailable)? as u64),
+            None => None,
+        };
         let out = if reqs.is_empty() { Vec::new() } else { lookup_batch(&tx, &reqs).await.map_err(unavailable)? };
         tx.commit().await.map_err(unavailable)?;
         Ok((out, at))
