@@ -34,7 +34,7 @@ step "ingest with the decision worker on, wrk (Debian's package), $reps runs of 
 BIN="$bin" OUT="$out/wrk" REPS="$reps" MODES=on DURATION=10 bash scripts/bench-wrk.sh >"$out/wrk.txt"
 step "done"
 python3 - "$out" "$reps" <<'PY'
-import json, re, statistics, sys
+import json, statistics, sys
 out, reps = sys.argv[1], int(sys.argv[2])
 load = lambda name: [json.load(open(f"{out}/{name}-{i}.json")) for i in range(1, reps + 1)]
 med = lambda xs: statistics.median(xs)
@@ -50,18 +50,11 @@ decide = load("decide-1k")
 rows.append(("webhook → decision.made on WS, 1,000/s", f"p99 {med(r['webhook_to_ws_decision']['p99_ms'] for r in decide):.2f} ms",
              f"p99 {med(r['webhook_to_ws_verification']['p99_ms'] for r in decide):.2f} ms (webhook → its own event on WS)",
              f"p50 {med(r['webhook_to_ws_decision']['p50_ms'] for r in decide):.2f} ms"))
-def wrk_rps(path):
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", open(path).read()).group(1))
-def within_1s(path):
-    text = open(path).read()
-    b = dict(re.findall(r'^idstream_decision_latency_seconds_bucket\{le="([^"]+)"\} (\d+)', text, re.M))
-    return int(b["1"]) / int(b["+Inf"])
-runs = range(1, reps + 1)
-on = [wrk_rps(f"{out}/wrk/ingest-on-{i}.txt") for i in runs]
-hz = [wrk_rps(f"{out}/wrk/healthz-on-{i}.txt") for i in runs]
+wrk = json.load(open(f"{out}/wrk/summary.json"))["on"]
+on, hz = wrk["ingest_rps"], wrk["healthz_rps"]
 rows.append(("durable ingest, decision worker on (wrk, 64 conns)", f"{med(on):,.0f} events/s",
              f"{med(hz):,.0f}/s (the same server's /healthz)", f"{med(a / b for a, b in zip(on, hz)):.2f}×"))
-within = [within_1s(f"{out}/wrk/metrics-on-{i}.txt") for i in runs]
+within = wrk["decided_within_1s"]
 rows.append(("decided within 1 s of the ack, at that rate", f"{100 * med(within):.1f}%",
              "runs: " + ", ".join(f"{100 * w:.1f}%" for w in within), ""))
 idle = load("idle")

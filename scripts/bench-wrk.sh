@@ -98,8 +98,10 @@ for rep in $(seq "$reps"); do
 done
 
 python3 - "$out" "$reps" "$modes" <<'PY'
-import re, statistics, sys
+import json, re, statistics, sys
 out, reps, modes = sys.argv[1], int(sys.argv[2]), sys.argv[3].split()
+# Per mode, each run's figures, for scripts that build on this one (bench-all.sh).
+summary = {}
 
 def wrk(path):
     text = open(path).read()
@@ -128,9 +130,11 @@ for mode in modes:
     hz = [wrk(f"{out}/healthz-{mode}-{r}.txt") for r in range(1, reps + 1)]
     ratio = statistics.median(i[0] / h[0] for i, h in zip(ing, hz))
     within = ""
+    summary[mode] = {"ingest_rps": [i[0] for i in ing], "healthz_rps": [h[0] for h in hz]}
     if mode == "on":
         fr = [decided_within(f"{out}/metrics-{mode}-{r}.txt") for r in range(1, reps + 1)]
         within = ", ".join(f"{f * 100:.1f}% of {n}" if f is not None else "n/a" for f, n in fr)
+        summary[mode]["decided_within_1s"] = [f for f, _ in fr]
     for name, rows in [("/healthz (baseline)", hz), ("POST /webhooks (durable)", ing)]:
         med = lambda k: statistics.median(r[1].get(k, float("nan")) for r in rows)
         print(f"| {mode} | {name} | {statistics.median(r[0] for r in rows):,.0f} | {med('50'):.2f} | {med('99'):.2f} | "
@@ -138,6 +142,8 @@ for mode in modes:
     for r in ing:
         if r[3]:
             print(f"  (socket errors in a run: {r[3]})")
+
+json.dump(summary, open(f"{out}/summary.json", "w"), indent=1)
 
 def metric(path, name):
     m = re.search(rf"^{name} ([\d.e+]+)$", open(path).read(), re.M)

@@ -576,16 +576,10 @@ pub trait Store: Send + Sync + 'static {
     async fn users(&self, tenant: Option<&str>) -> Result<Vec<access::UserRecord>, StoreError>;
     async fn auth_session(&self, id_sha256: &str) -> Result<Option<access::AuthSessionRecord>, StoreError>;
     async fn idempotent(&self, scope: &str, key: &str) -> Result<Option<access::IdempotencyRecord>, StoreError>;
-    /// The enrichment lookups of a batch of decisions, in one read (one snapshot).
-    async fn lookup(&self, reqs: Vec<LookupRequest>) -> Result<Vec<LookupResult>, StoreError> {
-        if reqs.is_empty() {
-            return Ok(Vec::new());
-        }
-        Ok(self.lookup_at(reqs, "").await?.0)
-    }
-    /// [`Store::lookup`], with `consumer`'s checkpoint as the same snapshot holds it (`None`:
-    /// none stored). The decision worker looks a batch up while the batch before it commits; the
-    /// checkpoint says whether the snapshot includes that commit (which is atomic with it).
+    /// The enrichment lookups of a batch of decisions, in one read (one snapshot), with
+    /// `consumer`'s checkpoint as that snapshot holds it (`None`: none stored). The decision
+    /// worker looks a batch up while the batch before it commits; the checkpoint says whether
+    /// the snapshot includes that commit (which is atomic with it).
     async fn lookup_at(
         &self,
         reqs: Vec<LookupRequest>,

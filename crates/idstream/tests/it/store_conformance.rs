@@ -320,7 +320,7 @@ async fn suite(b: &Backend) {
         velocity_since_us: 0,
         subject_id: None,
     };
-    let found = store.lookup(vec![others("u2"), others("u1")]).await.unwrap();
+    let found = store.lookup_at(vec![others("u2"), others("u1")], "").await.unwrap().0;
     assert_eq!(found[0].other_sessions, [("sess-1".to_owned(), Some(oc("approve")))]);
     assert!(found[1].other_sessions.is_empty(), "{:?}", found[1].other_sessions);
     // A session first seen without a subject gets it from a later update, which keeps it.
@@ -329,7 +329,7 @@ async fn suite(b: &Backend) {
     apply(store, vec![upsert("t1", "sess-2", Some("u3"), None, "in_progress", None, 410)]).await;
     apply(store, vec![upsert("t1", "sess-2", None, None, "approved", None, 420)]).await;
     assert_eq!(store.session("t1", "sess-2").await.unwrap().unwrap().subject.as_deref(), Some("u3"));
-    let found = store.lookup(vec![others("u3")]).await.unwrap();
+    let found = store.lookup_at(vec![others("u3")], "").await.unwrap().0;
     assert_eq!(found[0].other_sessions, [("sess-2".to_owned(), None)]);
 
     // --- Reviews: open, claim, resolve, with the conditions and their messages.
@@ -867,7 +867,7 @@ async fn suite(b: &Backend) {
         },
         req("l1", "nobody", "nobody", 0, Some("nobody")),
     ];
-    let found = store.lookup(reqs).await.unwrap();
+    let found = store.lookup_at(reqs, "").await.unwrap().0;
     assert_eq!(found.len(), 4);
     let velocity = |r: &LookupResult| {
         r.velocity
@@ -904,7 +904,7 @@ async fn suite(b: &Backend) {
     assert_eq!((found[2].subject_attributes.clone(), found[2].open_review.clone()), (None, None));
     assert!(found[3].blocked.is_empty() && found[3].velocity.is_empty() && found[3].other_sessions.is_empty());
     assert_eq!((found[3].subject_attributes.clone(), found[3].open_review.clone()), (None, None));
-    assert!(store.lookup(Vec::new()).await.unwrap().is_empty());
+    assert!(store.lookup_at(Vec::new(), "").await.unwrap().0.is_empty());
 
     // --- Checkpoints committed with a txn.
     if b.fenced_checkpoints {
